@@ -1,0 +1,1 @@
+"""Price book, usage ledger, tallies and invoices (built by the billing issue)."""

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+from tenants.scoping import TenantOwnedModel
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    max_concurrent_sessions = models.PositiveIntegerField(default=10)
+    monthly_budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Spend cap per calendar month in USD; empty means no cap.",
+    )
+    max_session_minutes = models.PositiveIntegerField(default=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    @property
+    def has_budget(self) -> bool:
+        return self.monthly_budget_usd is not None and self.monthly_budget_usd >= Decimal("0")
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    FINANCE = "finance", "Finance"
+    VIEWER = "viewer", "Viewer"
+
+
+CONFIGURE_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+FINANCE_ROLES = frozenset({Role.OWNER, Role.FINANCE})
+
+
+class Membership(TenantOwnedModel):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in tenant {self.tenant_id} as {self.role}"
+
+    @property
+    def can_configure(self) -> bool:
+        return self.role in CONFIGURE_ROLES
+
+    @property
+    def can_see_finance(self) -> bool:
+        return self.role in FINANCE_ROLES
+
+
+class ProviderCredential(TenantOwnedModel):
+    """A tenant's own provider key, encrypted at rest (see ``tenants.crypto``)."""
+
+    class Provider(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+
+    provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.OPENAI)
+    encrypted_secret = models.TextField()
+    masked = models.CharField(max_length=32, help_text="Display form, e.g. sk-…abcd")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "provider"], name="provider_credential_unique_provider"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_provider_display()} key {self.masked}"
+
+    __repr__ = __str__
+
+
+class ApiKey(TenantOwnedModel):
+    """A platform key for a tenant's backend: only a SHA-256 hash and a visible prefix are kept."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=20, help_text="First characters, shown to recognise it")
+    hashed_key = models.CharField(max_length=64, unique=True)
+    default_agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"], name="apikey_tenant_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    __repr__ = __str__
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class WidgetKey(TenantOwnedModel):
+    """A publishable key for the embeddable widget, bound to exact allowed origins."""
+
+    name = models.CharField(max_length=100)
+    key = models.CharField(max_length=64, unique=True)
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    allowed_origins = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"], name="widgetkey_tenant_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class WorkerHeartbeat(models.Model):
+    """Last time each background process proved it was alive (beat → worker → this row)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,31 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from django.views.generic import RedirectView
+
+from tenants import views
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="console-home"), name="root"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("console/", views.console_home, name="console-home"),
+    path("t/<slug:tenant_slug>/", views.tenant_dashboard, name="tenant-dashboard"),
+    path("t/<slug:tenant_slug>/api-keys/", views.api_key_list, name="api-key-list"),
+    path(
+        "t/<slug:tenant_slug>/api-keys/<int:api_key_id>/revoke/",
+        views.api_key_revoke,
+        name="api-key-revoke",
+    ),
+    path("t/<slug:tenant_slug>/widget-keys/", views.widget_key_list, name="widget-key-list"),
+    path(
+        "t/<slug:tenant_slug>/widget-keys/<int:widget_key_id>/",
+        views.widget_key_detail,
+        name="widget-key-detail",
+    ),
+    path(
+        "t/<slug:tenant_slug>/widget-keys/<int:widget_key_id>/revoke/",
+        views.widget_key_revoke,
+        name="widget-key-revoke",
+    ),
+    path("t/<slug:tenant_slug>/credentials/", views.credentials, name="credentials"),
+]

@@ -1,0 +1,130 @@
+"""The settings module parses strictly and refuses insecure production values."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from voiceplatform.env import Env, parse_database_url
+from voiceplatform.settings import INSECURE_SECRET_KEY, production_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_SECRET = "x7#Kq9!vLm2@Rt5$Wn8^Yp3&Zs6*Bd4(Fh1)Gj0_Cv" + "e" * 10
+FERNET_KEY = "aGVsbG8taGVsbG8taGVsbG8taGVsbG8taGVsbG8tMTI="
+
+
+def run_manage(environ, *args):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VP_", "DATABASE", "REDIS"))}
+    clean.pop("DEBUG", None)
+    clean.pop("SECRET_KEY", None)
+    clean.pop("ALLOWED_HOSTS", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def production_env(tmp_path, **overrides):
+    environ = {
+        "VP_MODE": "production",
+        "VP_DATA_DIR": str(tmp_path),
+        "SECRET_KEY": GOOD_SECRET,
+        "ALLOWED_HOSTS": "voice.example.com",
+        "VP_CREDENTIAL_KEYS": FERNET_KEY,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+    }
+    environ.update(overrides)
+    return {key: value for key, value in environ.items() if value is not None}
+
+
+def test_production_problems_name_each_insecure_value():
+    problems = production_problems(
+        secret_key=INSECURE_SECRET_KEY,
+        debug=True,
+        allowed_hosts=["*"],
+        credential_keys_set=False,
+        database_url_set=False,
+        redis_url_set=False,
+    )
+    assert problems == [
+        "SECRET_KEY must be set to a random value of at least 50 characters",
+        "DEBUG must be off",
+        "ALLOWED_HOSTS must not contain '*'",
+        "VP_CREDENTIAL_KEYS must be set (python manage.py generate_credential_key)",
+        "DATABASE_URL must point at PostgreSQL",
+        "REDIS_URL must point at Redis",
+    ]
+    assert (
+        production_problems(
+            secret_key=GOOD_SECRET,
+            debug=False,
+            allowed_hosts=["voice.example.com"],
+            credential_keys_set=True,
+            database_url_set=True,
+            redis_url_set=True,
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"SECRET_KEY": None}, "SECRET_KEY must be set"),
+        ({"DEBUG": "true"}, "DEBUG must be off"),
+        ({"ALLOWED_HOSTS": "*"}, "ALLOWED_HOSTS must not contain '*'"),
+        ({"VP_CREDENTIAL_KEYS": None}, "VP_CREDENTIAL_KEYS must be set"),
+        ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+    ],
+)
+def test_production_refuses_to_start_with_insecure_values(tmp_path, overrides, message):
+    result = run_manage(production_env(tmp_path, **overrides), "check")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_check_deploy_passes_in_a_secure_production_configuration(tmp_path):
+    result = run_manage(production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_embedded_default_needs_no_variable(tmp_path):
+    result = run_manage({"VP_DATA_DIR": str(tmp_path)}, "check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_env_helpers_fail_loudly():
+    env = Env({"N": "12x", "B": "perhaps", "L": "a,,b", "C": "blue", "OK": "7"})
+    with pytest.raises(ImproperlyConfigured, match="not an integer"):
+        env.int("N", 1)
+    with pytest.raises(ImproperlyConfigured, match="not a boolean"):
+        env.bool("B", False)
+    with pytest.raises(ImproperlyConfigured, match="empty item"):
+        env.list("L", [])
+    with pytest.raises(ImproperlyConfigured, match="must be one of"):
+        env.choice("C", "red", ("red", "green"))
+    with pytest.raises(ImproperlyConfigured, match="at least 10"):
+        env.int("OK", 1, minimum=10)
+    assert env.int("OK", 1) == 7
+    assert env.int("MISSING", 3) == 3
+
+
+def test_database_url_parsing():
+    url = parse_database_url("postgres://vp:p%40ss@db.internal:6432/voice?sslmode=require")
+    assert (url.name, url.user, url.password, url.host, url.port) == (
+        "voice", "vp", "p@ss", "db.internal", "6432",
+    )  # fmt: skip
+    assert url.options == {"sslmode": "require"}
+    with pytest.raises(ImproperlyConfigured, match="not supported"):
+        parse_database_url("mysql://x@y/z")
+    with pytest.raises(ImproperlyConfigured, match="no database name"):
+        parse_database_url("postgres://x@y/")

@@ -1,0 +1,172 @@
+import re
+
+import pytest
+from django.urls import get_resolver, reverse
+
+from tenants import services
+from tenants.models import ApiKey, ProviderCredential, WidgetKey
+from tenants.scoping import scopes_disabled
+
+SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
+
+
+@pytest.fixture
+def objects_b(world):
+    api_key, _ = services.api_key_issue(tenant=world.tenant_b, name="B backend")
+    widget_key = services.widget_key_create(
+        tenant=world.tenant_b, name="B widget", allowed_origins=["https://b.example"]
+    )
+    services.provider_credential_set(tenant=world.tenant_b, secret=SECRET)
+    return {"api_key_id": api_key.pk, "widget_key_id": widget_key.pk}
+
+
+# Every console URL of a tenant, with the object it names. A new console page must be added here:
+# test_every_tenant_url_is_covered fails otherwise.
+TENANT_URLS = {
+    "tenant-dashboard": ("GET", None),
+    "api-key-list": ("GET", None),
+    "api-key-revoke": ("POST", "api_key_id"),
+    "widget-key-list": ("GET", None),
+    "widget-key-detail": ("GET", "widget_key_id"),
+    "widget-key-revoke": ("POST", "widget_key_id"),
+    "credentials": ("GET", None),
+}
+
+
+def snapshot():
+    with scopes_disabled():
+        return (
+            list(ApiKey.objects.order_by("pk").values_list("pk", "revoked_at", "name")),
+            list(WidgetKey.objects.order_by("pk").values_list("pk", "revoked_at", "name")),
+            list(ProviderCredential.objects.order_by("pk").values_list("pk", "encrypted_secret")),
+        )
+
+
+def test_every_tenant_url_is_covered():
+    names = {
+        name
+        for name, patterns in get_resolver().reverse_dict.lists()
+        if isinstance(name, str) and any("tenant_slug" in p[0][0][1] for p in patterns)
+    }
+    assert names == set(TENANT_URLS)
+
+
+@pytest.mark.parametrize("url_name", sorted(TENANT_URLS))
+def test_member_of_a_gets_404_for_tenant_b_objects_and_nothing_changes(
+    client, world, objects_b, url_name
+):
+    method, object_kwarg = TENANT_URLS[url_name]
+    client.force_login(world.owner_a)
+    before = snapshot()
+    kwargs = {object_kwarg: objects_b[object_kwarg]} if object_kwarg else {}
+    # B's object through A's console, and anything through B's console.
+    urls = [reverse(url_name, kwargs={"tenant_slug": "tenant-b", **kwargs})]
+    if object_kwarg:
+        urls.append(reverse(url_name, kwargs={"tenant_slug": "tenant-a", **kwargs}))
+    for url in urls:
+        response = client.post(url, {"name": "x", "secret": SECRET}) if method == "POST" else None
+        response = response or client.get(url)
+        assert response.status_code == 404, url
+        if method == "GET":
+            post_response = client.post(url, {"name": "x", "secret": SECRET + "Z"})
+            assert post_response.status_code in (404, 405), url
+    assert snapshot() == before
+
+
+def test_missing_ids_and_foreign_ids_look_the_same(client, world, objects_b):
+    client.force_login(world.owner_a)
+    foreign = client.get(
+        reverse("widget-key-detail", args=["tenant-a", objects_b["widget_key_id"]])
+    )
+    missing = client.get(reverse("widget-key-detail", args=["tenant-a", 999999]))
+    assert foreign.status_code == missing.status_code == 404
+    token = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]+"')
+    assert token.sub(b"", foreign.content) == token.sub(b"", missing.content)
+
+
+def test_anonymous_users_are_sent_to_login(client, world):
+    response = client.get(reverse("tenant-dashboard", args=["tenant-a"]))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_login_page_and_login_with_password(client, world):
+    page = client.get("/login/")
+    assert page.status_code == 200
+    assert b"Log in" in page.content
+    response = client.post(
+        "/login/", {"username": "owner-a@example.com", "password": world.password}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == "/t/tenant-a/"
+    assert b"Tenant A" in response.content
+
+
+def test_wrong_password_shows_an_error(client, world):
+    response = client.post("/login/", {"username": "owner-a@example.com", "password": "nope"})
+    assert response.status_code == 200
+    assert b"Please enter a correct" in response.content
+
+
+def test_user_in_two_tenants_can_switch(client, world):
+    services.membership_set(tenant=world.tenant_b, user=world.owner_a, role="viewer")
+    client.force_login(world.owner_a)
+    page = client.get(reverse("tenant-dashboard", args=["tenant-b"]))
+    assert page.status_code == 200
+    assert b'href="/t/tenant-a/"' in page.content and b'href="/t/tenant-b/"' in page.content
+    # The console remembers the last tenant used.
+    assert client.get("/console/")["Location"] == "/t/tenant-b/"
+
+
+def test_viewer_cannot_issue_or_revoke_keys(client, world):
+    api_key, _ = services.api_key_issue(tenant=world.tenant_a, name="A backend")
+    client.force_login(world.member_a)
+    before = snapshot()
+    assert client.get(reverse("api-key-list", args=["tenant-a"])).status_code == 200
+    assert client.post(reverse("api-key-list", args=["tenant-a"]), {"name": "x"}).status_code == 403
+    revoke = reverse("api-key-revoke", args=["tenant-a", api_key.pk])
+    assert client.post(revoke).status_code == 403
+    credentials = reverse("credentials", args=["tenant-a"])
+    assert client.post(credentials, {"secret": SECRET}).status_code == 403
+    assert snapshot() == before
+
+
+def test_owner_issues_a_key_shown_once_then_revokes_it(client, world):
+    client.force_login(world.owner_a)
+    response = client.post(reverse("api-key-list", args=["tenant-a"]), {"name": "prod"})
+    raw_key = response.context["new_key"]
+    assert raw_key.encode() in response.content
+    assert raw_key.encode() not in client.get(reverse("api-key-list", args=["tenant-a"])).content
+    api_key = services.api_key_authenticate(raw_key)
+    client.post(reverse("api-key-revoke", args=["tenant-a", api_key.pk]))
+    assert services.api_key_authenticate(raw_key) is None
+
+
+def test_credential_page_shows_only_the_mask(client, world):
+    client.force_login(world.owner_a)
+    response = client.post(
+        reverse("credentials", args=["tenant-a"]), {"secret": SECRET}, follow=True
+    )
+    assert b"sk-\xe2\x80\xa6WXYZ" in response.content
+    assert SECRET.encode() not in response.content
+
+
+def test_widget_key_form_validates_origins(client, world):
+    client.force_login(world.owner_a)
+    url = reverse("widget-key-list", args=["tenant-a"])
+    response = client.post(url, {"name": "shop", "allowed_origins": "https://shop.example/path"})
+    assert response.status_code == 200
+    assert b"an origin has no path" in response.content
+    response = client.post(
+        url, {"name": "shop", "allowed_origins": "HTTPS://Shop.Example:443\nhttp://localhost:8000"}
+    )
+    assert response.status_code == 302
+    with scopes_disabled():
+        assert WidgetKey.objects.get(name="shop").allowed_origins == [
+            "https://shop.example",
+            "http://localhost:8000",
+        ]
+
+
+def test_healthz_reports_database_and_worker(client, db):
+    response = client.get("/healthz")
+    assert response.json() == {"database": "ok", "worker_heartbeat_age_seconds": None}

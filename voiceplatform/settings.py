@@ -1,0 +1,288 @@
+"""VoicePlatform settings: one module, driven by the environment (see ``.env.example``).
+
+Two modes:
+
+* ``embedded`` (the default, nothing set): SQLite in ``VP_DATA_DIR``, the in-memory channel layer,
+  Celery over kombu's filesystem transport, the bundled local engine. One command runs it all.
+* ``production`` (``VP_MODE=production``): PostgreSQL from ``DATABASE_URL`` through psycopg 3 and
+  Django's connection pool, Redis from ``REDIS_URL`` for the channel layer, the cache and the
+  Celery broker. The process refuses to start with insecure values (see ``production_problems``).
+
+``DATABASE_URL`` and ``REDIS_URL`` may also be set outside production (CI runs the test suite
+against real PostgreSQL and Redis that way).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from voiceplatform.env import Env, parse_database_url, parse_redis_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = Env()
+
+INSECURE_SECRET_KEY = "vp-insecure-embedded-secret-key-do-not-use-in-production"
+
+MODE = env.choice("VP_MODE", "embedded", ("embedded", "production"))
+PRODUCTION = MODE == "production"
+
+SECRET_KEY = env.str("SECRET_KEY", INSECURE_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("VP_CSRF_TRUSTED_ORIGINS", [])
+
+DATA_DIR = Path(env.str("VP_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+# Fernet keys for credentials stored at rest: encrypt with the first, decrypt with any.
+# The embedded default derives one from SECRET_KEY so that a fresh clone works; production must
+# set its own list (``python manage.py generate_credential_key`` prints a new key).
+if env.is_set("VP_CREDENTIAL_KEYS"):
+    CREDENTIAL_KEYS = env.list("VP_CREDENTIAL_KEYS", [])
+else:
+    CREDENTIAL_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
+    ]
+
+# The platform's own OpenAI key, used for tenants that have not stored one. Never logged.
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", "")
+
+
+def production_problems(
+    *,
+    secret_key: str,
+    debug: bool,
+    allowed_hosts: list[str],
+    credential_keys_set: bool,
+    database_url_set: bool,
+    redis_url_set: bool,
+) -> list[str]:
+    """What makes a production configuration unsafe, in words an operator can act on."""
+    problems = []
+    if secret_key == INSECURE_SECRET_KEY or len(secret_key) < 50 or len(set(secret_key)) < 5:
+        problems.append("SECRET_KEY must be set to a random value of at least 50 characters")
+    if debug:
+        problems.append("DEBUG must be off")
+    if not allowed_hosts:
+        problems.append("ALLOWED_HOSTS must list the platform's host names")
+    if "*" in allowed_hosts:
+        problems.append("ALLOWED_HOSTS must not contain '*'")
+    if not credential_keys_set:
+        problems.append("VP_CREDENTIAL_KEYS must be set (python manage.py generate_credential_key)")
+    if not database_url_set:
+        problems.append("DATABASE_URL must point at PostgreSQL")
+    if not redis_url_set:
+        problems.append("REDIS_URL must point at Redis")
+    return problems
+
+
+if PRODUCTION:
+    _problems = production_problems(
+        secret_key=SECRET_KEY,
+        debug=DEBUG,
+        allowed_hosts=ALLOWED_HOSTS,
+        credential_keys_set=env.is_set("VP_CREDENTIAL_KEYS"),
+        database_url_set=env.is_set("DATABASE_URL"),
+        redis_url_set=env.is_set("REDIS_URL"),
+    )
+    if _problems:
+        raise ImproperlyConfigured(
+            "Refusing to start in production mode: " + "; ".join(_problems) + "."
+        )
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "tenants",
+    "agents",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "voiceplatform.urls"
+ASGI_APPLICATION = "voiceplatform.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.console",
+            ],
+        },
+    },
+]
+
+# The largest WebSocket message a client may send (Daphne enforces it as well). OpenAI allows
+# 15 MiB audio appends; a browser sends 20-40 ms chunks, so 1 MiB is generous.
+VP_WS_MAX_MESSAGE_BYTES = env.int("VP_WS_MAX_MESSAGE_BYTES", 1024 * 1024, minimum=1024)
+
+# Databases. Under ASGI, persistent connections leak across threads: CONN_MAX_AGE stays 0 and
+# PostgreSQL connections come from psycopg 3's pool instead.
+if env.is_set("DATABASE_URL"):
+    _db = parse_database_url(env.str("DATABASE_URL"))
+    DATABASES = {
+        "default": {
+            "ENGINE": _db.engine,
+            "NAME": _db.name,
+            "USER": _db.user,
+            "PASSWORD": _db.password,
+            "HOST": _db.host,
+            "PORT": _db.port,
+            "CONN_MAX_AGE": 0,
+            "OPTIONS": {
+                **_db.options,
+                "pool": {
+                    "min_size": env.int("VP_DB_POOL_MIN_SIZE", 1, minimum=0),
+                    "max_size": env.int("VP_DB_POOL_MAX_SIZE", 10, minimum=1),
+                    "timeout": env.float("VP_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+                },
+            },
+        }
+    }
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "voiceplatform.sqlite3",
+            "CONN_MAX_AGE": 0,
+            # WAL lets the web process and the Celery worker use the file at the same time.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis carries the channel layer (control messages only), the cache and the Celery broker.
+REDIS_URL = parse_redis_url(env.str("REDIS_URL")) if env.is_set("REDIS_URL") else ""
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "vp:channels:"},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "vp",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Celery. Embedded: kombu's filesystem transport, a real worker process with no server.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+if not REDIS_URL:
+    _broker_dir = DATA_DIR / "broker"
+    for _folder in ("queue", "processed", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # every task is idempotent; a crash re-runs it instead of losing it
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("VP_CELERY_TASK_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10 if CELERY_TASK_TIME_LIMIT > 20 else None
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "worker-heartbeat": {
+        "task": "tenants.worker_heartbeat",
+        "schedule": env.float("VP_HEARTBEAT_SECONDS", 60.0, minimum=1.0),
+    },
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "console-home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"  # production: collectstatic fills it
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True  # serve straight from the app folders: no collectstatic step
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Security. Production defaults are strict (behind a TLS-terminating proxy that sets
+# X-Forwarded-Proto); every one can be relaxed explicitly.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("VP_SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("VP_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("VP_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("VP_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "voiceplatform.logging.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": env.str("VP_LOG_LEVEL", "INFO")},
+}
