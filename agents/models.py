@@ -74,3 +74,98 @@ class Agent(TenantOwnedModel):
             )
         if self.kind == catalogue.TRANSLATION and not self.target_language:
             raise ValidationError({"target_language": "A translation agent needs a target."})
+
+
+class Session(TenantOwnedModel):
+    """One conversation of an end user or a backend with an agent, across upstream sessions."""
+
+    class Channel(models.TextChoices):
+        WIDGET = "widget", "Widget"
+        API = "api", "API"
+        PHONE = "phone", "Phone"
+
+    class EndReason(models.TextChoices):
+        CLIENT_CLOSED = "client_closed", "Client closed"
+        UPSTREAM_CLOSED = "upstream_closed", "Upstream closed"
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        SESSION_EXPIRED = "session_expired", "Session expired"
+        MAX_DURATION = "max_duration", "Maximum duration reached"
+        BUDGET_EXHAUSTED = "budget_exhausted", "Budget exhausted"
+        ENDED_BY_ADMIN = "ended_by_admin", "Ended by an admin"
+        POLICY = "policy_violation", "Policy violation"
+        SERVER_SHUTDOWN = "server_shutdown", "Server shutdown"
+        ABANDONED = "abandoned", "Abandoned (no heartbeat)"
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    model = models.CharField(max_length=40)
+    end_user_hash = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
+    upstream_session_ids = models.JSONField(default=list, blank=True)
+    audio_in_ms = models.PositiveBigIntegerField(default=0)
+    audio_out_ms = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "-started_at"], name="session_tenant_started"),
+            models.Index(fields=["tenant", "ended_at"], name="session_tenant_ended"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Session {self.pk} of {self.agent_id} ({self.channel})"
+
+    @property
+    def audio_in_seconds(self) -> float:
+        return self.audio_in_ms / 1000
+
+    @property
+    def audio_out_seconds(self) -> float:
+        return self.audio_out_ms / 1000
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class TranscriptItem(TenantOwnedModel):
+    """A completed conversation item, in conversation order, keyed by its upstream item id."""
+
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+        SYSTEM = "system", "System"
+        TOOL = "tool", "Tool"
+
+    class Kind(models.TextChoices):
+        MESSAGE = "message", "Message"
+        FUNCTION_CALL = "function_call", "Function call"
+        FUNCTION_CALL_OUTPUT = "function_call_output", "Function call output"
+        MCP_CALL = "mcp_call", "MCP call"
+        MCP_LIST_TOOLS = "mcp_list_tools", "MCP tool list"
+        TRANSLATION = "translation", "Translation"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="+")
+    sequence = models.PositiveIntegerField()
+    upstream_item_id = models.CharField(max_length=64)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.MESSAGE)
+    text = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sequence", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "upstream_item_id"], name="transcript_item_unique_upstream_id"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "session", "sequence"], name="transcript_order")]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:40]}"

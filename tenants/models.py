@@ -159,3 +159,36 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ClientToken(TenantOwnedModel):
+    """A short-lived, single-use credential for one realtime socket (never stored in clear).
+
+    Minted by ``POST /widget/session`` (bound to a widget key and the page's origin) or by
+    ``POST /v1/realtime/client_secrets`` (an ephemeral key a tenant backend hands to a browser).
+    """
+
+    class Kind(models.TextChoices):
+        WIDGET = "widget", "Widget session token"
+        EPHEMERAL = "ephemeral", "Ephemeral client secret"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    hashed_token = models.CharField(max_length=64, unique=True)
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="+")
+    widget_key = models.ForeignKey(
+        WidgetKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    origin = models.CharField(max_length=200, blank=True)
+    end_user = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "expires_at"], name="clienttoken_tenant_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} token for agent {self.agent_id}"

@@ -2,4 +2,11 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from agents.consumers import ApiConsumer, WidgetConsumer
+
+websocket_urlpatterns = [
+    path("ws/widget/", WidgetConsumer.as_asgi()),
+    path("v1/realtime", ApiConsumer.as_asgi()),
+]

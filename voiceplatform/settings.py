@@ -142,6 +142,13 @@ TEMPLATES = [
 # 15 MiB audio appends; a browser sends 20-40 ms chunks, so 1 MiB is generous.
 VP_WS_MAX_MESSAGE_BYTES = env.int("VP_WS_MAX_MESSAGE_BYTES", 1024 * 1024, minimum=1024)
 
+# The OpenAI Realtime endpoint (tests aim it at a scripted fake) and the local engine's limit.
+VP_OPENAI_REALTIME_URL = env.str("VP_OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime")
+VP_UPSTREAM_CONNECT_TIMEOUT = env.float("VP_UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+VP_LOCAL_ENGINE_MAX_SESSION_SECONDS = env.float(
+    "VP_LOCAL_ENGINE_MAX_SESSION_SECONDS", 3600.0, minimum=1.0
+)
+
 # Databases. Under ASGI, persistent connections leak across threads: CONN_MAX_AGE stays 0 and
 # PostgreSQL connections come from psycopg 3's pool instead.
 if env.is_set("DATABASE_URL"):

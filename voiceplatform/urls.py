@@ -6,5 +6,6 @@ from voiceplatform.health import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("", include("agents.urls")),
     path("", include("tenants.urls")),
 ]

@@ -75,9 +75,10 @@ class Command(BaseCommand):
                     break
                 time.sleep(0.3)
         finally:
+            # The main process of each stops its own children (Celery's pool) gracefully.
             for process in processes.values():
                 if process.poll() is None:
-                    _signal_group(process, signal.SIGTERM)
+                    process.terminate()
             deadline = time.monotonic() + 10
             for process in processes.values():
                 try:

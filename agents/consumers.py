@@ -1,0 +1,255 @@
+"""The realtime sockets: thin adapters that authenticate, then hand the socket to a bridge.
+
+* ``/ws/widget/``: browsers. A single-use widget token (or an ephemeral key minted by a tenant
+  backend) arrives as a WebSocket subprotocol, never in the URL; the Origin is checked again.
+* ``/v1/realtime``: tenant backends, OpenAI-compatible (``Authorization: Bearer vp_live_…``).
+
+Channels' ``AsyncConsumer.dispatch`` runs ``aclose_old_connections()`` (a thread hop) before
+every message; at 50 audio frames a second that dominates the relay's CPU. These consumers
+dispatch directly and do their database work in ``database_sync_to_async`` helpers, which
+handle connection hygiene around each of those rare calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from django.conf import settings
+
+from agents import services
+from agents.models import Agent, Session
+from agents.realtime import frames
+from agents.realtime.bridge import CLOSE_TRY_AGAIN, RealtimeBridge
+from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
+from agents.recording import DatabaseRecorder
+from agents.selectors import policy_for_agent
+from agents.upstream import provider_key_for_tenant, upstream_connector
+from tenants.models import Tenant
+from tenants.services import api_key_authenticate
+
+logger = logging.getLogger(__name__)
+
+TOKEN_SUBPROTOCOL = "vp-token."
+EPHEMERAL_SUBPROTOCOL = "openai-insecure-api-key."
+
+
+@dataclass(frozen=True)
+class Access:
+    tenant: Tenant
+    agent: Agent
+    end_user: str
+    subprotocol: str | None
+
+
+def session_group(session_id: int) -> str:
+    """The channel-layer group through which any process can end a session."""
+    return f"vp-session-{session_id}"
+
+
+class RealtimeConsumer(AsyncConsumer):
+    channel = ""
+
+    async def dispatch(self, message: dict) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.bridge: RealtimeBridge | None = None
+        self.recorder: DatabaseRecorder | None = None
+        self.session_id: int | None = None
+        self._ended = False
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # disconnect() is not guaranteed to run: make sure nothing is left open.
+            await self._end("server_shutdown")
+
+    # --- hooks for the two sockets ------------------------------------------------------------
+
+    def authenticate(self) -> Access:
+        raise NotImplementedError
+
+    # --- websocket events ---------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict) -> None:
+        try:
+            access = await database_sync_to_async(self.authenticate)()
+            session = await database_sync_to_async(services.session_start)(
+                tenant=access.tenant, agent=access.agent, channel=self.channel,
+                end_user=access.end_user,
+            )  # fmt: skip
+        except services.AccessDenied as denied:
+            await self._refuse(denied, self._offered_subprotocol())
+            return
+        await self.send({"type": "websocket.accept", "subprotocol": access.subprotocol})
+        self.session_id = session.pk
+        await self._start_bridge(access, session)
+
+    async def _start_bridge(self, access: Access, session: Session) -> None:
+        api_key = await database_sync_to_async(provider_key_for_tenant)(tenant_id=access.tenant.pk)
+        provider, connect = upstream_connector(
+            agent=access.agent, api_key=api_key, safety_identifier=session.end_user_hash
+        )
+        policy = policy_for_agent(agent=access.agent, channel=self.channel)
+        self.recorder = DatabaseRecorder(
+            tenant_id=access.tenant.pk,
+            session_id=session.pk,
+            agent_id=access.agent.pk,
+            provider=provider,
+        )
+        self.bridge = RealtimeBridge(
+            policy=policy,
+            client=self,
+            connect_upstream=connect,
+            recorder=self.recorder,
+            max_duration_s=access.tenant.max_session_minutes * 60,
+            max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
+        )
+        self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
+        self.recorder.start()
+        if self.channel_layer is not None:
+            await self.channel_layer.group_add(session_group(session.pk), self.channel_name)
+        try:
+            await self.bridge.start()
+        except Exception as error:
+            logger.warning("upstream connection failed: %s", type(error).__name__)
+            await self.send_text(
+                frames.dumps(
+                    frames.error_event(
+                        "upstream_unavailable",
+                        "The voice service could not be reached; try again shortly.",
+                        error_type="server_error",
+                    )
+                )
+            )
+            await self.bridge.close(
+                "upstream_error", code=CLOSE_TRY_AGAIN, message="upstream unavailable"
+            )
+            await self._end("upstream_error")
+            return
+        self._watch = asyncio.create_task(self._watch_bridge())
+
+    async def _watch_bridge(self) -> None:
+        await self.bridge.wait_closed()
+        await self._end(self.bridge.end_reason or "upstream_closed")
+
+    async def websocket_receive(self, message: dict) -> None:
+        if self.bridge is not None:
+            await self.bridge.from_client(message.get("text"), message.get("bytes"))
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        await self._end(Session.EndReason.CLIENT_CLOSED)
+        raise StopConsumer()
+
+    async def session_end(self, message: dict) -> None:
+        """Cross-process control: an admin (or a quota) ends this session."""
+        reason = message.get("reason") or Session.EndReason.ENDED_BY_ADMIN
+        if self.bridge is not None:
+            await self.send_text(
+                frames.dumps(frames.error_event("session_ended", message.get("message") or reason))
+            )
+            await self.bridge.close(reason, code=4000, message=reason)
+
+    # --- the ClientSink the bridge writes to ---------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    async def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.bridge is not None:
+            await self.bridge.close(reason)
+            reason = self.bridge.end_reason or reason
+        if self.channel_layer is not None and self.session_id is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(
+                    session_group(self.session_id), self.channel_name
+                )
+        if self.recorder is not None:
+            try:
+                await self.recorder.close(reason=reason)
+            except Exception:
+                logger.exception("could not record the end of session %s", self.session_id)
+
+    def _offered_subprotocol(self) -> str | None:
+        offered = self.scope.get("subprotocols") or []
+        return "realtime" if "realtime" in offered else None
+
+    async def _refuse(self, denied: services.AccessDenied, subprotocol: str | None) -> None:
+        """Accept only to say why, then close with a code (4401, 4403, 4404, 4429…)."""
+        self._ended = True
+        await self.send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await self.send_text(frames.dumps(frames.error_event(denied.code, denied.message)))
+        await self.close(denied.close_code, denied.code)
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.scope.get("headers") or []:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def query(self) -> dict[str, str]:
+        parsed = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        return {key: values[0] for key, values in parsed.items()}
+
+    def client_ip(self) -> str:
+        client = self.scope.get("client") or ("", 0)
+        return str(client[0])
+
+
+class WidgetConsumer(RealtimeConsumer):
+    channel = CHANNEL_WIDGET
+
+    def authenticate(self) -> Access:
+        offered = self.scope.get("subprotocols") or []
+        raw = next(
+            (
+                protocol.split(".", 1)[1]
+                for protocol in offered
+                if protocol.startswith((TOKEN_SUBPROTOCOL, EPHEMERAL_SUBPROTOCOL))
+            ),
+            "",
+        )
+        token = services.client_token_consume(raw=raw, origin=self.header(b"origin"))
+        end_user = token.end_user or f"ip:{self.client_ip()}"
+        return Access(
+            tenant=token.tenant,
+            agent=token.agent,
+            end_user=end_user,
+            subprotocol="realtime" if "realtime" in offered else None,
+        )
+
+
+class ApiConsumer(RealtimeConsumer):
+    channel = CHANNEL_API
+
+    def authenticate(self) -> Access:
+        authorization = self.header(b"authorization") or ""
+        scheme, _, raw_key = authorization.partition(" ")
+        api_key = api_key_authenticate(raw_key.strip()) if scheme.lower() == "bearer" else None
+        if api_key is None:
+            raise services.AccessDenied(
+                "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
+            )
+        query = self.query()
+        agent = services.agent_get_for_api_key(
+            api_key=api_key, agent_id=query.get("agent"), intent=query.get("intent", "")
+        )
+        end_user = query.get("user") or f"api_key:{api_key.pk}"
+        return Access(tenant=api_key.tenant, agent=agent, end_user=end_user, subprotocol=None)

@@ -1,0 +1,109 @@
+"""Cheap looks at Realtime JSON frames, so that audio crosses the relay without a JSON decode.
+
+Audio frames are most of the traffic (50 a second each way per session). The relay recognises
+them with one anchored regular expression over the frame's head, measures the audio from the
+base64 length, and forwards the original text. Anything that does not match the canonical shape
+takes the slow path: a full ``json.loads`` and validation. The fast path can therefore never let
+through more than the slow path would (no duplicate keys, no extra fields).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+# {"type": "input_audio_buffer.append", ["event_id": "...",] "audio": "<base64>"} in either
+# order of event_id and audio, nothing else. Base64 carries no quote or backslash, so the
+# character class is both exact and linear-time.
+_APPEND = re.compile(
+    r'\{\s*"type"\s*:\s*"input_audio_buffer\.append"\s*,'
+    r'(?:\s*"event_id"\s*:\s*"[A-Za-z0-9_\-.:]{0,64}"\s*,)?'
+    r'\s*"audio"\s*:\s*"([A-Za-z0-9+/]*={0,2})"\s*'
+    r'(?:,\s*"event_id"\s*:\s*"[A-Za-z0-9_\-.:]{0,64}"\s*)?\}\s*'
+)
+_TYPE_HEAD = re.compile(r'\{\s*"type"\s*:\s*"([a-z_.]{1,64})"')
+_DELTA = '"delta":"'
+
+
+def append_audio_length(text: str) -> int | None:
+    """The base64 length of a canonical ``input_audio_buffer.append`` frame, else None."""
+    match = _APPEND.fullmatch(text)
+    if match is None:
+        return None
+    return match.end(1) - match.start(1)
+
+
+def base64_decoded_bytes(length: int, text: str, end: int) -> int:
+    """Decoded size of a base64 run of ``length`` characters ending at ``text[end]``."""
+    padding = 0
+    if length and text[end - 1] == "=":
+        padding = 2 if text[end - 2] == "=" else 1
+    return length // 4 * 3 - padding
+
+
+def append_audio_bytes(text: str) -> int | None:
+    """Decoded audio bytes of a canonical append frame (None when not one)."""
+    match = _APPEND.fullmatch(text)
+    if match is None:
+        return None
+    start, end = match.span(1)
+    return base64_decoded_bytes(end - start, text, end)
+
+
+def peek_type(text: str) -> str | None:
+    """The event type when the frame starts with it (the usual shape), else None."""
+    match = _TYPE_HEAD.match(text)
+    return match.group(1) if match else None
+
+
+def delta_bytes(text: str) -> int:
+    """Decoded bytes of the base64 ``delta`` of an audio delta event (0 if not found)."""
+    start = text.find(_DELTA)
+    if start < 0:
+        start = text.find('"delta": "')
+        if start < 0:
+            return 0
+        start += len('"delta": "')
+    else:
+        start += len(_DELTA)
+    end = text.find('"', start)
+    if end < 0:
+        return 0
+    return base64_decoded_bytes(end - start, text, end)
+
+
+def loads_object(text: str) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else (malformed text, arrays, scalars)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def dumps(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_event(
+    code: str,
+    message: str,
+    *,
+    event_id: str | None = None,
+    param: str | None = None,
+    error_type: str = "invalid_request_error",
+) -> dict[str, Any]:
+    """An ``error`` server event, shaped as the SDK's ``RealtimeErrorEvent``."""
+    return {
+        "type": "error",
+        "event_id": "event_vp_" + secrets.token_hex(8),
+        "error": {
+            "type": error_type,
+            "code": code,
+            "message": message,
+            "param": param,
+            "event_id": event_id,
+        },
+    }

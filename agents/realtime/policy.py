@@ -1,0 +1,289 @@
+"""What a client may do in a session, and the ``session.update`` the platform sends upstream.
+
+The agent's stored configuration is frozen into a ``SessionPolicy`` when a socket opens. The
+platform writes the upstream session from it; a widget (browser) client can only talk, never
+configure, and a tenant's backend (API client) may adjust the session within the policy: the
+model is fixed, voice and reasoning effort come from the catalogue, and max output tokens stay
+under the agent's limit.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import catalogue
+
+CHANNEL_WIDGET = "widget"
+CHANNEL_API = "api"
+
+KIND_VOICE_AGENT = catalogue.VOICE_AGENT
+KIND_TRANSCRIPTION = catalogue.TRANSCRIPTION
+KIND_TRANSLATION = catalogue.TRANSLATION
+
+VOICES = frozenset(catalogue.VOICES)
+EFFORTS = frozenset(catalogue.REASONING_EFFORTS)
+FORMAT_BYTES_PER_MS = {"audio/pcm": 48, "audio/pcmu": 8, "audio/pcma": 8}
+
+# Events a browser may send (the widget socket). Everything else is refused with an error.
+WIDGET_EVENTS = frozenset(
+    {
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "input_audio_buffer.clear",
+        "conversation.item.create",
+        "response.create",
+        "response.cancel",
+        "conversation.item.truncate",
+        "output_audio_buffer.clear",
+    }
+)
+# A tenant backend may also configure the session (clamped) and manage items.
+API_EVENTS = WIDGET_EVENTS | {
+    "session.update",
+    "conversation.item.delete",
+    "conversation.item.retrieve",
+}
+TRANSCRIPTION_EVENTS = frozenset(
+    {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"}
+)
+WIDGET_USER_CONTENT = frozenset({"input_text", "input_image"})
+# Fields of response.create that only the platform (or a backend) may set.
+RESPONSE_OVERRIDES = frozenset(
+    {"instructions", "tools", "tool_choice", "model", "voice", "prompt", "reasoning", "audio"}
+)
+
+
+class PolicyViolation(Exception):
+    """A client event the session refuses; reported as an ``error`` event, the session goes on."""
+
+    def __init__(self, code: str, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """The agent configuration a session runs with (a snapshot taken at connect)."""
+
+    agent_id: int
+    kind: str
+    model: str
+    channel: str
+    voice: str = "marin"
+    instructions: str = ""
+    reasoning_effort: str = "low"
+    turn_detection: str = "server_vad"
+    vad_eagerness: str = "auto"
+    input_audio_format: str = "audio/pcm"
+    output_audio_format: str = "audio/pcm"
+    max_output_tokens: int | None = None
+    target_language: str = ""
+    tools: tuple[dict[str, Any], ...] = ()
+    mcp_servers: tuple[dict[str, Any], ...] = ()
+    # Upper bound of audio a client may send ahead of real time, in milliseconds.
+    audio_burst_ms: int = 5000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_bytes_per_ms(self) -> int:
+        return FORMAT_BYTES_PER_MS.get(self.input_audio_format, 48)
+
+    @property
+    def output_bytes_per_ms(self) -> int:
+        return FORMAT_BYTES_PER_MS.get(self.output_audio_format, 48)
+
+    @property
+    def is_transcription(self) -> bool:
+        return self.kind == KIND_TRANSCRIPTION
+
+    @property
+    def allowed_events(self) -> frozenset[str]:
+        if self.is_transcription:
+            return TRANSCRIPTION_EVENTS
+        return API_EVENTS if self.channel == CHANNEL_API else WIDGET_EVENTS
+
+
+def _audio_format(name: str) -> dict[str, Any]:
+    return {"type": name, "rate": 24000} if name == "audio/pcm" else {"type": name}
+
+
+def _turn_detection(policy: SessionPolicy) -> dict[str, Any] | None:
+    if policy.turn_detection == "none":
+        return None
+    if policy.turn_detection == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": policy.vad_eagerness}
+    return {"type": "server_vad", "silence_duration_ms": 500, "prefix_padding_ms": 300}
+
+
+def mcp_tool(server: dict[str, Any]) -> dict[str, Any]:
+    """A stored MCP server as a ``type: "mcp"`` tool (authorization already decrypted)."""
+    tool: dict[str, Any] = {
+        "type": "mcp",
+        "server_label": server.get("label") or server.get("server_label") or "mcp",
+        "server_url": server["url"],
+        "require_approval": "never",
+    }
+    if server.get("allowed_tools"):
+        tool["allowed_tools"] = list(server["allowed_tools"])
+    if server.get("authorization"):
+        tool["authorization"] = server["authorization"]
+    return tool
+
+
+def function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A stored function tool as the upstream sees it (execution details stay here)."""
+    return {
+        "type": "function",
+        "name": tool["name"],
+        "description": tool.get("description", ""),
+        "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+    }
+
+
+def session_config(policy: SessionPolicy) -> dict[str, Any]:
+    """The ``session`` object of the platform's ``session.update``."""
+    if policy.is_transcription:
+        return {
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": _audio_format(policy.input_audio_format),
+                    "transcription": {"model": policy.model},
+                    "turn_detection": _turn_detection(policy),
+                }
+            },
+        }
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": policy.model,
+        "instructions": policy.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": _audio_format(policy.input_audio_format),
+                "transcription": {"model": "gpt-realtime-whisper"},
+                "turn_detection": _turn_detection(policy),
+            },
+            "output": {"format": _audio_format(policy.output_audio_format), "voice": policy.voice},
+        },
+        "tools": [function_tool(tool) for tool in policy.tools]
+        + [mcp_tool(server) for server in policy.mcp_servers],
+        "max_output_tokens": policy.max_output_tokens or "inf",
+    }
+    if policy.model == "gpt-realtime-2":
+        session["reasoning"] = {"effort": policy.reasoning_effort}
+    if policy.kind == KIND_TRANSLATION and policy.target_language:
+        session["audio"]["output"]["language"] = policy.target_language
+    return session
+
+
+def session_update_event(policy: SessionPolicy) -> dict[str, Any]:
+    return {"type": "session.update", "session": session_config(policy)}
+
+
+def _clamp_session_update(policy: SessionPolicy, session: Any) -> dict[str, Any]:
+    if not isinstance(session, dict):
+        raise PolicyViolation("invalid_value", "session must be an object", param="session")
+    session = copy.deepcopy(session)
+    session.pop("model", None)  # the agent's model is fixed
+    session["type"] = "realtime"
+    voice = (session.get("audio") or {}).get("output", {}).get("voice")
+    if voice is not None and voice not in VOICES:
+        raise PolicyViolation(
+            "invalid_value", f"voice {voice!r} is not offered", param="session.audio.output.voice"
+        )
+    effort = (session.get("reasoning") or {}).get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise PolicyViolation(
+            "invalid_value",
+            f"reasoning effort {effort!r} is not offered",
+            param="session.reasoning",
+        )
+    limit = policy.max_output_tokens
+    requested = session.get("max_output_tokens")
+    if limit is not None and requested is not None:
+        if requested == "inf" or not isinstance(requested, int) or requested > limit:
+            session["max_output_tokens"] = limit
+    return {"type": "session.update", "session": session}
+
+
+def _check_user_item(event: dict[str, Any]) -> None:
+    item = event.get("item")
+    if not isinstance(item, dict):
+        raise PolicyViolation("invalid_value", "item must be an object", param="item")
+    if item.get("type") != "message" or item.get("role") != "user":
+        raise PolicyViolation(
+            "item_not_allowed",
+            "only user messages (text or image) may be added to the conversation",
+            param="item",
+        )
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        raise PolicyViolation("invalid_value", "item.content must be a list", param="item.content")
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") not in WIDGET_USER_CONTENT:
+            raise PolicyViolation(
+                "item_not_allowed",
+                "only input_text and input_image content may be sent",
+                param="item.content",
+            )
+
+
+def client_event_filter(policy: SessionPolicy, event: dict[str, Any]) -> dict[str, Any]:
+    """The event to forward upstream for a client event, or ``PolicyViolation``."""
+    event_type = event.get("type")
+    if not isinstance(event_type, str):
+        raise PolicyViolation("missing_type", "every event needs a string 'type'", param="type")
+    if event_type not in policy.allowed_events:
+        raise PolicyViolation(
+            "event_not_allowed", f"{event_type!r} is not allowed on this socket", param="type"
+        )
+    if event_type == "session.update":
+        return _clamp_session_update(policy, event.get("session"))
+    if policy.channel == CHANNEL_API:
+        return event
+    if event_type == "conversation.item.create":
+        _check_user_item(event)
+    elif event_type == "response.create":
+        response = event.get("response")
+        if response is not None and not isinstance(response, dict):
+            raise PolicyViolation("invalid_value", "response must be an object", param="response")
+        overrides = sorted(RESPONSE_OVERRIDES & set(response or {}))
+        if overrides:
+            raise PolicyViolation(
+                "override_not_allowed",
+                f"response.create may not override {', '.join(overrides)} on this socket",
+                param="response",
+            )
+    return event
+
+
+SENSITIVE_SESSION_FIELDS = ("instructions",)
+
+
+def sanitize_session_event(policy: SessionPolicy, event: dict[str, Any]) -> dict[str, Any]:
+    """Strip what a client must not see from ``session.created``/``session.updated``.
+
+    MCP authorization never leaves the platform; a browser does not see the instructions.
+    """
+    session = event.get("session")
+    if not isinstance(session, dict):
+        return event
+    session = dict(session)
+    tools = session.get("tools")
+    if isinstance(tools, list):
+        session["tools"] = [
+            {k: v for k, v in tool.items() if k not in ("authorization", "headers")}
+            if isinstance(tool, dict)
+            else tool
+            for tool in tools
+        ]
+    if policy.channel == CHANNEL_WIDGET:
+        for name in SENSITIVE_SESSION_FIELDS:
+            if name in session:
+                session[name] = ""
+    return {**event, "session": session}

@@ -1,0 +1,169 @@
+"""Stores what the bridge reports, off the audio path.
+
+The bridge calls ``DatabaseRecorder`` methods synchronously; they only append to a queue. One
+writer task drains it through ``database_sync_to_async`` (which also does Django's connection
+hygiene around each call), so a slow database delays records, never audio. Usage is written as
+soon as its ``response.done`` arrives, and ``close()`` flushes what is left, so usage is kept
+even when the session ends abruptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from agents import services
+from agents.realtime.bridge import TranscriptRecord, UsageRecord
+from billing.services import usage_event_record
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30.0
+_RETRIES = 3
+
+
+class DatabaseRecorder:
+    def __init__(
+        self,
+        *,
+        tenant_id: int,
+        session_id: int,
+        agent_id: int,
+        provider: str,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.session_id = session_id
+        self.agent_id = agent_id
+        self.provider = provider
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat_seconds = heartbeat_seconds
+        self._audio = (0, 0)
+        self.on_usage_written: Any = None  # optional callback (spend caps)
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="recorder-writer")
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="recorder-heartbeat")
+
+    # --- the Recorder protocol (non-blocking) ---------------------------------------------
+
+    def upstream_session(self, upstream_session_id: str) -> None:
+        self._queue.put_nowait(("upstream", {"upstream_session_id": upstream_session_id}))
+
+    def transcript(self, record: TranscriptRecord) -> None:
+        if not record.item_id:
+            return
+        self._queue.put_nowait(
+            (
+                "transcript",
+                {
+                    "item_id": record.item_id,
+                    "sequence": record.sequence,
+                    "role": record.role,
+                    "kind": record.kind,
+                    "text": record.text,
+                    "data": record.data,
+                },
+            )
+        )
+
+    def usage(self, record: UsageRecord) -> None:
+        self._queue.put_nowait(
+            (
+                "usage",
+                {
+                    "key": record.key,
+                    "model": record.model,
+                    "status": record.status,
+                    "usage": record.usage,
+                    "audio_ms": record.audio_ms,
+                    "occurred_at": timezone.now(),
+                },
+            )
+        )
+
+    def audio(self, *, in_ms: int, out_ms: int) -> None:
+        self._audio = (in_ms, out_ms)
+
+    def set_audio_source(self, source: Any) -> None:
+        """A callable giving (in_ms, out_ms) now, read by the heartbeat."""
+        self._audio_source = source
+
+    # --- writing ----------------------------------------------------------------------------
+
+    @database_sync_to_async
+    def _write(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "usage":
+            usage_event_record(
+                tenant_id=self.tenant_id,
+                session_id=self.session_id,
+                agent_id=self.agent_id,
+                provider=self.provider,
+                **payload,
+            )
+        elif kind == "transcript":
+            services.transcript_item_record(
+                tenant_id=self.tenant_id, session_id=self.session_id, **payload
+            )
+        elif kind == "upstream":
+            services.session_add_upstream(
+                tenant_id=self.tenant_id, session_id=self.session_id, **payload
+            )
+
+    async def _write_with_retry(self, kind: str, payload: dict[str, Any]) -> None:
+        for attempt in range(_RETRIES):
+            try:
+                await self._write(kind, payload)
+                if kind == "usage" and self.on_usage_written is not None:
+                    self.on_usage_written()
+                return
+            except Exception:
+                logger.exception("could not store %s (attempt %d)", kind, attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        logger.error("dropped %s record of session %s after retries", kind, self.session_id)
+
+    async def _write_loop(self) -> None:
+        while True:
+            entry = await self._queue.get()
+            if entry is None:
+                return
+            await self._write_with_retry(*entry)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            in_ms, out_ms = self._current_audio()
+            with contextlib.suppress(Exception):
+                await database_sync_to_async(services.session_heartbeat)(
+                    session_id=self.session_id,
+                    tenant_id=self.tenant_id,
+                    audio_in_ms=in_ms,
+                    audio_out_ms=out_ms,
+                )
+
+    def _current_audio(self) -> tuple[int, int]:
+        source = getattr(self, "_audio_source", None)
+        return source() if source is not None else self._audio
+
+    async def close(self, *, reason: str) -> None:
+        """Flush every pending record, then record the end of the session."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        self._queue.put_nowait(None)
+        if self._writer is not None:
+            await self._writer
+        in_ms, out_ms = self._current_audio()
+        await database_sync_to_async(services.session_end)(
+            session_id=self.session_id,
+            tenant_id=self.tenant_id,
+            reason=reason,
+            audio_in_ms=in_ms,
+            audio_out_ms=out_ms,
+        )

@@ -1,0 +1,80 @@
+"""Which realtime engine a session talks to, and how to connect to it.
+
+OpenAI with the tenant's own key (decrypted here, at connect, and nowhere else), else the
+platform's key; with neither, or for agents configured so, the bundled local engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
+
+import websockets
+from django.conf import settings
+
+from agents import catalogue
+from agents.models import Agent
+from agents.realtime.bridge import Upstream
+from agents.realtime.engine import connect_local
+from tenants import crypto
+from tenants.models import ProviderCredential
+from tenants.scoping import tenant_scope
+
+# OpenAI sends events over 3 MB (conversation items with audio): keep well above that.
+UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def provider_key_for_tenant(*, tenant_id: int) -> str:
+    """The tenant's decrypted OpenAI key, else the platform's, else "" (local engine)."""
+    with tenant_scope(tenant_id):
+        credential = ProviderCredential.objects.filter(provider="openai").first()
+    if credential is not None:
+        return crypto.decrypt(credential.encrypted_secret)
+    return settings.OPENAI_API_KEY
+
+
+def upstream_provider(*, agent: Agent, api_key: str) -> str:
+    if agent.provider == catalogue.PROVIDER_LOCAL or not api_key:
+        return catalogue.PROVIDER_LOCAL
+    return catalogue.PROVIDER_OPENAI
+
+
+def openai_url(*, model: str, intent: str = "") -> str:
+    query = {"intent": "transcription"} if intent == "transcription" else {"model": model}
+    return f"{settings.VP_OPENAI_REALTIME_URL}?{urlencode(query)}"
+
+
+def upstream_connector(
+    *, agent: Agent, api_key: str, safety_identifier: str
+) -> tuple[str, Callable[[], Awaitable[Upstream]]]:
+    """(provider, coroutine factory opening a new upstream connection)."""
+    provider = upstream_provider(agent=agent, api_key=api_key)
+    intent = "transcription" if agent.kind == catalogue.TRANSCRIPTION else ""
+    model = agent.model
+
+    if provider == catalogue.PROVIDER_LOCAL:
+
+        async def connect() -> Upstream:
+            return await connect_local(
+                model,
+                max_session_seconds=settings.VP_LOCAL_ENGINE_MAX_SESSION_SECONDS,
+                intent=intent or None,
+            )
+
+        return provider, connect
+
+    headers = {"Authorization": f"Bearer {api_key}", "OpenAI-Safety-Identifier": safety_identifier}
+    url = openai_url(model=model, intent=intent)
+
+    async def connect_openai() -> Upstream:
+        return await websockets.connect(
+            url,
+            additional_headers=headers,
+            max_size=UPSTREAM_MAX_MESSAGE_BYTES,
+            open_timeout=settings.VP_UPSTREAM_CONNECT_TIMEOUT,
+            ping_interval=20,
+            ping_timeout=20,
+            compression=None,
+        )
+
+    return provider, connect_openai

@@ -1,0 +1,118 @@
+"""HTTP entry points of the realtime path: widget session tokens and ephemeral client secrets."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from agents import services
+from tenants.services import api_key_authenticate
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+def _error(code: str, message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def _json_body(request: HttpRequest) -> dict | None:
+    if len(request.body) > MAX_BODY_BYTES:
+        return None
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _cors(response: HttpResponse, origin: str | None) -> HttpResponse:
+    # The widget runs on the tenant's site: let that page read our answer (errors included, so
+    # it can show why it was refused). No cookies are involved, so no credentials are allowed.
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+    return response
+
+
+@csrf_exempt
+@require_http_methods(["POST", "OPTIONS"])
+def widget_session(request: HttpRequest) -> HttpResponse:
+    """``POST /widget/session`` {"key": "vp_pk_…", "agent": id?, "user": "…"?} → a token.
+
+    The page's Origin must be one of the key's allowed origins. The token is valid for 60
+    seconds, for one socket, from that origin only.
+    """
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS":
+        response = HttpResponse(status=204)
+        response["Access-Control-Allow-Methods"] = "POST"
+        response["Access-Control-Allow-Headers"] = "Content-Type"
+        response["Access-Control-Max-Age"] = "600"
+        return _cors(response, origin)
+    body = _json_body(request)
+    if body is None:
+        return _cors(_error("invalid_request", "send a small JSON object", 400), origin)
+    key = body.get("key")
+    if not isinstance(key, str) or not key:
+        return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
+    user = body.get("user") if isinstance(body.get("user"), str) else ""
+    try:
+        minted = services.widget_token_mint(
+            key=key, origin=origin, agent_id=body.get("agent"), end_user=user
+        )
+    except services.AccessDenied as denied:
+        return _cors(_error(denied.code, denied.message, denied.status), origin)
+    agent = minted.agent
+    return _cors(
+        JsonResponse(
+            {
+                "token": minted.value,
+                "expires_at": int(minted.expires_at.timestamp()),
+                "socket_path": "/ws/widget/",
+                "agent": {
+                    "id": agent.pk,
+                    "name": agent.name,
+                    "kind": agent.kind,
+                    "input_audio_format": agent.input_audio_format,
+                    "output_audio_format": agent.output_audio_format,
+                },
+            },
+            status=201,
+        ),
+        origin,
+    )
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def client_secrets(request: HttpRequest) -> HttpResponse:
+    """``POST /v1/realtime/client_secrets``, as OpenAI's: a short-lived key for a browser."""
+    scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
+    api_key = api_key_authenticate(raw_key.strip()) if scheme.lower() == "bearer" else None
+    if api_key is None:
+        return _error("invalid_api_key", "Invalid or revoked API key.", 401)
+    body = _json_body(request)
+    if body is None:
+        return _error("invalid_request", "send a JSON object", 400)
+    expires_after = body.get("expires_after") or {}
+    seconds = expires_after.get("seconds", services.EPHEMERAL_DEFAULT_SECONDS)
+    if not isinstance(seconds, int):
+        return _error("invalid_expiry", "expires_after.seconds must be an integer", 400)
+    agent_id = body.get("agent") or request.GET.get("agent")
+    try:
+        minted = services.ephemeral_key_mint(api_key=api_key, agent_id=agent_id, seconds=seconds)
+    except services.AccessDenied as denied:
+        return _error(denied.code, denied.message, denied.status)
+    agent = minted.agent
+    return JsonResponse(
+        {
+            "value": minted.value,
+            "expires_at": int(minted.expires_at.timestamp()),
+            "session": {"type": "realtime", "model": agent.model, "agent": agent.pk},
+        }
+    )
