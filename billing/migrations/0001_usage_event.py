@@ -6,44 +6,76 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0003_session_and_transcript'),
-        ('tenants', '0003_client_token'),
+        ("agents", "0003_session_and_transcript"),
+        ("tenants", "0003_client_token"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageEvent',
+            name="UsageEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(default='openai', max_length=10)),
-                ('model', models.CharField(max_length=40)),
-                ('upstream_response_id', models.CharField(max_length=100, unique=True)),
-                ('status', models.CharField(blank=True, max_length=20)),
-                ('input_text_tokens', models.PositiveIntegerField(default=0)),
-                ('input_audio_tokens', models.PositiveIntegerField(default=0)),
-                ('input_image_tokens', models.PositiveIntegerField(default=0)),
-                ('cached_text_tokens', models.PositiveIntegerField(default=0)),
-                ('cached_audio_tokens', models.PositiveIntegerField(default=0)),
-                ('cached_image_tokens', models.PositiveIntegerField(default=0)),
-                ('output_text_tokens', models.PositiveIntegerField(default=0)),
-                ('output_audio_tokens', models.PositiveIntegerField(default=0)),
-                ('audio_ms', models.PositiveBigIntegerField(default=0)),
-                ('occurred_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agent')),
-                ('session', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.session')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(default="openai", max_length=10)),
+                ("model", models.CharField(max_length=40)),
+                ("upstream_response_id", models.CharField(max_length=100, unique=True)),
+                ("status", models.CharField(blank=True, max_length=20)),
+                ("input_text_tokens", models.PositiveIntegerField(default=0)),
+                ("input_audio_tokens", models.PositiveIntegerField(default=0)),
+                ("input_image_tokens", models.PositiveIntegerField(default=0)),
+                ("cached_text_tokens", models.PositiveIntegerField(default=0)),
+                ("cached_audio_tokens", models.PositiveIntegerField(default=0)),
+                ("cached_image_tokens", models.PositiveIntegerField(default=0)),
+                ("output_text_tokens", models.PositiveIntegerField(default=0)),
+                ("output_audio_tokens", models.PositiveIntegerField(default=0)),
+                ("audio_ms", models.PositiveBigIntegerField(default=0)),
+                ("occurred_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.session",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['tenant', 'occurred_at'], name='usage_tenant_occurred'), models.Index(fields=['tenant', 'session'], name='usage_tenant_session')],
+                "indexes": [
+                    models.Index(fields=["tenant", "occurred_at"], name="usage_tenant_occurred"),
+                    models.Index(fields=["tenant", "session"], name="usage_tenant_session"),
+                ],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('unscoped', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("unscoped", django.db.models.manager.Manager()),
             ],
         ),
     ]
