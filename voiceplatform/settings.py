@@ -236,6 +236,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tenants.worker_heartbeat",
         "schedule": env.float("VP_HEARTBEAT_SECONDS", 60.0, minimum=1.0),
     },
+    "sessions-sweep-abandoned": {"task": "agents.sessions_sweep_abandoned", "schedule": 60.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

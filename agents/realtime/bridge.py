@@ -127,17 +127,12 @@ class NullRecorder:
         pass
 
 
-class ConnectionClosedError(Exception):
-    """Raised by an upstream whose connection ended (code and reason when known)."""
-
-
 def _closed_details(error: BaseException) -> tuple[int | None, str]:
-    code = getattr(error, "code", None)
-    reason = getattr(error, "reason", "") or ""
-    received = getattr(error, "rcvd", None)
-    if received is not None:
-        code, reason = received.code, received.reason
-    return code, reason
+    """(close code, reason) of an upstream that went away (websockets or the local engine)."""
+    if hasattr(error, "rcvd"):  # websockets.ConnectionClosed
+        received = error.rcvd
+        return (received.code, received.reason) if received is not None else (1006, "")
+    return getattr(error, "code", None), getattr(error, "reason", "") or ""
 
 
 class RealtimeBridge:
