@@ -232,18 +232,38 @@ async def test_transcript_and_usage_records_in_conversation_order():
     usage = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20}
     for event in [
         {"type": "input_audio_buffer.committed", "item_id": "item_user"},
-        {"type": "conversation.item.added", "item": {"id": "item_user", "type": "message",
-                                                     "role": "user", "content": [{"type": "input_audio"}]}},
+        {
+            "type": "conversation.item.added",
+            "item": {
+                "id": "item_user",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio"}],
+            },
+        },
         {"type": "response.created", "response": {"id": "resp_1"}},
         {"type": "response.output_item.added", "item": {"id": "item_bot", "type": "message"}},
-        {"type": "response.output_item.done", "item": {
-            "id": "item_bot", "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_audio", "transcript": "Your order shipped."}]}},
-        {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "usage": usage}},
+        {
+            "type": "response.output_item.done",
+            "item": {
+                "id": "item_bot",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_audio", "transcript": "Your order shipped."}],
+            },
+        },
+        {
+            "type": "response.done",
+            "response": {"id": "resp_1", "status": "completed", "usage": usage},
+        },
         # The user's transcript completes after the answer started: it keeps its place.
-        {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_user",
-         "transcript": "where is my order"},
-    ]:  # fmt: skip
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_user",
+            "transcript": "where is my order",
+        },
+    ]:
         upstream.push(event)
     await settle()
     assert [(r.sequence, r.role, r.text) for r in recorder.transcripts] == [
@@ -273,9 +293,15 @@ async def test_upstream_drop_mid_response_keeps_completed_usage_and_tells_the_cl
 async def test_session_expired_is_reported_and_closes_going_away():
     bridge, upstream, client, _ = await started_bridge()
     upstream.push(
-        {"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired",
-                                    "message": "Your session hit the maximum duration of 60 minutes."}}
-    )  # fmt: skip
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "session_expired",
+                "message": "Your session hit the maximum duration of 60 minutes.",
+            },
+        }
+    )
     upstream.drop(1001, "session expired")
     await bridge.wait_closed()
     assert client.errors() == ["session_expired", "session_expired"]

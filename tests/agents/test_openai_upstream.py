@@ -8,6 +8,7 @@ import websockets
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
+from django.utils import timezone
 
 from agents.models import Agent, Session
 from agents.services import end_user_hash
@@ -257,9 +258,13 @@ async def test_admission_refusals(openai_agent, settings):
     def spend():
         with tenant_scope(tenant):
             UsageEvent.objects.create(
-                tenant=tenant, agent=agent, model="gpt-realtime-2", upstream_response_id="r1",
-                output_audio_tokens=1_000_000, occurred_at=__import__("django.utils.timezone").utils.timezone.now(),
-            )  # fmt: skip
+                tenant=tenant,
+                agent=agent,
+                model="gpt-realtime-2",
+                upstream_response_id="r1",
+                output_audio_tokens=1_000_000,
+                occurred_at=timezone.now(),
+            )
         update(max_concurrent_sessions=10, monthly_budget_usd="64.00")
 
     await database_sync_to_async(spend)()
@@ -272,8 +277,6 @@ async def test_admission_refusals(openai_agent, settings):
 
 @pytest.mark.django_db
 def test_usage_report_command(openai_agent, capsys):
-    from django.utils import timezone
-
     tenant, agent, _ = openai_agent
     with tenant_scope(tenant):
         for index in range(2):
@@ -298,8 +301,6 @@ def test_usage_report_command(openai_agent, capsys):
 @pytest.mark.django_db
 def test_sweep_ends_sessions_without_heartbeat(openai_agent):
     from datetime import timedelta
-
-    from django.utils import timezone
 
     from agents.tasks import sessions_sweep_abandoned
 
