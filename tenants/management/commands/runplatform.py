@@ -24,8 +24,10 @@ def platform_commands(*, host: str, port: int) -> dict[str, list[str]]:
             os.path.join(bin_dir, "daphne"),
             "-b", host,
             "-p", str(port),
-            "--websocket-max-message-size", str(settings.VP_WS_MAX_MESSAGE_BYTES),
-            "--websocket-max-frame-size", str(settings.VP_WS_MAX_MESSAGE_BYTES),
+            # Daphne drops a connection over its limit without a word; keep it well above the
+            # platform's own limit, which answers oversize frames with a clear error event.
+            "--websocket-max-message-size", str(settings.VP_WS_MAX_MESSAGE_BYTES * 2),
+            "--websocket-max-frame-size", str(settings.VP_WS_MAX_MESSAGE_BYTES * 2),
             "--application-close-timeout", "10",
             "voiceplatform.asgi:application",
         ],

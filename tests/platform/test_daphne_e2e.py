@@ -1,0 +1,234 @@
+"""End to end against a real Daphne process: embedded (SQLite), and on PostgreSQL + Redis.
+
+What ``WebsocketCommunicator`` cannot show: Daphne's own frame limits, the official SDK over a
+real socket, and cross-process control through the Redis channel layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+from openai import AsyncOpenAI
+
+from tests.conftest import require_service
+
+ROOT = Path(__file__).resolve().parents[2]
+DAPHNE_MAX_MESSAGE = 65536
+APP_MAX_MESSAGE = 32768
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(environ, *args, timeout=120) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+class Platform:
+    def __init__(self, environ, tmp_path):
+        self.environ = environ
+        self.port = free_port()
+        manage(environ, "migrate", "--noinput", "-v0", timeout=300)
+        self.seed = json.loads(manage(environ, "seed_demo", "--json"))
+        self.log = open(tmp_path / "daphne.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "daphne"),
+                "-b", "127.0.0.1", "-p", str(self.port),
+                "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE),
+                "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE),
+                "voiceplatform.asgi:application",
+            ],
+            cwd=ROOT, env=environ, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            assert self.process.poll() is None, (tmp_path / "daphne.log").read_text()
+            time.sleep(0.2)
+        raise AssertionError("Daphne did not start")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        self.log.close()
+
+    def shell(self, code: str) -> str:
+        return manage(self.environ, "shell", "-c", code).strip()
+
+    def open_session_id(self) -> int:
+        return int(
+            self.shell(
+                "from tenants.scoping import scopes_disabled; from agents.models import Session\n"
+                "with scopes_disabled(): print(Session.objects.get(ended_at__isnull=True).pk)"
+            ).splitlines()[-1]
+        )
+
+    def session_rows(self) -> list:
+        return json.loads(
+            self.shell(
+                "import json; from tenants.scoping import scopes_disabled; "
+                "from agents.models import Session\n"
+                "with scopes_disabled(): print(json.dumps(list(Session.objects.order_by('pk')"
+                ".values_list('channel', 'end_reason'))))"
+            ).splitlines()[-1]
+        )
+
+
+def base_environ(tmp_path, **extra):
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("VP_", "DATABASE", "REDIS"))
+    }
+    environ.update(
+        {
+            "VP_DATA_DIR": str(tmp_path),
+            "VP_WS_MAX_MESSAGE_BYTES": str(APP_MAX_MESSAGE),
+            "VP_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
+    return environ
+
+
+@pytest.fixture
+def embedded_platform(tmp_path):
+    platform = Platform(base_environ(tmp_path), tmp_path)
+    yield platform
+    platform.stop()
+
+
+@pytest.fixture
+def services_platform(tmp_path):
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", "127.0.0.1", 6379)
+    import psycopg
+
+    name = "vp_e2e_" + secrets.token_hex(4)
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    environ = base_environ(
+        tmp_path,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
+        REDIS_URL="redis://127.0.0.1:6379/13",
+    )
+    platform = None
+    try:
+        platform = Platform(environ, tmp_path)
+        yield platform
+    finally:
+        if platform is not None:
+            platform.stop()
+        with psycopg.connect(
+            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
+        ) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def sdk_text_turn(platform: Platform, text: str) -> list[str]:
+    client = AsyncOpenAI(
+        api_key=platform.seed["api_key"], websocket_base_url=f"ws://127.0.0.1:{platform.port}/v1"
+    )
+    async with client.realtime.connect(model="gpt-realtime-2") as connection:
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            }
+        )
+        await connection.response.create()
+        transcript = []
+        async for event in connection:
+            if event.type == "response.output_audio_transcript.done":
+                transcript.append(event.transcript)
+            if event.type == "response.done":
+                assert event.response.status == "completed"
+                return transcript
+    raise AssertionError("no response.done")
+
+
+async def frame_limits(platform: Platform) -> tuple[str, int | None]:
+    url = f"ws://127.0.0.1:{platform.port}/v1/realtime?model=gpt-realtime-2"
+    headers = {"Authorization": f"Bearer {platform.seed['api_key']}"}
+    async with websockets.connect(url, additional_headers=headers) as connection:
+        await connection.recv()  # session.created
+        await connection.recv()  # session.updated
+        # Over the app's limit, under Daphne's: a clear error, and the session goes on.
+        await connection.send(json.dumps({"type": "conversation.item.create", "x": "y" * 40000}))
+        error = json.loads(await connection.recv())
+        await connection.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        cleared = json.loads(await connection.recv())
+        assert cleared["type"] == "input_audio_buffer.cleared"
+        # Over Daphne's own limit: autobahn fails the connection by dropping it (1006), which is
+        # why the platform's limit sits well below Daphne's and answers with a clear error.
+        await connection.send("z" * (DAPHNE_MAX_MESSAGE + 10))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await connection.recv()
+        return error["error"]["code"], connection.close_code
+
+
+def test_sdk_through_daphne_embedded(embedded_platform):
+    transcript = asyncio.run(sdk_text_turn(embedded_platform, "hello from daphne"))
+    assert transcript == ["You said: hello from daphne."]
+    assert asyncio.run(frame_limits(embedded_platform)) == ("frame_too_large", 1006)
+    report = json.loads(
+        manage(embedded_platform.environ, "usage_report", "--tenant", "demo", "--json")
+    )
+    assert report["models"]["gpt-realtime-2"]["responses"] == 1
+    assert embedded_platform.session_rows() == [
+        ["api", "client_closed"],
+        ["api", "client_closed"],
+    ]
+
+
+@pytest.mark.services
+def test_daphne_on_postgresql_and_redis_with_cross_process_end(services_platform):
+    from channels_redis.core import RedisChannelLayer
+
+    transcript = asyncio.run(sdk_text_turn(services_platform, "hello from postgres"))
+    assert transcript == ["You said: hello from postgres."]
+
+    async def ended_by_another_process():
+        url = f"ws://127.0.0.1:{services_platform.port}/v1/realtime?model=gpt-realtime-2"
+        headers = {"Authorization": f"Bearer {services_platform.seed['api_key']}"}
+        async with websockets.connect(url, additional_headers=headers) as connection:
+            await connection.recv()
+            await connection.recv()
+            session_id = await asyncio.to_thread(services_platform.open_session_id)
+            layer = RedisChannelLayer(hosts=["redis://127.0.0.1:6379/13"], prefix="vp:channels:")
+            await layer.group_send(
+                f"vp-session-{session_id}", {"type": "session.end", "reason": "ended_by_admin"}
+            )
+            event = json.loads(await asyncio.wait_for(connection.recv(), timeout=10))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await asyncio.wait_for(connection.recv(), timeout=10)
+            return event["error"]["code"], connection.close_code
+
+    assert asyncio.run(ended_by_another_process()) == ("session_ended", 4000)
+    rows = services_platform.session_rows()
+    assert rows == [["api", "client_closed"], ["api", "ended_by_admin"]]
