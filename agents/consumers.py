@@ -26,7 +26,7 @@ from django.conf import settings
 from agents import services
 from agents.models import Agent, Session
 from agents.realtime import frames
-from agents.realtime.bridge import CLOSE_TRY_AGAIN, RealtimeBridge
+from agents.realtime.bridge import CLOSE_TRY_AGAIN, CLOSE_UPSTREAM_ERROR, RealtimeBridge
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
@@ -46,6 +46,31 @@ class Access:
     agent: Agent
     end_user: str
     subprotocol: str | None
+
+
+def upstream_failure(error: Exception) -> tuple[str, str, int]:
+    """(error code, message, close code) for an upstream that could not be opened.
+
+    Only network trouble and 5xx are worth retrying; a refused key or a rate limit is final.
+    """
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in (401, 403):
+        return (
+            "upstream_auth_failed",
+            "The voice service refused this tenant's credentials.",
+            CLOSE_UPSTREAM_ERROR,
+        )
+    if status == 429:
+        return (
+            "upstream_rate_limited",
+            "The voice service is rate limiting this tenant; try again later.",
+            CLOSE_TRY_AGAIN,
+        )
+    return (
+        "upstream_unavailable",
+        "The voice service could not be reached; try again shortly.",
+        CLOSE_TRY_AGAIN,
+    )
 
 
 def session_group(session_id: int) -> str:
@@ -121,19 +146,12 @@ class RealtimeConsumer(AsyncConsumer):
         try:
             await self.bridge.start()
         except Exception as error:
-            logger.warning("upstream connection failed: %s", type(error).__name__)
+            code, message, close_code = upstream_failure(error)
+            logger.warning("upstream connection failed: %s (%s)", type(error).__name__, code)
             await self.send_text(
-                frames.dumps(
-                    frames.error_event(
-                        "upstream_unavailable",
-                        "The voice service could not be reached; try again shortly.",
-                        error_type="server_error",
-                    )
-                )
+                frames.dumps(frames.error_event(code, message, error_type="server_error"))
             )
-            await self.bridge.close(
-                "upstream_error", code=CLOSE_TRY_AGAIN, message="upstream unavailable"
-            )
+            await self.bridge.close("upstream_error", code=close_code, message=code)
             await self._end("upstream_error")
             return
         self._watch = asyncio.create_task(self._watch_bridge())

@@ -221,7 +221,7 @@ async def test_unreachable_upstream_is_a_clear_error(openai_agent, settings):
         event = json.loads(await communicator.receive_from(timeout=15))
         assert event["error"]["code"] == "upstream_unavailable"
         output = await communicator.receive_output(timeout=5)
-        assert (output["code"], output["reason"]) == (1013, "upstream unavailable")
+        assert (output["code"], output["reason"]) == (1013, "upstream_unavailable")
     finally:
         await communicator.disconnect()
     sessions, usage = await database_sync_to_async(stored)()
@@ -316,3 +316,30 @@ def test_sweep_ends_sessions_without_heartbeat(openai_agent):
     with tenant_scope(tenant):
         assert Session.objects.get(pk=stale.pk).end_reason == "abandoned"
         assert Session.objects.get(pk=live.pk).ended_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("status", "code", "close_code"),
+    [(401, "upstream_auth_failed", 1011), (429, "upstream_rate_limited", 1013)],
+)
+async def test_upstream_refusals_are_final_and_named(
+    openai_agent, settings, status, code, close_code
+):
+    _, _, raw_key = openai_agent
+
+    def refuse(connection, request):
+        return connection.respond(status, "no\n")
+
+    server = await websockets.serve(lambda connection: None, "127.0.0.1", 0, process_request=refuse)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        communicator = await connect(raw_key, port, settings)
+        event = json.loads(await communicator.receive_from(timeout=10))
+        output = await communicator.receive_output(timeout=5)
+        await communicator.disconnect()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert event["error"]["code"] == code
+    assert (output["code"], output["reason"]) == (close_code, code)
