@@ -405,3 +405,37 @@ async def test_transcription_sessions_meter_audio_minutes_per_commit():
         ("sess_fake_1:audio:57600", 200, "final"),
     ]
     assert client.errors() == ["event_not_allowed"]
+
+
+async def test_platform_events_validate_against_the_sdk_models():
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    adapter = TypeAdapter(RealtimeServerEvent)
+    bridge, upstream, client, _ = await started_bridge()
+    await bridge.from_client("{oops")
+    await bridge.from_client(json.dumps({"type": "session.update", "session": {}}))
+    upstream.push(
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "session_expired",
+                "message": "expired",
+            },
+        }
+    )
+    upstream.drop(1001)
+    await bridge.wait_closed()
+    events = client.events()
+    assert [event["type"] for event in events] == [
+        "session.created",
+        "error",
+        "error",
+        "error",
+        "error",
+    ]
+    for event in events[1:]:
+        parsed = adapter.validate_python(event)
+        assert parsed.type == "error"
+        assert parsed.error.code in ("invalid_json", "event_not_allowed", "session_expired")
