@@ -418,6 +418,7 @@ async def test_platform_events_validate_against_the_sdk_models():
     upstream.push(
         {
             "type": "error",
+            "event_id": "evt_up",
             "error": {
                 "type": "invalid_request_error",
                 "code": "session_expired",
