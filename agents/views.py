@@ -116,3 +116,18 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
             "session": {"type": "realtime", "model": agent.model, "agent": agent.pk},
         }
     )
+
+
+def widget_demo(request: HttpRequest) -> HttpResponse:
+    """A page that embeds the widget, as a tenant's site would (``?key=…&agent=…``).
+
+    Without a key it uses the demo tenant's widget key, so that ``make run`` has something to
+    talk to at once.
+    """
+    from django.shortcuts import render
+
+    from tenants.demo import demo_widget_key
+
+    key = request.GET.get("key") or demo_widget_key()
+    agent = request.GET.get("agent", "")
+    return render(request, "widget/demo.html", {"widget_key": key, "agent_id": agent})

@@ -10,7 +10,7 @@ from agents import catalogue
 from agents.models import Agent
 from tenants import services
 from tenants.models import Membership, Role, Tenant, WidgetKey
-from tenants.scoping import tenant_scope
+from tenants.scoping import scopes_disabled, tenant_scope
 
 DEMO_SLUG = "demo"
 DEMO_USERNAME = "demo@example.com"
@@ -75,3 +75,14 @@ def demo_seed(*, origins: list[str] | None = None, password: str = DEMO_PASSWORD
         widget_key=widget_key.key,
         api_key=raw_key,
     )
+
+
+def demo_widget_key() -> str:
+    """The demo tenant's active widget key, or "" before ``seed_demo`` ran."""
+    with scopes_disabled():
+        widget_key = (
+            WidgetKey.objects.filter(tenant__slug=DEMO_SLUG, name="Demo widget", revoked_at=None)
+            .order_by("pk")
+            .first()
+        )
+    return widget_key.key if widget_key else ""
