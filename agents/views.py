@@ -100,6 +100,8 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
     if body is None:
         return _error("invalid_request", "send a JSON object", 400)
     expires_after = body.get("expires_after") or {}
+    if not isinstance(expires_after, dict):
+        return _error("invalid_request", "expires_after must be an object", 400)
     seconds = expires_after.get("seconds", services.EPHEMERAL_DEFAULT_SECONDS)
     if not isinstance(seconds, int):
         return _error("invalid_expiry", "expires_after.seconds must be an integer", 400)

@@ -248,6 +248,12 @@ class RealtimeBridge:
                 violation.code, violation.message, event_id=event_id, param=violation.param
             )
             return
+        except Exception:  # a shape the policy did not foresee: refuse it, keep the session
+            logger.exception("client event filter failed")
+            await self._client_error(
+                "invalid_value", "the event could not be understood", event_id=event_id
+            )
+            return
         if forward.get("type") == "input_audio_buffer.append":
             # An append that is not in the canonical shape (extra fields): re-serialise the
             # two fields that matter so that nothing else rides along.

@@ -185,52 +185,87 @@ def session_update_event(policy: SessionPolicy) -> dict[str, Any]:
     return {"type": "session.update", "session": session_config(policy)}
 
 
+def _object(container: dict[str, Any], key: str, param: str) -> dict[str, Any]:
+    """``container[key]`` when it is an object, {} when absent; anything else is refused."""
+    if key not in container:
+        return {}
+    value = container[key]
+    if not isinstance(value, dict):
+        raise PolicyViolation("invalid_value", f"{param} must be an object", param=param)
+    return value
+
+
+def _clamp_max_output_tokens(policy: SessionPolicy, container: dict[str, Any]) -> None:
+    limit = policy.max_output_tokens
+    requested = container.get("max_output_tokens")
+    if limit is not None and requested is not None:
+        if requested == "inf" or not isinstance(requested, int) or requested > limit:
+            container["max_output_tokens"] = limit
+
+
 def _clamp_session_update(policy: SessionPolicy, session: Any) -> dict[str, Any]:
     if not isinstance(session, dict):
         raise PolicyViolation("invalid_value", "session must be an object", param="session")
     session = copy.deepcopy(session)
     session.pop("model", None)  # the agent's model is fixed
     session["type"] = "realtime"
-    voice = (session.get("audio") or {}).get("output", {}).get("voice")
+    audio = _object(session, "audio", "session.audio")
+    output = _object(audio, "output", "session.audio.output")
+    _object(audio, "input", "session.audio.input")
+    voice = output.get("voice")
     if voice is not None and voice not in VOICES:
         raise PolicyViolation(
             "invalid_value", f"voice {voice!r} is not offered", param="session.audio.output.voice"
         )
-    effort = (session.get("reasoning") or {}).get("effort")
+    effort = _object(session, "reasoning", "session.reasoning").get("effort")
     if effort is not None and effort not in EFFORTS:
         raise PolicyViolation(
             "invalid_value",
             f"reasoning effort {effort!r} is not offered",
-            param="session.reasoning",
+            param="session.reasoning.effort",
         )
-    limit = policy.max_output_tokens
-    requested = session.get("max_output_tokens")
-    if limit is not None and requested is not None:
-        if requested == "inf" or not isinstance(requested, int) or requested > limit:
-            session["max_output_tokens"] = limit
+    _clamp_max_output_tokens(policy, session)
     return {"type": "session.update", "session": session}
 
 
-def _check_user_item(event: dict[str, Any]) -> None:
-    item = event.get("item")
+def _check_user_message(item: Any, param: str) -> None:
     if not isinstance(item, dict):
-        raise PolicyViolation("invalid_value", "item must be an object", param="item")
-    if item.get("type") != "message" or item.get("role") != "user":
+        raise PolicyViolation("invalid_value", f"{param} must be an object", param=param)
+    if item.get("type") == "item_reference" and param != "item":
+        return
+    if item.get("type", "message") != "message" or item.get("role") != "user":
         raise PolicyViolation(
             "item_not_allowed",
             "only user messages (text or image) may be added to the conversation",
-            param="item",
+            param=param,
         )
     content = item.get("content")
     if not isinstance(content, list) or not content:
-        raise PolicyViolation("invalid_value", "item.content must be a list", param="item.content")
+        raise PolicyViolation("invalid_value", f"{param}.content must be a list", param=param)
     for part in content:
         if not isinstance(part, dict) or part.get("type") not in WIDGET_USER_CONTENT:
             raise PolicyViolation(
                 "item_not_allowed",
                 "only input_text and input_image content may be sent",
-                param="item.content",
+                param=f"{param}.content",
             )
+
+
+def _check_widget_response(event: dict[str, Any]) -> None:
+    response = _object(event, "response", "response")
+    overrides = sorted(RESPONSE_OVERRIDES & set(response))
+    if overrides:
+        raise PolicyViolation(
+            "override_not_allowed",
+            f"response.create may not override {', '.join(overrides)} on this socket",
+            param="response",
+        )
+    if "input" in response:
+        entries = response["input"]
+        if not isinstance(entries, list):
+            raise PolicyViolation("invalid_value", "response.input must be a list", param="input")
+        for entry in entries:
+            _check_user_message(entry, "response.input")
 
 
 def client_event_filter(policy: SessionPolicy, event: dict[str, Any]) -> dict[str, Any]:
@@ -245,20 +280,14 @@ def client_event_filter(policy: SessionPolicy, event: dict[str, Any]) -> dict[st
     if event_type == "session.update":
         return _clamp_session_update(policy, event.get("session"))
     if policy.channel == CHANNEL_API:
+        if event_type == "response.create" and isinstance(event.get("response"), dict):
+            event = {**event, "response": dict(event["response"])}
+            _clamp_max_output_tokens(policy, event["response"])
         return event
     if event_type == "conversation.item.create":
-        _check_user_item(event)
+        _check_user_message(event.get("item"), "item")
     elif event_type == "response.create":
-        response = event.get("response")
-        if response is not None and not isinstance(response, dict):
-            raise PolicyViolation("invalid_value", "response must be an object", param="response")
-        overrides = sorted(RESPONSE_OVERRIDES & set(response or {}))
-        if overrides:
-            raise PolicyViolation(
-                "override_not_allowed",
-                f"response.create may not override {', '.join(overrides)} on this socket",
-                param="response",
-            )
+        _check_widget_response(event)
     return event
 
 
