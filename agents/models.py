@@ -54,6 +54,9 @@ class Agent(TenantOwnedModel):
     )
     tools = models.JSONField(default=list, blank=True)
     mcp_servers = models.JSONField(default=list, blank=True)
+    live_version = models.ForeignKey(
+        "agents.AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,6 +77,41 @@ class Agent(TenantOwnedModel):
             )
         if self.kind == catalogue.TRANSLATION and not self.target_language:
             raise ValidationError({"target_language": "A translation agent needs a target."})
+
+
+# The fields an agent version captures: everything a session runs with.
+VERSIONED_FIELDS = (
+    "name", "kind", "provider", "model", "voice", "instructions", "reasoning_effort",
+    "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
+    "max_output_tokens", "target_language", "tools", "mcp_servers",
+)  # fmt: skip
+
+
+class AgentVersion(TenantOwnedModel):
+    """An immutable snapshot of an agent's configuration, numbered per agent."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    config = models.JSONField()
+    note = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "number"], name="agent_version_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.number}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("agent versions are immutable")
+        super().save(*args, **kwargs)
 
 
 class Session(TenantOwnedModel):
@@ -97,6 +135,9 @@ class Session(TenantOwnedModel):
         ABANDONED = "abandoned", "Abandoned (no heartbeat)"
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
+    agent_version = models.ForeignKey(
+        AgentVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     channel = models.CharField(max_length=10, choices=Channel.choices)
     model = models.CharField(max_length=40)
     end_user_hash = models.CharField(max_length=64, blank=True)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants import crypto
+from tenants.audit import audit_record
 from tenants.models import ApiKey, Membership, ProviderCredential, Role, Tenant, WidgetKey
 from tenants.origins import origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -49,18 +50,60 @@ def tenant_create(*, slug: str, name: str, owner: AbstractBaseUser) -> Tenant:
     return tenant
 
 
-def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str) -> Membership:
+@transaction.atomic
+def membership_set(
+    *, tenant: Tenant, user: AbstractBaseUser, role: str, actor: AbstractBaseUser | None = None
+) -> Membership:
+    """Add a member or change a role; the last owner cannot stop being one."""
     if role not in Role.values:
         raise ServiceError(f"unknown role {role!r}")
     with tenant_scope(tenant):
-        membership, _ = Membership.objects.update_or_create(
+        current = Membership.objects.select_for_update().filter(user=user).first()
+        if current is not None and current.role == Role.OWNER and role != Role.OWNER:
+            _ensure_another_owner(tenant, user)
+        membership, created = Membership.objects.update_or_create(
             tenant=tenant, user=user, defaults={"role": role}
+        )
+        audit_record(
+            tenant=tenant,
+            actor=actor,
+            action="member.added" if created else "member.role_changed",
+            target=membership,
+            target_label=user.get_username(),
+            changes={"role": role, **({"from": current.role} if current else {})},
         )
     return membership
 
 
+def _ensure_another_owner(tenant: Tenant, user: AbstractBaseUser) -> None:
+    others = Membership.objects.filter(role=Role.OWNER).exclude(user=user).count()
+    if others == 0:
+        raise ServiceError("A tenant needs at least one owner: make someone else owner first.")
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: AbstractBaseUser | None = None) -> None:
+    with tenant_scope(membership.tenant_id):
+        if membership.role == Role.OWNER:
+            _ensure_another_owner(membership.tenant, membership.user)
+        username = membership.user.get_username()
+        audit_record(
+            tenant=membership.tenant_id,
+            actor=actor,
+            action="member.removed",
+            target_type="membership",
+            target_label=username,
+            changes={"role": membership.role},
+        )
+        membership.delete()
+
+
 def provider_credential_set(
-    *, tenant: Tenant, secret: str, provider: str = ProviderCredential.Provider.OPENAI
+    *,
+    tenant: Tenant,
+    secret: str,
+    provider: str = ProviderCredential.Provider.OPENAI,
+    actor: AbstractBaseUser | None = None,
 ) -> ProviderCredential:
     """Store (or replace) the tenant's provider key, encrypted; only its mask stays readable."""
     secret = secret.strip()
@@ -72,6 +115,10 @@ def provider_credential_set(
             provider=provider,
             defaults={"encrypted_secret": crypto.encrypt(secret), "masked": crypto.mask(secret)},
         )
+        audit_record(
+            tenant=tenant, actor=actor, action="credential.set", target=credential,
+            changes={"masked": credential.masked},
+        )  # fmt: skip
     return credential
 
 
@@ -98,7 +145,11 @@ def _hash_key(raw_key: str) -> str:
 
 
 def api_key_issue(
-    *, tenant: Tenant, name: str, default_agent: object | None = None
+    *,
+    tenant: Tenant,
+    name: str,
+    default_agent: object | None = None,
+    actor: AbstractBaseUser | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a platform API key. The raw key is returned once and never stored."""
     raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -110,14 +161,18 @@ def api_key_issue(
             hashed_key=_hash_key(raw_key),
             default_agent=default_agent,
         )
+        audit_record(tenant=tenant, actor=actor, action="api_key.issued", target=api_key)
     return api_key, raw_key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         with tenant_scope(api_key.tenant_id):
             api_key.save(update_fields=["revoked_at"])
+            audit_record(
+                tenant=api_key.tenant_id, actor=actor, action="api_key.revoked", target=api_key
+            )
     return api_key
 
 
@@ -154,21 +209,49 @@ def origins_clean(origins: list[str]) -> list[str]:
 
 
 def widget_key_create(
-    *, tenant: Tenant, name: str, allowed_origins: list[str], agent: object | None = None
+    *,
+    tenant: Tenant,
+    name: str,
+    allowed_origins: list[str],
+    agent: object | None = None,
+    actor: AbstractBaseUser | None = None,
 ) -> WidgetKey:
     with tenant_scope(tenant):
-        return WidgetKey.objects.create(
+        widget_key = WidgetKey.objects.create(
             tenant=tenant,
             name=name,
             key=WIDGET_KEY_PREFIX + secrets.token_urlsafe(18),
             allowed_origins=origins_clean(allowed_origins),
             agent=agent,
         )
+        audit_record(
+            tenant=tenant, actor=actor, action="widget_key.created", target=widget_key,
+            changes={"allowed_origins": widget_key.allowed_origins},
+        )  # fmt: skip
+    return widget_key
 
 
-def widget_key_revoke(*, widget_key: WidgetKey) -> WidgetKey:
+def widget_key_update_origins(
+    *, widget_key: WidgetKey, allowed_origins: list[str], actor: AbstractBaseUser | None = None
+) -> WidgetKey:
+    with tenant_scope(widget_key.tenant_id):
+        before = widget_key.allowed_origins
+        widget_key.allowed_origins = origins_clean(allowed_origins)
+        widget_key.save(update_fields=["allowed_origins"])
+        audit_record(
+            tenant=widget_key.tenant_id, actor=actor, action="widget_key.origins_changed",
+            target=widget_key, changes={"from": before, "to": widget_key.allowed_origins},
+        )  # fmt: skip
+    return widget_key
+
+
+def widget_key_revoke(*, widget_key: WidgetKey, actor: AbstractBaseUser | None = None) -> WidgetKey:
     if widget_key.revoked_at is None:
         widget_key.revoked_at = timezone.now()
         with tenant_scope(widget_key.tenant_id):
             widget_key.save(update_fields=["revoked_at"])
+            audit_record(
+                tenant=widget_key.tenant_id, actor=actor, action="widget_key.revoked",
+                target=widget_key,
+            )  # fmt: skip
     return widget_key
