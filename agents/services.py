@@ -219,6 +219,7 @@ def session_start(*, tenant: Tenant, agent: Agent, channel: str, end_user: str) 
         return Session.objects.create(
             tenant=tenant,
             agent=agent,
+            agent_version_id=agent.live_version_id,
             channel=channel,
             model=agent.model,
             end_user_hash=end_user_hash(tenant_id=tenant.pk, end_user=end_user),

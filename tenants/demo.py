@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from django.db import transaction
 
 from agents import catalogue
+from agents.configuration import agent_create
 from agents.models import Agent
 from tenants import services
 from tenants.models import Membership, Role, Tenant, WidgetKey
@@ -16,10 +17,7 @@ DEMO_SLUG = "demo"
 DEMO_USERNAME = "demo@example.com"
 DEMO_PASSWORD = "voiceplatform-demo"
 DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
-DEMO_INSTRUCTIONS = (
-    "You are the friendly voice assistant of the Demo Shop. Answer briefly. "
-    "When the customer asks about an order, use the lookup_order tool."
-)
+DEMO_INSTRUCTIONS = "You are the friendly voice assistant of the Demo Shop. Answer briefly."
 
 
 @dataclass(frozen=True)
@@ -46,14 +44,17 @@ def demo_seed(*, origins: list[str] | None = None, password: str = DEMO_PASSWORD
         )
         agent = Agent.objects.filter(name="Demo assistant").first()
         if agent is None:
-            agent = Agent.objects.create(
+            agent = agent_create(
                 tenant=tenant,
-                name="Demo assistant",
-                kind=catalogue.VOICE_AGENT,
-                provider=catalogue.PROVIDER_LOCAL,
-                model="gpt-realtime-2",
-                voice="marin",
-                instructions=DEMO_INSTRUCTIONS,
+                actor=owner,
+                fields={
+                    "name": "Demo assistant",
+                    "kind": catalogue.VOICE_AGENT,
+                    "provider": catalogue.PROVIDER_LOCAL,
+                    "model": "gpt-realtime-2",
+                    "voice": "marin",
+                    "instructions": DEMO_INSTRUCTIONS,
+                },
             )
         wanted_origins = services.origins_clean(origins or DEMO_ORIGINS)
         widget_key = WidgetKey.objects.filter(name="Demo widget", revoked_at__isnull=True).first()
