@@ -73,11 +73,6 @@ def upstream_failure(error: Exception) -> tuple[str, str, int]:
     )
 
 
-def session_group(session_id: int) -> str:
-    """The channel-layer group through which any process can end a session."""
-    return f"vp-session-{session_id}"
-
-
 class RealtimeConsumer(AsyncConsumer):
     channel = ""
 
@@ -142,7 +137,9 @@ class RealtimeConsumer(AsyncConsumer):
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.start()
         if self.channel_layer is not None:
-            await self.channel_layer.group_add(session_group(session.pk), self.channel_name)
+            await self.channel_layer.group_add(
+                services.session_group(session.pk), self.channel_name
+            )
         try:
             await self.bridge.start()
         except Exception as error:
@@ -197,7 +194,7 @@ class RealtimeConsumer(AsyncConsumer):
         if self.channel_layer is not None and self.session_id is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(
-                    session_group(self.session_id), self.channel_name
+                    services.session_group(self.session_id), self.channel_name
                 )
         if self.recorder is not None:
             try:

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from agents import services
@@ -123,6 +124,8 @@ class DatabaseRecorder:
                 await self._write(kind, payload)
                 if kind == "usage" and self.on_usage_written is not None:
                     self.on_usage_written()
+                if kind == "transcript":
+                    await self._notify_live({"type": "live.transcript", "item": payload})
                 return
             except Exception:
                 logger.exception("could not store %s (attempt %d)", kind, attempt + 1)
@@ -148,6 +151,14 @@ class DatabaseRecorder:
                     audio_out_ms=out_ms,
                 )
 
+    async def _notify_live(self, message: dict[str, Any]) -> None:
+        """Tell console pages watching this session (best effort: the channel layer may drop)."""
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        with contextlib.suppress(Exception):
+            await layer.group_send(services.session_live_group(self.session_id), message)
+
     def _current_audio(self) -> tuple[int, int]:
         source = getattr(self, "_audio_source", None)
         return source() if source is not None else self._audio
@@ -167,3 +178,4 @@ class DatabaseRecorder:
             audio_in_ms=in_ms,
             audio_out_ms=out_ms,
         )
+        await self._notify_live({"type": "live.ended", "reason": reason})

@@ -189,6 +189,57 @@ def ephemeral_key_mint(
     return MintedToken(value=raw, expires_at=expires_at, agent=agent)
 
 
+CONSOLE_TOKEN_SECONDS = 60
+
+
+def session_group(session_id: int) -> str:
+    """The channel-layer group through which any process can end a session."""
+    return f"vp-session-{session_id}"
+
+
+def session_live_group(session_id: int) -> str:
+    """The channel-layer group of console pages watching a session live."""
+    return f"vp-session-live-{session_id}"
+
+
+def console_token_mint(*, agent: Agent, end_user: str) -> MintedToken:
+    """A single-use socket token for the console's try-it page (a logged-in member)."""
+    admission_check(tenant=agent.tenant)
+    raw = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
+    expires_at = timezone.now() + timedelta(seconds=CONSOLE_TOKEN_SECONDS)
+    with tenant_scope(agent.tenant_id):
+        ClientToken.objects.create(
+            tenant_id=agent.tenant_id,
+            kind=ClientToken.Kind.EPHEMERAL,
+            hashed_token=_hash(raw),
+            agent=agent,
+            end_user=end_user,
+            expires_at=expires_at,
+        )
+    return MintedToken(value=raw, expires_at=expires_at, agent=agent)
+
+
+def session_request_end(*, session: Session, actor: object | None) -> None:
+    """Ask whichever process holds the session's socket to end it (through the channel layer).
+
+    The end itself is recorded by that process; a session no process holds any more is ended
+    by the abandoned-session sweep.
+    """
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tenants.audit import audit_record
+
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(
+            session_group(session.pk), {"type": "session.end", "reason": "ended_by_admin"}
+        )
+    audit_record(
+        tenant=session.tenant_id, actor=actor, action="session.end_requested", target=session
+    )
+
+
 def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
     """Spend a widget token or ephemeral key: valid, unexpired, unused, right origin. Once."""
     if not raw.startswith((WIDGET_TOKEN_PREFIX, EPHEMERAL_PREFIX)):

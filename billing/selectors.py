@@ -72,3 +72,9 @@ def tenant_month_token_totals(*, tenant_id: int, now: datetime | None = None) ->
                 model_totals[name] += row[name]
             model_totals["responses"] += 1
     return {model: dict(values) for model, values in sorted(totals.items())}
+
+
+def event_cost(event: UsageEvent) -> Decimal:
+    """Provider cost of one usage event (unrounded)."""
+    rates = rates_for(model=event.model, provider_is_local=event.provider == "local")
+    return pricing.cost(event_counts(event), rates)

@@ -255,3 +255,76 @@ def widget_key_revoke(*, widget_key: WidgetKey, actor: AbstractBaseUser | None =
                 target=widget_key,
             )  # fmt: skip
     return widget_key
+
+
+INVITATION_DAYS = 7
+INVITATION_PREFIX = "vp_inv_"
+
+
+def invitation_create(
+    *, tenant: Tenant, email: str, role: str, actor: AbstractBaseUser | None
+) -> tuple[object, str]:
+    """An invitation link token (returned once; only its hash is stored)."""
+    from tenants.models import Invitation
+
+    if role not in Role.values:
+        raise ServiceError(f"unknown role {role!r}")
+    raw = INVITATION_PREFIX + secrets.token_urlsafe(24)
+    with tenant_scope(tenant):
+        invitation = Invitation.objects.create(
+            tenant=tenant,
+            email=email.strip().lower(),
+            role=role,
+            hashed_token=_hash_key(raw),
+            invited_by=actor if actor is not None and actor.is_authenticated else None,
+            expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+        )
+        audit_record(
+            tenant=tenant, actor=actor, action="member.invited", target=invitation,
+            target_label=invitation.email, changes={"role": role},
+        )  # fmt: skip
+    return invitation, raw
+
+
+def invitation_find(raw: str):
+    """The pending, unexpired invitation for a link token, or None."""
+    from tenants.models import Invitation
+
+    with scopes_disabled():
+        return (
+            Invitation.objects.select_related("tenant")
+            .filter(
+                hashed_token=_hash_key(raw),
+                accepted_at__isnull=True,
+                expires_at__gt=timezone.now(),
+            )
+            .first()
+        )
+
+
+@transaction.atomic
+def invitation_accept(*, raw: str, user: AbstractBaseUser) -> Membership:
+    """Join the tenant with the invited role (once)."""
+    from tenants.models import Invitation
+
+    invitation = invitation_find(raw)
+    if invitation is None:
+        raise ServiceError("This invitation link is invalid, used or expired.")
+    with scopes_disabled():
+        claimed = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(
+            accepted_at=timezone.now()
+        )
+    if claimed != 1:
+        raise ServiceError("This invitation link is invalid, used or expired.")
+    with tenant_scope(invitation.tenant):
+        existing = Membership.objects.filter(user=user).first()
+        if existing is not None:
+            return existing
+        membership = Membership.objects.create(
+            tenant=invitation.tenant, user=user, role=invitation.role
+        )
+        audit_record(
+            tenant=invitation.tenant, actor=user, action="member.joined", target=membership,
+            target_label=user.get_username(), changes={"role": invitation.role},
+        )  # fmt: skip
+    return membership

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from tenants import views
@@ -28,4 +28,18 @@ urlpatterns = [
         name="widget-key-revoke",
     ),
     path("t/<slug:tenant_slug>/credentials/", views.credentials, name="credentials"),
+    path("t/<slug:tenant_slug>/members/", views.member_list, name="member-list"),
+    path(
+        "t/<slug:tenant_slug>/members/<int:membership_id>/role/",
+        views.member_role,
+        name="member-role",
+    ),
+    path(
+        "t/<slug:tenant_slug>/members/<int:membership_id>/remove/",
+        views.member_remove,
+        name="member-remove",
+    ),
+    path("t/<slug:tenant_slug>/audit/", views.audit_log, name="audit-log"),
+    path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
+    path("t/<slug:tenant_slug>/", include("agents.console_urls")),
 ]

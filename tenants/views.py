@@ -59,7 +59,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
 @tenant_view(configure=True)
 def api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpResponse:
     api_key = tenant_object_get(ApiKey, pk=api_key_id)
-    services.api_key_revoke(api_key=api_key)
+    services.api_key_revoke(api_key=api_key, actor=request.user)
     messages.success(request, f"API key {api_key.prefix}… revoked.")
     return redirect("api-key-list", tenant_slug=request.tenant.slug)
 
@@ -75,6 +75,8 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
                 tenant=request.tenant,
                 name=form.cleaned_data["name"],
                 allowed_origins=form.cleaned_data["allowed_origins"],
+                agent=form.cleaned_data.get("agent"),
+                actor=request.user,
             )
             messages.success(request, f"Widget key {widget_key.name} created.")
             return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
@@ -84,15 +86,46 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
 
 @tenant_view()
 def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
+    from tenants.forms import WidgetOriginsForm
+
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
-    return render(request, "console/widget_key_detail.html", {"widget_key": widget_key})
+    form = WidgetOriginsForm(
+        request.POST or None,
+        initial={"allowed_origins": "\n".join(widget_key.allowed_origins)},
+    )
+    if request.method == "POST":
+        if not request.membership.can_configure:
+            return render(request, "console/forbidden.html", status=403)
+        if form.is_valid():
+            services.widget_key_update_origins(
+                widget_key=widget_key,
+                allowed_origins=form.cleaned_data["allowed_origins"],
+                actor=request.user,
+            )
+            messages.success(request, "Allowed origins saved.")
+            return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+    script_url = request.build_absolute_uri("/static/widget/voiceplatform-widget.js")
+    agent_attribute = f' data-agent="{widget_key.agent_id}"' if widget_key.agent_id else ""
+    snippet = (
+        f'<script src="{script_url}" data-key="{widget_key.key}"{agent_attribute} async></script>'
+    )
+    preview_url = f"/widget/demo/?key={widget_key.key}"
+    context = {
+        "widget_key": widget_key,
+        "form": form,
+        "snippet": snippet,
+        "preview_url": preview_url,
+        "preview_allowed": request.build_absolute_uri("/").rstrip("/")
+        in widget_key.allowed_origins,
+    }
+    return render(request, "console/widget_key_detail.html", context)
 
 
 @require_POST
 @tenant_view(configure=True)
 def widget_key_revoke(request: HttpRequest, widget_key_id: int) -> HttpResponse:
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
-    services.widget_key_revoke(widget_key=widget_key)
+    services.widget_key_revoke(widget_key=widget_key, actor=request.user)
     messages.success(request, f"Widget key {widget_key.name} revoked.")
     return redirect("widget-key-list", tenant_slug=request.tenant.slug)
 
@@ -106,7 +139,7 @@ def credentials(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 credential = services.provider_credential_set(
-                    tenant=request.tenant, secret=form.cleaned_data["secret"]
+                    tenant=request.tenant, secret=form.cleaned_data["secret"], actor=request.user
                 )
             except services.ServiceError as error:
                 form.add_error("secret", str(error))
@@ -115,3 +148,109 @@ def credentials(request: HttpRequest) -> HttpResponse:
                 return redirect("credentials", tenant_slug=request.tenant.slug)
     context = {"credential": ProviderCredential.objects.first(), "form": form}
     return render(request, "console/credentials.html", context)
+
+
+# --- members and audit ------------------------------------------------------------------
+
+
+@tenant_view()
+def member_list(request: HttpRequest) -> HttpResponse:
+    from tenants.forms import InvitationForm
+    from tenants.models import Invitation, Membership, Role
+
+    form = InvitationForm(request.POST or None)
+    invitation_link = None
+    if request.method == "POST":
+        if not request.membership.can_configure:
+            return render(request, "console/forbidden.html", status=403)
+        if form.is_valid():
+            _, raw = services.invitation_create(
+                tenant=request.tenant,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
+            )
+            invitation_link = request.build_absolute_uri(f"/invitations/{raw}/")
+            messages.success(request, "Invitation created. Send this link to the new member.")
+            form = InvitationForm()
+    context = {
+        "memberships": Membership.objects.select_related("user").order_by("user__username"),
+        "invitations": Invitation.objects.filter(accepted_at__isnull=True).order_by("-created_at"),
+        "form": form,
+        "roles": Role.choices,
+        "invitation_link": invitation_link,
+    }
+    return render(request, "console/members.html", context)
+
+
+@require_POST
+@tenant_view(configure=True)
+def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+    from tenants.models import Membership
+
+    membership = tenant_object_get(Membership, pk=membership_id)
+    try:
+        services.membership_set(
+            tenant=request.tenant, user=membership.user, role=request.POST.get("role", ""),
+            actor=request.user,
+        )  # fmt: skip
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request, f"{membership.user.get_username()} is now {request.POST['role']}."
+        )
+    return redirect("member-list", tenant_slug=request.tenant.slug)
+
+
+@require_POST
+@tenant_view(configure=True)
+def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+    from tenants.models import Membership
+
+    membership = tenant_object_get(Membership, pk=membership_id)
+    try:
+        services.membership_remove(membership=membership, actor=request.user)
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{membership.user.get_username()} was removed.")
+    return redirect("member-list", tenant_slug=request.tenant.slug)
+
+
+@tenant_view()
+def audit_log(request: HttpRequest) -> HttpResponse:
+    from tenants.models import AuditEvent
+
+    events = AuditEvent.objects.select_related("actor").order_by("-created_at", "-pk")[:200]
+    return render(request, "console/audit.html", {"events": events})
+
+
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The invitation link: log in or set a password, then join the tenant."""
+    from django.contrib.auth import get_user_model, login
+
+    from tenants.forms import AcceptInvitationForm
+
+    invitation = services.invitation_find(token)
+    if invitation is None:
+        return render(request, "console/invitation.html", {"invalid": True}, status=404)
+    user_exists = get_user_model().objects.filter(username=invitation.email).exists()
+    form = AcceptInvitationForm(request.POST or None)
+    if request.method == "POST":
+        user = request.user if request.user.is_authenticated else None
+        if user is None and not user_exists and form.is_valid():
+            user = services.user_get_or_create(
+                email=invitation.email, password=form.cleaned_data["password"]
+            )
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        if user is not None:
+            try:
+                services.invitation_accept(raw=token, user=user)
+            except services.ServiceError as error:
+                messages.error(request, str(error))
+                return redirect("console-home")
+            messages.success(request, f"Welcome to {invitation.tenant.name}.")
+            return redirect("tenant-dashboard", tenant_slug=invitation.tenant.slug)
+    context = {"invitation": invitation, "form": form, "user_exists": user_exists}
+    return render(request, "console/invitation.html", context)

@@ -12,33 +12,82 @@ SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
 
 @pytest.fixture
 def objects_b(world):
+    from agents.configuration import agent_create, agent_update
+    from agents.models import Session
+    from tenants.models import Membership
+    from tenants.scoping import tenant_scope
+
     api_key, _ = services.api_key_issue(tenant=world.tenant_b, name="B backend")
     widget_key = services.widget_key_create(
         tenant=world.tenant_b, name="B widget", allowed_origins=["https://b.example"]
     )
     services.provider_credential_set(tenant=world.tenant_b, secret=SECRET)
-    return {"api_key_id": api_key.pk, "widget_key_id": widget_key.pk}
+    agent = agent_create(
+        tenant=world.tenant_b, actor=world.owner_b, fields={"name": "B agent", "provider": "local"}
+    )
+    first_version = agent.live_version
+    agent_update(agent=agent, actor=world.owner_b, fields={"instructions": "B secret prompt"})
+    with tenant_scope(world.tenant_b):
+        session = Session.objects.create(
+            tenant=world.tenant_b, agent=agent, channel="widget", model="gpt-realtime-2"
+        )
+        membership = Membership.objects.get(user=world.owner_b)
+    return {
+        "api_key_id": api_key.pk,
+        "widget_key_id": widget_key.pk,
+        "agent_id": agent.pk,
+        "version_id": first_version.pk,
+        "session_id": session.pk,
+        "membership_id": membership.pk,
+    }
 
 
 # Every console URL of a tenant, with the object it names. A new console page must be added here:
 # test_every_tenant_url_is_covered fails otherwise.
 TENANT_URLS = {
-    "tenant-dashboard": ("GET", None),
-    "api-key-list": ("GET", None),
-    "api-key-revoke": ("POST", "api_key_id"),
-    "widget-key-list": ("GET", None),
-    "widget-key-detail": ("GET", "widget_key_id"),
-    "widget-key-revoke": ("POST", "widget_key_id"),
-    "credentials": ("GET", None),
+    "tenant-dashboard": ("GET", ()),
+    "api-key-list": ("GET", ()),
+    "api-key-revoke": ("POST", ("api_key_id",)),
+    "widget-key-list": ("GET", ()),
+    "widget-key-detail": ("GET", ("widget_key_id",)),
+    "widget-key-revoke": ("POST", ("widget_key_id",)),
+    "credentials": ("GET", ()),
+    "member-list": ("GET", ()),
+    "member-role": ("POST", ("membership_id",)),
+    "member-remove": ("POST", ("membership_id",)),
+    "audit-log": ("GET", ()),
+    "agent-list": ("GET", ()),
+    "agent-create": ("GET", ()),
+    "agent-edit": ("GET", ("agent_id",)),
+    "agent-duplicate": ("POST", ("agent_id",)),
+    "agent-archive": ("POST", ("agent_id",)),
+    "agent-versions": ("GET", ("agent_id",)),
+    "agent-rollback": ("POST", ("agent_id", "version_id")),
+    "agent-tools": ("GET", ("agent_id",)),
+    "agent-tool-delete": ("POST", ("agent_id",)),
+    "agent-try": ("GET", ("agent_id",)),
+    "agent-try-token": ("POST", ("agent_id",)),
+    "session-list": ("GET", ()),
+    "session-detail": ("GET", ("session_id",)),
+    "session-end": ("POST", ("session_id",)),
 }
 
 
 def snapshot():
+    from agents.models import Agent, AgentVersion, Session
+    from tenants.models import AuditEvent, ClientToken, Membership
+
     with scopes_disabled():
         return (
             list(ApiKey.objects.order_by("pk").values_list("pk", "revoked_at", "name")),
             list(WidgetKey.objects.order_by("pk").values_list("pk", "revoked_at", "name")),
             list(ProviderCredential.objects.order_by("pk").values_list("pk", "encrypted_secret")),
+            list(Agent.objects.order_by("pk").values_list("pk", "name", "status", "live_version")),
+            list(AgentVersion.objects.order_by("pk").values_list("pk", "config")),
+            list(Session.objects.order_by("pk").values_list("pk", "ended_at")),
+            list(Membership.objects.order_by("pk").values_list("pk", "role")),
+            list(ClientToken.objects.order_by("pk").values_list("pk")),
+            list(AuditEvent.objects.order_by("pk").values_list("pk")),
         )
 
 
@@ -55,20 +104,21 @@ def test_every_tenant_url_is_covered():
 def test_member_of_a_gets_404_for_tenant_b_objects_and_nothing_changes(
     client, world, objects_b, url_name
 ):
-    method, object_kwarg = TENANT_URLS[url_name]
+    method, object_kwargs = TENANT_URLS[url_name]
     client.force_login(world.owner_a)
     before = snapshot()
-    kwargs = {object_kwarg: objects_b[object_kwarg]} if object_kwarg else {}
-    # B's object through A's console, and anything through B's console.
+    kwargs = {name: objects_b[name] for name in object_kwargs}
+    # B's objects through A's console, and anything through B's console.
     urls = [reverse(url_name, kwargs={"tenant_slug": "tenant-b", **kwargs})]
-    if object_kwarg:
+    if object_kwargs:
         urls.append(reverse(url_name, kwargs={"tenant_slug": "tenant-a", **kwargs}))
+    form = {"name": "x", "secret": SECRET + "Z", "role": "viewer", "kind": "function",
+            "email": "x@example.com", "form": "tool", "instructions": "hacked"}  # fmt: skip
     for url in urls:
-        response = client.post(url, {"name": "x", "secret": SECRET}) if method == "POST" else None
-        response = response or client.get(url)
+        response = client.post(url, form) if method == "POST" else client.get(url)
         assert response.status_code == 404, url
         if method == "GET":
-            post_response = client.post(url, {"name": "x", "secret": SECRET + "Z"})
+            post_response = client.post(url, form)
             assert post_response.status_code in (404, 405), url
     assert snapshot() == before
 

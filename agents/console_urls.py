@@ -1,0 +1,26 @@
+"""Console URLs of agents and sessions, included under ``t/<tenant_slug>/``."""
+
+from django.urls import path
+
+from agents import console_views as views
+
+urlpatterns = [
+    path("agents/", views.agent_list, name="agent-list"),
+    path("agents/new/", views.agent_create, name="agent-create"),
+    path("agents/<int:agent_id>/", views.agent_edit, name="agent-edit"),
+    path("agents/<int:agent_id>/duplicate/", views.agent_duplicate, name="agent-duplicate"),
+    path("agents/<int:agent_id>/archive/", views.agent_archive, name="agent-archive"),
+    path("agents/<int:agent_id>/versions/", views.agent_versions, name="agent-versions"),
+    path(
+        "agents/<int:agent_id>/versions/<int:version_id>/rollback/",
+        views.agent_rollback,
+        name="agent-rollback",
+    ),
+    path("agents/<int:agent_id>/tools/", views.agent_tools, name="agent-tools"),
+    path("agents/<int:agent_id>/tools/delete/", views.agent_tool_delete, name="agent-tool-delete"),
+    path("agents/<int:agent_id>/try/", views.agent_try, name="agent-try"),
+    path("agents/<int:agent_id>/try/token/", views.agent_try_token, name="agent-try-token"),
+    path("sessions/", views.session_list, name="session-list"),
+    path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),
+    path("sessions/<int:session_id>/end/", views.session_end, name="session-end"),
+]

@@ -1,0 +1,296 @@
+"""Console pages for agents: configuration, versions, tools, try-it, sessions."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from agents import catalogue, configuration, services
+from agents.forms import AgentForm, FunctionToolForm, McpServerForm
+from agents.models import Agent, AgentVersion, Session, TranscriptItem
+from billing.models import UsageEvent
+from billing.selectors import event_cost
+from tenants.access import tenant_object_get
+from tenants.console import tenant_view
+
+SESSIONS_PER_PAGE = 50
+
+
+def _require_configure(request: HttpRequest) -> None:
+    if not request.membership.can_configure:
+        raise PermissionDenied("Only owners and admins can change agents.")
+
+
+def _form_errors_from(error: ValidationError, form) -> None:
+    for field, messages_ in error.message_dict.items():
+        target = field if field in form.fields else None
+        for message in messages_:
+            form.add_error(target, message)
+
+
+@tenant_view()
+def agent_list(request: HttpRequest) -> HttpResponse:
+    show = request.GET.get("show", "active")
+    agents = Agent.objects.select_related("live_version").order_by("name")
+    agents = agents.filter(
+        status=Agent.Status.ARCHIVED if show == "archived" else Agent.Status.ACTIVE
+    )
+    return render(request, "console/agents/list.html", {"agents": agents, "show": show})
+
+
+@tenant_view(configure=True)
+def agent_create(request: HttpRequest) -> HttpResponse:
+    form = AgentForm(request.POST or None, initial={"provider": catalogue.PROVIDER_OPENAI})
+    if request.method == "POST" and form.is_valid():
+        try:
+            agent = configuration.agent_create(
+                tenant=request.tenant, actor=request.user, fields=form.cleaned_data
+            )
+        except ValidationError as error:
+            _form_errors_from(error, form)
+        else:
+            messages.success(request, f"Agent {agent.name} created (version 1).")
+            return redirect("agent-edit", request.tenant.slug, agent.pk)
+    return render(request, "console/agents/form.html", {"form": form, "agent": None})
+
+
+@tenant_view()
+def agent_edit(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    form = AgentForm(request.POST or None, instance=agent)
+    if request.method == "POST":
+        _require_configure(request)
+        if form.is_valid():
+            try:
+                version = configuration.agent_update(
+                    agent=agent, actor=request.user, fields=form.cleaned_data
+                )
+            except ValidationError as error:
+                _form_errors_from(error, form)
+            else:
+                if version is None:
+                    messages.info(request, "Nothing changed.")
+                else:
+                    messages.success(request, f"Saved as version {version.number}, now live.")
+                return redirect("agent-edit", request.tenant.slug, agent.pk)
+    versions = AgentVersion.objects.filter(agent=agent).select_related("created_by")[:10]
+    return render(
+        request,
+        "console/agents/form.html",
+        {"form": form, "agent": agent, "versions": versions},
+    )
+
+
+@require_POST
+@tenant_view(configure=True)
+def agent_duplicate(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    copy = configuration.agent_duplicate(agent=agent, actor=request.user)
+    messages.success(request, f"Duplicated as {copy.name}.")
+    return redirect("agent-edit", request.tenant.slug, copy.pk)
+
+
+@require_POST
+@tenant_view(configure=True)
+def agent_archive(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    archive = agent.status == Agent.Status.ACTIVE
+    status = Agent.Status.ARCHIVED if archive else Agent.Status.ACTIVE
+    configuration.agent_set_status(agent=agent, actor=request.user, status=status)
+    messages.success(request, f"{agent.name} {'archived' if archive else 'restored'}.")
+    return redirect("agent-list", request.tenant.slug)
+
+
+@tenant_view()
+def agent_versions(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    versions = list(AgentVersion.objects.filter(agent=agent).select_related("created_by"))
+    by_number = {version.number: version for version in versions}
+    diff, left, right = None, None, None
+    if request.GET.get("a") and request.GET.get("b"):
+        try:
+            left, right = by_number[int(request.GET["a"])], by_number[int(request.GET["b"])]
+        except (KeyError, ValueError):
+            raise Http404("No such version") from None
+        diff = configuration.config_diff(left.config, right.config)
+    return render(
+        request,
+        "console/agents/versions.html",
+        {"agent": agent, "versions": versions, "diff": diff, "left": left, "right": right},
+    )
+
+
+@require_POST
+@tenant_view(configure=True)
+def agent_rollback(request: HttpRequest, agent_id: int, version_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    version = tenant_object_get(AgentVersion, pk=version_id, agent=agent)
+    configuration.agent_rollback(agent=agent, version=version, actor=request.user)
+    messages.success(request, f"Version {version.number} is live again.")
+    return redirect("agent-versions", request.tenant.slug, agent.pk)
+
+
+@tenant_view()
+def agent_tools(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    editing = request.GET.get("edit", "")
+    current = next((tool for tool in agent.tools if tool.get("name") == editing), None)
+    initial = None
+    if current:
+        import json
+
+        initial = {**current, "parameters": json.dumps(current.get("parameters"), indent=2)}
+    tool_form = FunctionToolForm(
+        request.POST if request.POST.get("form") == "tool" else None, initial=initial
+    )
+    mcp_form = McpServerForm(request.POST if request.POST.get("form") == "mcp" else None)
+    if request.method == "POST":
+        _require_configure(request)
+        try:
+            if request.POST.get("form") == "tool" and tool_form.is_valid():
+                configuration.agent_tool_save(
+                    agent=agent, actor=request.user, tool=tool_form.cleaned_data,
+                    replace=request.POST.get("replace", ""),
+                )  # fmt: skip
+                messages.success(request, f"Tool {tool_form.cleaned_data['name']} saved.")
+                return redirect("agent-tools", request.tenant.slug, agent.pk)
+            if request.POST.get("form") == "mcp" and mcp_form.is_valid():
+                configuration.agent_mcp_server_add(
+                    agent=agent, actor=request.user, server=mcp_form.cleaned_data
+                )
+                messages.success(request, f"MCP server {mcp_form.cleaned_data['label']} added.")
+                return redirect("agent-tools", request.tenant.slug, agent.pk)
+        except ValidationError as error:
+            _form_errors_from(error, tool_form if request.POST.get("form") == "tool" else mcp_form)
+    return render(
+        request,
+        "console/agents/tools.html",
+        {"agent": agent, "tool_form": tool_form, "mcp_form": mcp_form, "editing": editing},
+    )
+
+
+@require_POST
+@tenant_view(configure=True)
+def agent_tool_delete(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    kind, name = request.POST.get("kind"), request.POST.get("name", "")
+    if kind == "mcp":
+        configuration.agent_mcp_server_delete(agent=agent, actor=request.user, label=name)
+    else:
+        configuration.agent_tool_delete(agent=agent, actor=request.user, name=name)
+    messages.success(request, f"{name} removed.")
+    return redirect("agent-tools", request.tenant.slug, agent.pk)
+
+
+@tenant_view()
+def agent_try(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = tenant_object_get(Agent, pk=agent_id)
+    return render(request, "console/agents/try.html", {"agent": agent})
+
+
+@require_POST
+@tenant_view()
+def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
+    """A single-use socket token for the console's own try-it widget (any member)."""
+    agent = tenant_object_get(Agent, pk=agent_id, status=Agent.Status.ACTIVE)
+    try:
+        minted = services.console_token_mint(agent=agent, end_user=f"console:{request.user.pk}")
+    except services.AccessDenied as denied:
+        return JsonResponse(
+            {"error": {"code": denied.code, "message": denied.message}}, status=denied.status
+        )
+    return JsonResponse(
+        {
+            "token": minted.value,
+            "subprotocol": "openai-insecure-api-key",
+            "expires_at": int(minted.expires_at.timestamp()),
+            "socket_path": "/ws/widget/",
+            "agent": {
+                "id": agent.pk,
+                "name": agent.name,
+                "kind": agent.kind,
+                "input_audio_format": agent.input_audio_format,
+                "output_audio_format": agent.output_audio_format,
+            },
+        },
+        status=201,
+    )
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+@tenant_view()
+def session_list(request: HttpRequest) -> HttpResponse:
+    sessions = Session.objects.select_related("agent").order_by("-started_at")
+    filters = {
+        "agent": request.GET.get("agent", ""),
+        "channel": request.GET.get("channel", ""),
+        "end_reason": request.GET.get("end_reason", ""),
+        "date": request.GET.get("date", ""),
+    }
+    if filters["agent"].isdigit():
+        sessions = sessions.filter(agent_id=int(filters["agent"]))
+    if filters["channel"] in Session.Channel.values:
+        sessions = sessions.filter(channel=filters["channel"])
+    if filters["end_reason"] == "in_progress":
+        sessions = sessions.filter(ended_at__isnull=True)
+    elif filters["end_reason"] in Session.EndReason.values:
+        sessions = sessions.filter(end_reason=filters["end_reason"])
+    if filters["date"]:
+        try:
+            from datetime import date
+
+            day = date.fromisoformat(filters["date"])
+        except ValueError:
+            messages.error(request, "The date must look like 2026-11-21.")
+        else:
+            sessions = sessions.filter(started_at__date=day)
+    context = {
+        "sessions": sessions[:SESSIONS_PER_PAGE],
+        "filters": filters,
+        "agents": Agent.objects.order_by("name"),
+        "channels": Session.Channel.choices,
+        "end_reasons": Session.EndReason.choices,
+    }
+    return render(request, "console/sessions/list.html", context)
+
+
+@tenant_view()
+def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
+    session = tenant_object_get(Session, pk=session_id)
+    items = TranscriptItem.objects.filter(session=session).order_by("sequence", "pk")
+    usage = list(UsageEvent.objects.filter(session=session).order_by("occurred_at"))
+    totals: dict[str, int] = {}
+    for event in usage:
+        for name in (
+            "input_text_tokens", "input_audio_tokens", "input_image_tokens",
+            "cached_text_tokens", "cached_audio_tokens", "cached_image_tokens",
+            "output_text_tokens", "output_audio_tokens",
+        ):  # fmt: skip
+            totals[name] = totals.get(name, 0) + getattr(event, name)
+    cost = sum((event_cost(event) for event in usage), Decimal(0))
+    context = {
+        "session": session,
+        "items": items,
+        "usage": usage,
+        "totals": totals,
+        "cost": cost,
+        "can_end": request.membership.can_configure and session.ended_at is None,
+    }
+    return render(request, "console/sessions/detail.html", context)
+
+
+@require_POST
+@tenant_view(configure=True)
+def session_end(request: HttpRequest, session_id: int) -> HttpResponse:
+    session = tenant_object_get(Session, pk=session_id)
+    if session.ended_at is None:
+        services.session_request_end(session=session, actor=request.user)
+        messages.success(request, "The session is being ended.")
+    return redirect("session-detail", request.tenant.slug, session.pk)

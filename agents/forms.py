@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+from django import forms
+
+from agents import catalogue
+from agents.models import Agent
+
+EFFORT_HELP = (
+    "How long the model thinks before it speaks. minimal and low answer fastest and suit "
+    "most conversations; medium and high reason more carefully at the cost of a noticeable "
+    "pause; xhigh is for hard problems where a long pause is acceptable."
+)
+
+
+class AgentForm(forms.ModelForm):
+    class Meta:
+        model = Agent
+        fields = [
+            "name", "kind", "provider", "model", "voice", "instructions", "reasoning_effort",
+            "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
+            "max_output_tokens", "target_language",
+        ]  # fmt: skip
+        widgets = {
+            "instructions": forms.Textarea(attrs={"rows": 14, "class": "roomy"}),
+            "model": forms.Select(choices=[(m, m) for m in catalogue.ALL_MODELS]),
+        }
+        help_texts = {
+            "voice": "The voice cannot change once a session has produced audio.",
+            "reasoning_effort": EFFORT_HELP,
+            "vad_eagerness": "Semantic VAD only: how quickly it decides you have finished.",
+            "target_language": "Translation agents only.",
+            "provider": "The local engine runs offline (a development engine, not an AI).",
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        kind, model = cleaned.get("kind"), cleaned.get("model")
+        if kind and model and model not in catalogue.MODELS_BY_KIND.get(kind, ()):
+            allowed = ", ".join(catalogue.MODELS_BY_KIND[kind])
+            label = "voice agent" if kind == catalogue.VOICE_AGENT else f"{kind} agent"
+            self.add_error("model", f"A {label} uses {allowed}.")
+        if kind == catalogue.TRANSLATION and not cleaned.get("target_language"):
+            self.add_error("target_language", "Choose the language to translate into.")
+        return cleaned
+
+
+class FunctionToolForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="The name the model calls, e.g. lookup_order.")
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=1000,
+        help_text="When the model should use this tool.",
+    )  # fmt: skip
+    parameters = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8, "class": "code"}),
+        initial='{\n  "type": "object",\n  "properties": {},\n  "required": []\n}',
+        help_text="A JSON Schema for the arguments.",
+    )
+    execution = forms.ChoiceField(
+        choices=[("webhook", "Call my webhook (server-side)"), ("client", "Send to the client")]
+    )
+    webhook_url = forms.URLField(required=False, assume_scheme="https")
+    timeout_seconds = forms.FloatField(initial=10, min_value=0.5, max_value=60)
+    filler_phrase = forms.CharField(
+        max_length=200, required=False,
+        help_text="Said while a slow tool runs, e.g. “Let me check that for you.”",
+    )  # fmt: skip
+
+    def clean_parameters(self):
+        try:
+            value = json.loads(self.cleaned_data["parameters"])
+        except ValueError as error:
+            raise forms.ValidationError(f"Not valid JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The parameters schema must be a JSON object.")
+        return value
+
+
+class McpServerForm(forms.Form):
+    label = forms.CharField(max_length=64)
+    url = forms.URLField(assume_scheme="https", help_text="The server's https:// URL.")
+    allowed_tools = forms.CharField(
+        required=False, help_text="Comma-separated tool names; empty allows all."
+    )
+    authorization = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="Optional authorization header value, stored encrypted.",
+    )
+
+    def clean_allowed_tools(self):
+        return [
+            name.strip() for name in self.cleaned_data["allowed_tools"].split(",") if name.strip()
+        ]
