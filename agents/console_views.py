@@ -19,6 +19,16 @@ from tenants.access import tenant_object_get
 from tenants.console import tenant_view
 
 SESSIONS_PER_PAGE = 50
+TOKEN_LABELS = {
+    "input_text_tokens": "Text in",
+    "input_audio_tokens": "Audio in",
+    "input_image_tokens": "Image in",
+    "cached_text_tokens": "… of which cached text",
+    "cached_audio_tokens": "… of which cached audio",
+    "cached_image_tokens": "… of which cached image",
+    "output_text_tokens": "Text out",
+    "output_audio_tokens": "Audio out",
+}
 
 
 def _require_configure(request: HttpRequest) -> None:
@@ -266,14 +276,9 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     session = tenant_object_get(Session, pk=session_id)
     items = TranscriptItem.objects.filter(session=session).order_by("sequence", "pk")
     usage = list(UsageEvent.objects.filter(session=session).order_by("occurred_at"))
-    totals: dict[str, int] = {}
-    for event in usage:
-        for name in (
-            "input_text_tokens", "input_audio_tokens", "input_image_tokens",
-            "cached_text_tokens", "cached_audio_tokens", "cached_image_tokens",
-            "output_text_tokens", "output_audio_tokens",
-        ):  # fmt: skip
-            totals[name] = totals.get(name, 0) + getattr(event, name)
+    totals = {
+        label: sum(getattr(event, name) for event in usage) for name, label in TOKEN_LABELS.items()
+    }
     cost = sum((event_cost(event) for event in usage), Decimal(0))
     context = {
         "session": session,

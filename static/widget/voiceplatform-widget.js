@@ -1,0 +1,1286 @@
+/*!
+ * VoicePlatform voice widget: one file, no dependencies, no build step.
+ *
+ * Embed with one tag:
+ *   <script src="https://PLATFORM/static/widget/voiceplatform-widget.js"
+ *           data-key="vp_pk_..." data-agent="12" async></script>
+ *
+ * The platform's base URL is this script's own origin. Everything renders inside one Shadow DOM
+ * root attached to a single host element; CSS classes are prefixed `vpw-`; the only global is
+ * `window.VoicePlatformWidget` ({open, close, init, state}).
+ *
+ * Audio: the microphone goes through an AudioWorklet that resamples to 24 kHz PCM16 (or 8 kHz
+ * G.711 for pcmu/pcma agents) and hands 20 ms frames to the page, which sends them as
+ * input_audio_buffer.append. Answers are decoded, resampled to the AudioContext's rate and
+ * queued in a playback AudioWorklet (a Float32 ring buffer) that counts the samples it has
+ * actually played per item, so that a barge-in truncates the item at the right millisecond.
+ */
+(function () {
+  "use strict";
+
+  if (window.VoicePlatformWidget && window.VoicePlatformWidget.__vpw) {
+    return; // included twice: keep the first
+  }
+
+  // document.currentScript is only set during this initial, synchronous execution.
+  var ownScript = document.currentScript;
+  var scriptConfig = null;
+  if (ownScript && ownScript.src) {
+    scriptConfig = {
+      baseUrl: new URL(ownScript.src, window.location.href).origin,
+      key: ownScript.getAttribute("data-key") || "",
+      agent: ownScript.getAttribute("data-agent") || "",
+      // The console's try-it page: a same-origin URL that mints a token for a logged-in member.
+      tokenUrl: ownScript.getAttribute("data-token-url") || "",
+      csrfToken: ownScript.getAttribute("data-csrf-token") || "",
+      openAtStart: ownScript.getAttribute("data-open") === "true",
+      autoMount: ownScript.getAttribute("data-auto") !== "false",
+    };
+  }
+
+  var OUTPUT_RATE_PCM = 24000;
+  var G711_RATE = 8000;
+  var FRAME_MS = 20;
+  var TOKEN_REUSE_LIMIT_MS = 45000; // tokens live 60 s; ask for a fresh one after a slow prompt
+
+  // --- shared DSP, also shipped into the AudioWorklet (via Function.prototype.toString) ------
+
+  // A streaming linear-interpolation resampler: keeps its position and last sample across
+  // chunks, so consecutive chunks join without a click or a gap.
+  function VpwLinearResampler(inRate, outRate) {
+    this.step = inRate / outRate;
+    this.pos = 0;
+    this.last = 0;
+  }
+  VpwLinearResampler.prototype.process = function (input) {
+    var n = input.length;
+    var step = this.step;
+    var count = 0;
+    var pos = this.pos;
+    // Count first, so that the output is one exact-length typed array.
+    var p = pos;
+    while (p < n) {
+      count++;
+      p += step;
+    }
+    var out = new Float32Array(count);
+    for (var k = 0; k < count; k++) {
+      var i = Math.floor(pos);
+      var frac = pos - i;
+      var a = i === 0 ? this.last : input[i - 1];
+      var b = input[i];
+      out[k] = a + (b - a) * frac;
+      pos += step;
+    }
+    if (n > 0) {
+      this.pos = pos - n;
+      this.last = input[n - 1];
+    }
+    return out;
+  };
+
+  // A streaming box-filter decimator (averages the input samples of each output interval):
+  // a cheap low-pass that keeps speech intelligible when going down from 44.1/48 kHz.
+  function VpwBoxDecimator(inRate, outRate) {
+    this.step = inRate / outRate;
+    this.next = this.step;
+    this.seen = 0;
+    this.sum = 0;
+    this.count = 0;
+  }
+  VpwBoxDecimator.prototype.process = function (input, emit) {
+    for (var i = 0; i < input.length; i++) {
+      this.sum += input[i];
+      this.count++;
+      this.seen++;
+      if (this.seen >= this.next) {
+        emit(this.sum / this.count);
+        this.sum = 0;
+        this.count = 0;
+        this.next += this.step;
+      }
+    }
+    if (this.seen > 1e9) {
+      this.seen -= 1e9;
+      this.next -= 1e9;
+    }
+  };
+
+  function vpwLinearToMulaw(sample) {
+    var s = Math.max(-32768, Math.min(32767, Math.round(sample * 32767)));
+    var sign = s < 0 ? 0x80 : 0;
+    if (s < 0) s = -s;
+    if (s > 32635) s = 32635;
+    s += 0x84;
+    var exponent = 7;
+    for (var mask = 0x4000; (s & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
+    var mantissa = (s >> (exponent + 3)) & 0x0f;
+    return ~(sign | (exponent << 4) | mantissa) & 0xff;
+  }
+
+  function vpwLinearToAlaw(sample) {
+    var s = Math.max(-32768, Math.min(32767, Math.round(sample * 32767)));
+    var sign = s >= 0 ? 0x80 : 0;
+    if (s < 0) s = -s - 1;
+    if (s > 32767) s = 32767;
+    var out;
+    if (s < 256) {
+      out = s >> 4;
+    } else {
+      var exponent = 7;
+      for (var mask = 0x4000; (s & mask) === 0 && exponent > 1; mask >>= 1) exponent--;
+      out = (exponent << 4) | ((s >> (exponent + 3)) & 0x0f);
+    }
+    return (out | sign) ^ 0x55;
+  }
+
+  function mulawToLinear(byte) {
+    var u = ~byte & 0xff;
+    var t = ((u & 0x0f) << 3) + 0x84;
+    t <<= (u & 0x70) >> 4;
+    return (u & 0x80 ? 0x84 - t : t - 0x84) / 32768;
+  }
+
+  function alawToLinear(byte) {
+    var a = byte ^ 0x55;
+    var t = (a & 0x0f) << 4;
+    var seg = (a & 0x70) >> 4;
+    if (seg === 0) t += 8;
+    else if (seg === 1) t += 0x108;
+    else t = (t + 0x108) << (seg - 1);
+    return (a & 0x80 ? t : -t) / 32768;
+  }
+
+  // --- the AudioWorklet module (loaded from a Blob URL) --------------------------------------
+
+  var WORKLET_SOURCE = [
+    VpwLinearResampler.toString(),
+    "VpwLinearResampler.prototype.process = " + VpwLinearResampler.prototype.process.toString() + ";",
+    VpwBoxDecimator.toString(),
+    "VpwBoxDecimator.prototype.process = " + VpwBoxDecimator.prototype.process.toString() + ";",
+    vpwLinearToMulaw.toString(),
+    vpwLinearToAlaw.toString(),
+    // Microphone → 20 ms frames at the agent's input rate and encoding.
+    "class VpwCapture extends AudioWorkletProcessor {",
+    "  constructor(options) {",
+    "    super();",
+    "    var o = options.processorOptions;",
+    "    this.encoding = o.encoding;",
+    "    this.frameSamples = Math.round(o.outRate * o.frameMs / 1000);",
+    "    this.bytesPerSample = o.encoding === 'pcm16' ? 2 : 1;",
+    "    this.resampler = sampleRate >= o.outRate",
+    "      ? new VpwBoxDecimator(sampleRate, o.outRate)",
+    "      : new VpwLinearResampler(sampleRate, o.outRate);",
+    "    this.down = sampleRate >= o.outRate;",
+    "    this.enabled = true;",
+    "    this.newFrame();",
+    "    var self = this;",
+    "    this.emitSample = function (x) { self.push(x); };",
+    "    this.port.onmessage = function (e) {",
+    "      if (e.data && e.data.type === 'enabled') { self.enabled = !!e.data.value; self.newFrame(); }",
+    "    };",
+    "  }",
+    "  newFrame() {",
+    "    this.buffer = new ArrayBuffer(this.frameSamples * this.bytesPerSample);",
+    "    this.view = this.encoding === 'pcm16' ? new DataView(this.buffer) : new Uint8Array(this.buffer);",
+    "    this.fill = 0;",
+    "  }",
+    "  push(x) {",
+    "    if (this.encoding === 'pcm16') {",
+    "      var s = Math.max(-1, Math.min(1, x));",
+    "      this.view.setInt16(this.fill * 2, s < 0 ? s * 32768 : s * 32767, true);",
+    "    } else if (this.encoding === 'pcmu') {",
+    "      this.view[this.fill] = vpwLinearToMulaw(x);",
+    "    } else {",
+    "      this.view[this.fill] = vpwLinearToAlaw(x);",
+    "    }",
+    "    this.fill++;",
+    "    if (this.fill === this.frameSamples) {",
+    "      this.port.postMessage(this.buffer, [this.buffer]);",
+    "      this.newFrame();",
+    "    }",
+    "  }",
+    "  process(inputs) {",
+    "    var input = inputs[0];",
+    "    if (!this.enabled || !input || !input.length) return true;",
+    "    var mono = input[0];",
+    "    if (input.length > 1) {",
+    "      mono = new Float32Array(input[0].length);",
+    "      for (var c = 0; c < input.length; c++) for (var i = 0; i < mono.length; i++) mono[i] += input[c][i] / input.length;",
+    "    }",
+    "    if (this.down) this.resampler.process(mono, this.emitSample);",
+    "    else { var up = this.resampler.process(mono); for (var j = 0; j < up.length; j++) this.push(up[j]); }",
+    "    return true;",
+    "  }",
+    "}",
+    "registerProcessor('vpw-capture', VpwCapture);",
+    // Queue player: a Float32 ring buffer at the context rate, with per-chunk segments that
+    // say which item each sample belongs to; it reports what it has really played.
+    "class VpwPlayer extends AudioWorkletProcessor {",
+    "  constructor() {",
+    "    super();",
+    "    this.capacity = Math.max(1, Math.round(sampleRate * 20));",
+    "    this.ring = new Float32Array(this.capacity);",
+    "    this.readAt = 0;",
+    "    this.size = 0;",
+    "    this.segments = [];",
+    "    this.played = {};",
+    "    this.changed = {};",
+    "    this.total = 0;",
+    "    this.chunks = 0;",
+    "    this.sinceReport = 0;",
+    "    this.reportEvery = Math.round(sampleRate * 0.025);",
+    "    this.wasPlaying = false;",
+    "    var self = this;",
+    "    this.port.onmessage = function (e) { self.onMessage(e.data); };",
+    "  }",
+    "  onMessage(m) {",
+    "    if (m.type === 'push') this.push(m.item, m.samples);",
+    "    else if (m.type === 'flush') {",
+    "      var cut = this.segments.length ? this.segments[0].item : null;",
+    "      var queued = this.size;",
+    "      this.size = 0; this.readAt = 0; this.segments = [];",
+    "      this.port.postMessage({ type: 'flushed', seq: m.seq, item: cut, itemPlayed: cut ? (this.played[cut] || 0) : 0,",
+    "        droppedSamples: queued, total: this.total, chunks: this.chunks, items: this.changed, queued: 0 });",
+    "      this.changed = {};",
+    "    }",
+    "  }",
+    "  grow(needed) {",
+    "    var capacity = this.capacity;",
+    "    while (capacity < needed) capacity *= 2;",
+    "    var ring = new Float32Array(capacity);",
+    "    for (var i = 0; i < this.size; i++) ring[i] = this.ring[(this.readAt + i) % this.capacity];",
+    "    this.ring = ring; this.capacity = capacity; this.readAt = 0;",
+    "  }",
+    "  push(item, samples) {",
+    "    if (!samples.length) return;",
+    "    if (this.size + samples.length > this.capacity) this.grow(this.size + samples.length);",
+    "    var writeAt = (this.readAt + this.size) % this.capacity;",
+    "    var first = Math.min(samples.length, this.capacity - writeAt);",
+    "    this.ring.set(samples.subarray(0, first), writeAt);",
+    "    if (first < samples.length) this.ring.set(samples.subarray(first), 0);",
+    "    this.size += samples.length;",
+    "    this.segments.push({ item: item, left: samples.length });",
+    "  }",
+    "  process(inputs, outputs) {",
+    "    var out = outputs[0][0];",
+    "    var n = out.length;",
+    "    var i = 0;",
+    "    while (i < n && this.size > 0) {",
+    "      var seg = this.segments[0];",
+    "      var take = Math.min(n - i, seg.left, this.capacity - this.readAt);",
+    "      out.set(this.ring.subarray(this.readAt, this.readAt + take), i);",
+    "      i += take;",
+    "      this.readAt = (this.readAt + take) % this.capacity;",
+    "      this.size -= take;",
+    "      seg.left -= take;",
+    "      this.played[seg.item] = (this.played[seg.item] || 0) + take;",
+    "      this.changed[seg.item] = this.played[seg.item];",
+    "      this.total += take;",
+    "      if (seg.left === 0) { this.segments.shift(); this.chunks++; }",
+    "    }",
+    "    if (i < n) out.fill(0, i);",
+    "    for (var c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);",
+    "    var playing = this.size > 0;",
+    "    this.sinceReport += n;",
+    "    if ((playing || this.wasPlaying) && (this.sinceReport >= this.reportEvery || !playing)) {",
+    "      this.port.postMessage({ type: 'progress', items: this.changed, total: this.total, chunks: this.chunks, queued: this.size });",
+    "      this.changed = {};",
+    "      this.sinceReport = 0;",
+    "    }",
+    "    this.wasPlaying = playing;",
+    "    return true;",
+    "  }",
+    "}",
+    "registerProcessor('vpw-player', VpwPlayer);",
+  ].join("\n");
+
+  // --- small helpers -------------------------------------------------------------------------
+
+  function bytesToBase64(bytes) {
+    var binary = "";
+    for (var i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(binary);
+  }
+
+  function base64ToBytes(text) {
+    var binary = atob(text);
+    var bytes = new Uint8Array(binary.length);
+    for (var i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  }
+
+  function formatInfo(name) {
+    if (name === "audio/pcmu") return { encoding: "pcmu", rate: G711_RATE, bytesPerSample: 1 };
+    if (name === "audio/pcma") return { encoding: "pcma", rate: G711_RATE, bytesPerSample: 1 };
+    return { encoding: "pcm16", rate: OUTPUT_RATE_PCM, bytesPerSample: 2 };
+  }
+
+  function decodeAudio(bytes, encoding) {
+    var out;
+    if (encoding === "pcm16") {
+      var count = bytes.length >> 1;
+      var view = new DataView(bytes.buffer, bytes.byteOffset, count * 2);
+      out = new Float32Array(count);
+      for (var i = 0; i < count; i++) out[i] = view.getInt16(i * 2, true) / 32768;
+      return out;
+    }
+    var decode = encoding === "pcmu" ? mulawToLinear : alawToLinear;
+    out = new Float32Array(bytes.length);
+    for (var j = 0; j < bytes.length; j++) out[j] = decode(bytes[j]);
+    return out;
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  // What the end user reads for each refusal or failure (never a raw exception).
+  var MESSAGES = {
+    microphone_denied:
+      "Microphone access was denied. Allow the microphone for this site, then try again.",
+    microphone_missing: "No microphone was found on this device.",
+    microphone_unavailable: "The microphone could not be started.",
+    audio_unsupported: "This browser cannot run the voice assistant.",
+    origin_not_allowed: "This website is not allowed to use this voice assistant.",
+    invalid_widget_key: "This voice assistant is not set up correctly (invalid key).",
+    invalid_token: "The conversation could not be verified. Please reconnect.",
+    agent_not_found: "This voice assistant could not be found.",
+    too_many_sessions: "Too many conversations are running right now. Please try again in a few minutes.",
+    budget_exhausted: "The voice assistant is unavailable right now (usage limit reached).",
+    tenant_suspended: "This voice assistant is currently unavailable.",
+    session_ended: "The conversation was ended by the site's team.",
+    session_max_duration: "The conversation reached its maximum length.",
+    connection_lost: "The connection was lost.",
+    upstream_unavailable: "The voice service is temporarily unavailable.",
+    policy_violation: "The connection was closed by the server.",
+    server_error: "Something went wrong on our side.",
+    unavailable: "The voice assistant could not be reached.",
+  };
+
+  var CLOSE_CODES = {
+    4401: "invalid_token",
+    4403: "origin_not_allowed",
+    4404: "agent_not_found",
+    4429: "too_many_sessions",
+    4402: "budget_exhausted",
+    4000: "session_ended",
+    1008: "policy_violation",
+    1011: "connection_lost",
+    1013: "upstream_unavailable",
+    1006: "connection_lost",
+    1001: "connection_lost",
+  };
+  // Refusals a reconnect cannot fix (a retry would be refused the same way).
+  var FINAL = {
+    origin_not_allowed: 1,
+    invalid_widget_key: 1,
+    agent_not_found: 1,
+    tenant_suspended: 1,
+    budget_exhausted: 1,
+    audio_unsupported: 1,
+    microphone_missing: 1,
+  };
+  // Error events that do not end anything (races around barge-in, a dropped frame).
+  var QUIET_ERRORS = {
+    response_cancel_not_active: 1,
+    conversation_already_has_active_response: 1,
+    audio_rate_exceeded: 1,
+    item_not_found: 1,
+  };
+
+  var CSS = [
+    ":host { all: initial; }",
+    ".vpw-root { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000;",
+    "  font: 14px/1.4 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; color: #1d2430; }",
+    ".vpw-launcher { width: 56px; height: 56px; border-radius: 50%; border: 0; cursor: pointer;",
+    "  background: #0f766e; color: #fff; box-shadow: 0 4px 14px rgba(0,0,0,.25);",
+    "  display: flex; align-items: center; justify-content: center; margin-left: auto; }",
+    ".vpw-launcher:focus-visible, .vpw-btn:focus-visible { outline: 3px solid #f59e0b; outline-offset: 2px; }",
+    ".vpw-launcher svg { width: 26px; height: 26px; fill: currentColor; }",
+    ".vpw-launcher.vpw-live { background: #b91c1c; }",
+    ".vpw-panel { width: 320px; max-width: calc(100vw - 40px); height: 420px; max-height: calc(100vh - 110px);",
+    "  margin-bottom: 12px; background: #fff; border-radius: 14px; box-shadow: 0 8px 30px rgba(0,0,0,.25);",
+    "  display: flex; flex-direction: column; overflow: hidden; }",
+    ".vpw-panel[hidden] { display: none; }",
+    ".vpw-header { background: #0f766e; color: #fff; padding: 10px 14px; display: flex; align-items: center; gap: 8px; }",
+    ".vpw-title { font-weight: 600; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }",
+    ".vpw-x { background: transparent; border: 0; color: #fff; font-size: 20px; cursor: pointer; line-height: 1; }",
+    ".vpw-status { padding: 6px 14px; font-size: 12px; color: #475569; border-bottom: 1px solid #e2e8f0;",
+    "  display: flex; align-items: center; gap: 6px; }",
+    ".vpw-dot { width: 8px; height: 8px; border-radius: 50%; background: #94a3b8; flex: none; }",
+    ".vpw-status[data-status=listening] .vpw-dot { background: #16a34a; }",
+    ".vpw-status[data-status=speaking] .vpw-dot { background: #2563eb; }",
+    ".vpw-status[data-status=muted] .vpw-dot { background: #f59e0b; }",
+    ".vpw-status[data-status=error] .vpw-dot { background: #dc2626; }",
+    ".vpw-transcript { flex: 1; overflow-y: auto; padding: 10px 12px; display: flex; flex-direction: column; gap: 6px; }",
+    ".vpw-line { max-width: 85%; padding: 6px 10px; border-radius: 12px; white-space: pre-wrap; word-wrap: break-word; }",
+    ".vpw-user { align-self: flex-end; background: #0f766e; color: #fff; border-bottom-right-radius: 4px; }",
+    ".vpw-assistant { align-self: flex-start; background: #f1f5f9; border-bottom-left-radius: 4px; }",
+    ".vpw-interrupted::after { content: ' …'; }",
+    ".vpw-empty { color: #94a3b8; text-align: center; margin: auto 0; font-size: 13px; }",
+    ".vpw-alert { margin: 0 12px 8px; padding: 8px 10px; border-radius: 8px; background: #fef2f2; color: #991b1b;",
+    "  font-size: 13px; display: flex; gap: 8px; align-items: center; }",
+    ".vpw-alert[hidden] { display: none; }",
+    ".vpw-alert.vpw-info { background: #f1f5f9; color: #334155; }",
+    ".vpw-alert-text { flex: 1; }",
+    ".vpw-controls { display: flex; gap: 8px; padding: 10px 12px; border-top: 1px solid #e2e8f0; }",
+    ".vpw-btn { flex: 1; border: 1px solid #cbd5e1; background: #fff; color: #1d2430; border-radius: 8px;",
+    "  padding: 7px 8px; cursor: pointer; font: inherit; }",
+    ".vpw-btn:disabled { opacity: .5; cursor: default; }",
+    ".vpw-btn[aria-pressed=true] { background: #fef3c7; border-color: #f59e0b; }",
+    ".vpw-end { background: #b91c1c; border-color: #b91c1c; color: #fff; }",
+    ".vpw-retry { flex: none; background: #991b1b; border-color: #991b1b; color: #fff; }",
+    ".vpw-info .vpw-retry { background: #0f766e; border-color: #0f766e; }",
+    ".vpw-file { display: none; }",
+  ].join("\n");
+
+  var MIC_ICON =
+    '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V21h2v-3.08A7 7 0 0 0 19 11h-2z"/></svg>';
+  var CLOSE_ICON =
+    '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M18.3 5.7 12 12l6.3 6.3-1.4 1.4L10.6 13.4 4.3 19.7 2.9 18.3 9.2 12 2.9 5.7 4.3 4.3l6.3 6.3 6.3-6.3z"/></svg>';
+
+  // --- the widget ----------------------------------------------------------------------------
+
+  function Widget(options) {
+    this.baseUrl = (options.baseUrl || "").replace(/\/+$/, "");
+    this.key = options.key || "";
+    this.tokenUrl = options.tokenUrl || "";
+    this.csrfToken = options.csrfToken || "";
+    this.agentId = options.agent ? parseInt(options.agent, 10) || null : null;
+    this.title = options.title || "Voice assistant";
+    this.state = {
+      status: "idle",
+      statusText: "",
+      open: false,
+      connected: false,
+      muted: false,
+      agent: null,
+      sampleRate: 0,
+      transcript: [],
+      audioChunksReceived: 0,
+      audioChunksPlayed: 0,
+      samplesPlayed: 0,
+      framesSent: 0,
+      items: {},
+      responseActive: false,
+      lastTruncate: null,
+      truncated: null,
+      lastCancel: null,
+      droppedDeltas: 0,
+      bargeIns: 0,
+      errors: [],
+      serverErrors: [],
+      closeCode: null,
+    };
+    this.run = 0; // increases with every start/stop, so late callbacks of an old run are ignored
+    this.lines = {};
+    this.interrupted = {};
+    this.flushSeq = 0;
+    this.postedTotal = 0;
+    this.playerTotal = 0;
+    this.playedBase = 0;
+    this.chunksBase = 0;
+    this.resamplers = {};
+    this.mount(options.container);
+  }
+
+  Widget.prototype.mount = function (container) {
+    var host = document.createElement("div");
+    host.setAttribute("data-voiceplatform-widget", "");
+    (container || document.body).appendChild(host);
+    var shadow = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
+    var style = el("style");
+    style.textContent = CSS;
+    shadow.appendChild(style);
+
+    var root = el("div", "vpw-root");
+    var panel = el("div", "vpw-panel");
+    panel.hidden = true;
+    panel.setAttribute("role", "dialog");
+    panel.setAttribute("aria-label", "Voice assistant");
+
+    var header = el("div", "vpw-header");
+    this.titleNode = el("div", "vpw-title", this.title);
+    var x = el("button", "vpw-x", "\u00d7");
+    x.type = "button";
+    x.setAttribute("aria-label", "Close and end the conversation");
+    header.appendChild(this.titleNode);
+    header.appendChild(x);
+
+    this.statusNode = el("div", "vpw-status");
+    this.statusNode.setAttribute("role", "status");
+    this.statusNode.setAttribute("aria-live", "polite");
+    this.statusNode.appendChild(el("span", "vpw-dot"));
+    this.statusTextNode = el("span", "vpw-status-text", "");
+    this.statusNode.appendChild(this.statusTextNode);
+
+    this.transcriptNode = el("div", "vpw-transcript");
+    this.transcriptNode.setAttribute("aria-live", "polite");
+    this.emptyNode = el("div", "vpw-empty", "Speak after the status says \u201clistening\u201d.");
+    this.transcriptNode.appendChild(this.emptyNode);
+
+    this.alertNode = el("div", "vpw-alert");
+    this.alertNode.hidden = true;
+    this.alertNode.setAttribute("role", "alert");
+    this.alertTextNode = el("span", "vpw-alert-text");
+    this.retryButton = el("button", "vpw-btn vpw-retry", "Reconnect");
+    this.retryButton.type = "button";
+    this.alertNode.appendChild(this.alertTextNode);
+    this.alertNode.appendChild(this.retryButton);
+
+    var controls = el("div", "vpw-controls");
+    this.muteButton = el("button", "vpw-btn vpw-mute", "Mute");
+    this.muteButton.type = "button";
+    this.muteButton.setAttribute("aria-pressed", "false");
+    this.pictureButton = el("button", "vpw-btn vpw-picture", "Picture");
+    this.pictureButton.type = "button";
+    this.pictureButton.title = "Send a picture";
+    this.fileInput = el("input", "vpw-file");
+    this.fileInput.type = "file";
+    this.fileInput.accept = "image/*";
+    this.endButton = el("button", "vpw-btn vpw-end", "End");
+    this.endButton.type = "button";
+    controls.appendChild(this.muteButton);
+    controls.appendChild(this.pictureButton);
+    controls.appendChild(this.endButton);
+    controls.appendChild(this.fileInput);
+
+    panel.appendChild(header);
+    panel.appendChild(this.statusNode);
+    panel.appendChild(this.transcriptNode);
+    panel.appendChild(this.alertNode);
+    panel.appendChild(controls);
+
+    this.launcher = el("button", "vpw-launcher");
+    this.launcher.type = "button";
+    this.launcher.setAttribute("aria-label", "Talk to our voice assistant");
+    this.launcher.innerHTML = MIC_ICON;
+
+    root.appendChild(panel);
+    root.appendChild(this.launcher);
+    shadow.appendChild(root);
+    this.host = host;
+    this.panel = panel;
+
+    var self = this;
+    this.launcher.addEventListener("click", function () {
+      if (self.state.open) self.close();
+      else self.open();
+    });
+    x.addEventListener("click", function () {
+      self.close();
+    });
+    this.endButton.addEventListener("click", function () {
+      self.stop("user");
+    });
+    this.muteButton.addEventListener("click", function () {
+      self.setMuted(!self.state.muted);
+    });
+    this.retryButton.addEventListener("click", function () {
+      self.start();
+    });
+    this.pictureButton.addEventListener("click", function () {
+      self.fileInput.click();
+    });
+    this.fileInput.addEventListener("change", function () {
+      var file = self.fileInput.files && self.fileInput.files[0];
+      self.fileInput.value = "";
+      if (file) self.sendPicture(file);
+    });
+    this.updateControls();
+  };
+
+  // --- public actions ------------------------------------------------------------------------
+
+  Widget.prototype.open = function () {
+    this.state.open = true;
+    this.panel.hidden = false;
+    this.launcher.setAttribute("aria-label", "Close the voice assistant");
+    this.launcher.innerHTML = CLOSE_ICON;
+    // Opening again after an end starts a new conversation; an error stays shown (with its
+    // retry button, when a retry can help).
+    if (this.state.status === "idle" || this.state.status === "ended") this.start();
+  };
+
+  Widget.prototype.close = function () {
+    if (this.state.status !== "idle" && this.state.status !== "ended" && this.state.status !== "error") {
+      this.stop("user");
+    }
+    this.state.open = false;
+    this.panel.hidden = true;
+    this.launcher.setAttribute("aria-label", "Talk to our voice assistant");
+    this.launcher.innerHTML = MIC_ICON;
+  };
+
+  Widget.prototype.setMuted = function (muted) {
+    this.state.muted = !!muted;
+    this.muteButton.textContent = muted ? "Unmute" : "Mute";
+    this.muteButton.setAttribute("aria-pressed", muted ? "true" : "false");
+    if (this.capture) this.capture.port.postMessage({ type: "enabled", value: !muted });
+    this.refreshStatus();
+  };
+
+  // Start (or restart) a conversation: a new token, a new socket. Must be called from a user
+  // gesture (click) in browsers that gate audio on one: the AudioContext is made synchronously.
+  Widget.prototype.start = function () {
+    var self = this;
+    this.teardown();
+    var run = ++this.run;
+    this.hideAlert();
+    this.state.errors = [];
+    this.state.closeCode = null;
+    this.setStatus("connecting", "Connecting\u2026");
+    var AudioContextClass = window.AudioContext || window.webkitAudioContext;
+    if (!AudioContextClass || !window.AudioWorkletNode || !window.WebSocket || !navigator.mediaDevices) {
+      this.fail("audio_unsupported");
+      return Promise.resolve();
+    }
+    try {
+      // No sampleRate option: Firefox refuses to connect a microphone at another rate.
+      this.context = new AudioContextClass({ latencyHint: "interactive" });
+    } catch (error) {
+      this.fail("audio_unsupported");
+      return Promise.resolve();
+    }
+    this.context.resume().catch(function () {});
+    this.state.sampleRate = this.context.sampleRate;
+    var tokenAt = 0;
+    return this.requestToken()
+      .then(function (session) {
+        if (run !== self.run) return null;
+        tokenAt = Date.now();
+        self.session = session;
+        self.state.agent = session.agent;
+        if (session.agent && session.agent.name) self.titleNode.textContent = session.agent.name;
+        return self.startAudio(session.agent || {});
+      })
+      .then(function (ready) {
+        if (run !== self.run || !ready) return null;
+        // A slow permission prompt may have outlived the token: ask for a fresh one.
+        if (Date.now() - tokenAt > TOKEN_REUSE_LIMIT_MS) {
+          return self.requestToken().then(function (session) {
+            self.session = session;
+            return run === self.run ? session : null;
+          });
+        }
+        return self.session;
+      })
+      .then(function (session) {
+        if (run !== self.run || !session) return;
+        self.connect(session, run);
+      })
+      .catch(function (error) {
+        if (run !== self.run) return;
+        if (!error || !error.vpwCode) console.warn("VoicePlatformWidget:", error);
+        self.fail((error && error.vpwCode) || "unavailable", error && error.vpwMessage);
+      });
+  };
+
+  // End the conversation. reason "user": the end button (a normal end).
+  Widget.prototype.stop = function (reason) {
+    this.teardown();
+    this.run++;
+    if (reason === "user") {
+      this.setStatus("ended", "Conversation ended.");
+      this.showAlert("Conversation ended.", "Start again", true);
+    }
+  };
+
+  // --- token, microphone, socket -------------------------------------------------------------
+
+  Widget.prototype.requestToken = function () {
+    var body = { key: this.key };
+    if (this.agentId) body.agent = this.agentId;
+    var request = this.tokenUrl
+      ? fetch(this.tokenUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "X-CSRFToken": this.csrfToken },
+        })
+      : fetch(this.baseUrl + "/widget/session", {
+          method: "POST",
+          mode: "cors",
+          credentials: "omit",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+    return request
+      .catch(function () {
+        throw { vpwCode: "unavailable" };
+      })
+      .then(function (response) {
+        return response
+          .json()
+          .catch(function () {
+            return null;
+          })
+          .then(function (data) {
+            if (response.ok && data && data.token) return data;
+            var code = data && data.error && data.error.code;
+            if (!code || !MESSAGES[code]) {
+              code = { 402: "budget_exhausted", 429: "too_many_sessions", 404: "agent_not_found" }[response.status] || "unavailable";
+            }
+            throw { vpwCode: code };
+          });
+      });
+  };
+
+  Widget.prototype.startAudio = function (agent) {
+    var self = this;
+    var context = this.context;
+    var input = formatInfo(agent.input_audio_format);
+    this.outputFormat = formatInfo(agent.output_audio_format);
+    var moduleUrl = URL.createObjectURL(new Blob([WORKLET_SOURCE], { type: "application/javascript" }));
+    var micPromise = navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, channelCount: 1 },
+    });
+    var workletPromise = context.audioWorklet.addModule(moduleUrl);
+    return Promise.all([micPromise, workletPromise]).then(
+      function (results) {
+        URL.revokeObjectURL(moduleUrl);
+        if (self.context !== context) {
+          results[0].getTracks().forEach(function (track) {
+            track.stop();
+          });
+          return false;
+        }
+        self.stream = results[0];
+        self.source = context.createMediaStreamSource(self.stream);
+        self.capture = new AudioWorkletNode(context, "vpw-capture", {
+          numberOfInputs: 1,
+          numberOfOutputs: 1,
+          outputChannelCount: [1],
+          processorOptions: { outRate: input.rate, encoding: input.encoding, frameMs: FRAME_MS },
+        });
+        self.capture.port.onmessage = function (event) {
+          self.onCaptureFrame(event.data);
+        };
+        self.capture.port.postMessage({ type: "enabled", value: !self.state.muted });
+        self.source.connect(self.capture);
+        // The capture node outputs silence; connecting it keeps it pulled by the graph.
+        self.capture.connect(context.destination);
+        self.player = new AudioWorkletNode(context, "vpw-player", {
+          numberOfInputs: 0,
+          numberOfOutputs: 1,
+          outputChannelCount: [1],
+        });
+        // A new player counts from zero; the state's totals go on across reconnects.
+        self.playedBase = self.state.samplesPlayed;
+        self.chunksBase = self.state.audioChunksPlayed;
+        self.playerTotal = 0;
+        self.postedTotal = 0;
+        self.player.port.onmessage = function (event) {
+          self.onPlayerMessage(event.data);
+        };
+        self.player.connect(context.destination);
+        return true;
+      },
+      function (error) {
+        URL.revokeObjectURL(moduleUrl);
+        var name = error && error.name;
+        if (name === "NotAllowedError" || name === "SecurityError") throw { vpwCode: "microphone_denied" };
+        if (name === "NotFoundError" || name === "OverconstrainedError") throw { vpwCode: "microphone_missing" };
+        if (name === "NotReadableError" || name === "AbortError") throw { vpwCode: "microphone_unavailable" };
+        throw { vpwCode: "audio_unsupported" };
+      }
+    );
+  };
+
+  Widget.prototype.connect = function (session, run) {
+    var self = this;
+    var url = this.baseUrl.replace(/^http/, "ws") + (session.socket_path || "/ws/widget/");
+    var socket;
+    try {
+      // A widget token travels as "vp-token.<token>"; a console or backend-minted key as
+      // "openai-insecure-api-key.<key>", as OpenAI's browser clients send theirs.
+      var prefix = (session.subprotocol || "vp-token") + ".";
+      socket = new WebSocket(url, ["realtime", prefix + session.token]);
+    } catch (error) {
+      this.fail("unavailable");
+      return;
+    }
+    this.socket = socket;
+    this.lastErrorCode = null;
+    socket.onopen = function () {
+      if (run !== self.run) return;
+      self.state.connected = true;
+    };
+    socket.onmessage = function (message) {
+      if (run !== self.run || typeof message.data !== "string") return;
+      var event;
+      try {
+        event = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      self.onServerEvent(event);
+    };
+    socket.onclose = function (event) {
+      if (run !== self.run) return;
+      self.onSocketClosed(event.code);
+    };
+  };
+
+  Widget.prototype.onCaptureFrame = function (buffer) {
+    var socket = this.socket;
+    if (this.state.muted || !socket || socket.readyState !== 1 || !this.ready) return;
+    // Exactly this shape and key order: the platform recognises it without a JSON decode.
+    socket.send('{"type":"input_audio_buffer.append","audio":"' + bytesToBase64(new Uint8Array(buffer)) + '"}');
+    this.state.framesSent++;
+  };
+
+  Widget.prototype.send = function (event) {
+    if (this.socket && this.socket.readyState === 1) {
+      this.socket.send(JSON.stringify(event));
+      return true;
+    }
+    return false;
+  };
+
+  Widget.prototype.onSocketClosed = function (code) {
+    this.state.closeCode = code;
+    var codeName = this.lastErrorCode;
+    this.teardown();
+    this.run++;
+    if (code === 1000 || code === 1005) {
+      if (codeName === "session_max_duration") {
+        this.finish("session_max_duration");
+      } else {
+        this.setStatus("ended", "Conversation ended.");
+        this.showAlert("The conversation has ended.", "Start again", true);
+      }
+      return;
+    }
+    if (code === 4000) {
+      this.finish("session_ended");
+      return;
+    }
+    var name = codeName && MESSAGES[codeName] ? codeName : CLOSE_CODES[code] || "connection_lost";
+    if (code === 1011 || code === 1006 || code === 1013 || code === 1001) {
+      name = code === 1013 ? "upstream_unavailable" : "connection_lost";
+    }
+    this.fail(name);
+  };
+
+  // A session that ended on the server's side, normally (not an error).
+  Widget.prototype.finish = function (code) {
+    this.state.errors.push(code);
+    this.setStatus("ended", MESSAGES[code]);
+    this.showAlert(MESSAGES[code], "Start again", true);
+  };
+
+  Widget.prototype.fail = function (code, detail) {
+    this.teardown();
+    this.state.errors.push(code);
+    var text = MESSAGES[code] || MESSAGES.unavailable;
+    this.setStatus("error", text);
+    var retry = FINAL[code] ? null : code === "microphone_denied" ? "Try again" : "Reconnect";
+    this.showAlert(text, retry, false);
+    void detail;
+  };
+
+  // Release the microphone, the socket and the audio graph (the transcript stays).
+  Widget.prototype.teardown = function () {
+    var socket = this.socket;
+    this.socket = null;
+    this.ready = false;
+    this.state.connected = false;
+    this.state.responseActive = false;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      if (socket.readyState <= 1) {
+        try {
+          socket.close(1000, "client closed");
+        } catch (error) {
+          /* already closing */
+        }
+      }
+    }
+    if (this.stream) {
+      this.stream.getTracks().forEach(function (track) {
+        track.stop();
+      });
+      this.stream = null;
+    }
+    [this.source, this.capture, this.player].forEach(function (node) {
+      if (node) {
+        try {
+          node.disconnect();
+        } catch (error) {
+          /* not connected */
+        }
+      }
+    });
+    this.source = this.capture = this.player = null;
+    if (this.context) {
+      var context = this.context;
+      this.context = null;
+      context.close().catch(function () {});
+    }
+    this.playing = false;
+    this.currentResponse = null;
+    this.resamplers = {};
+    this.postedTotal = 0;
+    this.playerTotal = 0;
+    this.updateControls();
+  };
+
+  // --- server events -------------------------------------------------------------------------
+
+  Widget.prototype.onServerEvent = function (event) {
+    var type = event.type;
+    if (type === "response.output_audio.delta" || type === "response.audio.delta") {
+      this.onAudioDelta(event);
+      return;
+    }
+    switch (type) {
+      case "session.created":
+      case "session.updated":
+        if (!this.ready) {
+          this.ready = true;
+          this.state.connected = true;
+          this.refreshStatus();
+          this.updateControls();
+        }
+        break;
+      case "input_audio_buffer.speech_started":
+        this.onSpeechStarted(event);
+        break;
+      case "input_audio_buffer.committed":
+        this.userLine(event.item_id);
+        break;
+      case "conversation.item.input_audio_transcription.delta":
+        this.userLine(event.item_id).text += event.delta || "";
+        this.renderLine(event.item_id);
+        break;
+      case "conversation.item.input_audio_transcription.completed":
+        var line = this.userLine(event.item_id);
+        line.text = (event.transcript || "").trim();
+        if (!line.text) this.removeLine(event.item_id);
+        else this.renderLine(event.item_id);
+        break;
+      case "response.created":
+        this.currentResponse = event.response && event.response.id;
+        this.state.responseActive = true;
+        break;
+      case "response.done":
+        if (!event.response || event.response.id === this.currentResponse) {
+          this.currentResponse = null;
+          this.state.responseActive = false;
+        }
+        break;
+      case "response.output_audio_transcript.delta":
+      case "response.audio_transcript.delta":
+      case "response.output_text.delta":
+      case "response.text.delta":
+        if (this.interrupted[event.response_id]) break;
+        this.assistantLine(event.item_id).text += event.delta || "";
+        this.renderLine(event.item_id);
+        break;
+      case "response.output_audio_transcript.done":
+      case "response.audio_transcript.done":
+      case "response.output_text.done":
+      case "response.text.done":
+        if (this.interrupted[event.response_id]) break;
+        this.assistantLine(event.item_id).text = event.transcript || event.text || "";
+        this.renderLine(event.item_id);
+        break;
+      case "conversation.item.truncated":
+        this.state.truncated = { item_id: event.item_id, audio_end_ms: event.audio_end_ms };
+        break;
+      case "error":
+        this.onErrorEvent(event.error || {});
+        break;
+      default:
+        break;
+    }
+  };
+
+  Widget.prototype.onErrorEvent = function (error) {
+    var code = error.code || error.type || "server_error";
+    this.state.serverErrors.push(code);
+    this.lastErrorCode = code;
+    // Refusals and endings are followed by a close; the close handler shows the message.
+  };
+
+  Widget.prototype.onAudioDelta = function (event) {
+    if (this.interrupted[event.response_id]) {
+      this.state.droppedDeltas++;
+      return;
+    }
+    if (!this.player || !event.delta) return;
+    var format = this.outputFormat || formatInfo("audio/pcm");
+    var bytes = base64ToBytes(event.delta);
+    var item = this.state.items[event.item_id];
+    if (!item) {
+      item = this.state.items[event.item_id] = {
+        responseId: event.response_id,
+        receivedMs: 0,
+        postedSamples: 0,
+        playedSamples: 0,
+      };
+    }
+    item.receivedMs += (bytes.length / format.bytesPerSample / format.rate) * 1000;
+    var resampler = this.resamplers[event.item_id];
+    if (!resampler) {
+      resampler = this.resamplers[event.item_id] = new VpwLinearResampler(format.rate, this.context.sampleRate);
+    }
+    var samples = resampler.process(decodeAudio(bytes, format.encoding));
+    item.postedSamples += samples.length;
+    this.postedTotal += samples.length;
+    this.state.audioChunksReceived++;
+    this.player.port.postMessage({ type: "push", item: event.item_id, samples: samples }, [samples.buffer]);
+    this.lastAudioItem = event.item_id;
+    if (!this.playing) {
+      this.playing = true;
+      this.refreshStatus();
+    }
+  };
+
+  Widget.prototype.onPlayerMessage = function (message) {
+    var state = this.state;
+    var items = message.items || {};
+    for (var id in items) {
+      if (Object.prototype.hasOwnProperty.call(items, id) && state.items[id]) state.items[id].playedSamples = items[id];
+    }
+    this.playerTotal = message.total;
+    state.samplesPlayed = this.playedBase + message.total;
+    state.audioChunksPlayed = this.chunksBase + message.chunks;
+    if (message.type === "flushed") {
+      this.onFlushed(message);
+      return;
+    }
+    var playing = message.queued > 0 || this.postedTotal > message.total;
+    if (playing !== this.playing) {
+      this.playing = playing;
+      this.refreshStatus();
+    }
+  };
+
+  // Barge-in: the user speaks while the assistant's audio plays or waits in the queue.
+  Widget.prototype.onSpeechStarted = function () {
+    if (!this.player || !(this.playing || this.postedTotal > this.playerTotal)) return;
+    var active = this.state.responseActive ? this.currentResponse : null;
+    // Every response with audio not yet played: its late deltas must not be heard.
+    var items = this.state.items;
+    for (var id in items) {
+      if (Object.prototype.hasOwnProperty.call(items, id) && items[id].postedSamples > items[id].playedSamples) {
+        this.interrupted[items[id].responseId] = true;
+      }
+    }
+    if (active) {
+      this.interrupted[active] = true;
+      this.send({ type: "response.cancel", response_id: active });
+      this.state.lastCancel = active;
+    }
+    this.state.bargeIns++;
+    this.player.port.postMessage({ type: "flush", seq: ++this.flushSeq });
+    this.postedTotal = this.playerTotal; // corrected by the flush answer
+    this.playing = false;
+    this.refreshStatus();
+  };
+
+  Widget.prototype.onFlushed = function (message) {
+    this.postedTotal = message.total;
+    var item = message.item && this.state.items[message.item];
+    if (item) {
+      this.interrupted[item.responseId] = true;
+      // Milliseconds of this item the user actually heard, never more than we received.
+      var heardMs = Math.floor((message.itemPlayed * 1000) / this.state.sampleRate);
+      heardMs = Math.min(heardMs, Math.floor(item.receivedMs));
+      this.send({ type: "conversation.item.truncate", item_id: message.item, content_index: 0, audio_end_ms: heardMs });
+      this.state.lastTruncate = {
+        item_id: message.item,
+        response_id: item.responseId,
+        audio_end_ms: heardMs,
+        played_samples: message.itemPlayed,
+        sample_rate: this.state.sampleRate,
+        received_ms: item.receivedMs,
+        dropped_samples: message.droppedSamples,
+      };
+      var line = this.lines[message.item];
+      if (line && line.node) line.node.classList.add("vpw-interrupted");
+    }
+    this.playing = false;
+    this.refreshStatus();
+  };
+
+  // --- picture -------------------------------------------------------------------------------
+
+  Widget.prototype.sendPicture = function (file) {
+    var self = this;
+    if (!this.ready || !/^image\//.test(file.type)) return;
+    var url = URL.createObjectURL(file);
+    var image = new Image();
+    image.onload = function () {
+      var scale = Math.min(1, 1024 / Math.max(image.naturalWidth, image.naturalHeight));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(image.naturalWidth * scale));
+      canvas.height = Math.max(1, Math.round(image.naturalHeight * scale));
+      canvas.getContext("2d").drawImage(image, 0, 0, canvas.width, canvas.height);
+      URL.revokeObjectURL(url);
+      var dataUrl = canvas.toDataURL("image/jpeg", 0.8);
+      var item = { type: "message", role: "user", content: [{ type: "input_image", image_url: dataUrl }] };
+      if (self.send({ type: "conversation.item.create", item: item })) {
+        var id = "local-picture-" + Date.now();
+        self.userLine(id).text = "[picture]";
+        self.renderLine(id);
+        if (!self.state.responseActive) self.send({ type: "response.create" });
+      }
+    };
+    image.onerror = function () {
+      URL.revokeObjectURL(url);
+    };
+    image.src = url;
+  };
+
+  // --- transcript and status -----------------------------------------------------------------
+
+  Widget.prototype.line = function (id, role) {
+    var line = this.lines[id];
+    if (!line) {
+      line = this.lines[id] = { role: role, text: "", node: null, entry: { role: role, text: "" } };
+      this.state.transcript.push(line.entry);
+    }
+    return line;
+  };
+
+  Widget.prototype.userLine = function (id) {
+    return this.line(id || "user-" + this.state.transcript.length, "user");
+  };
+
+  Widget.prototype.assistantLine = function (id) {
+    return this.line(id || "assistant-" + this.state.transcript.length, "assistant");
+  };
+
+  Widget.prototype.renderLine = function (id) {
+    var line = this.lines[id];
+    if (!line) return;
+    line.entry.text = line.text;
+    if (!line.text) return;
+    if (!line.node) {
+      line.node = el("div", "vpw-line vpw-" + line.role);
+      // Keep the conversation's order: insert before the first line created after this one.
+      var index = this.state.transcript.indexOf(line.entry);
+      var before = null;
+      for (var i = index + 1; i < this.state.transcript.length && !before; i++) {
+        var later = this.lineByEntry(this.state.transcript[i]);
+        if (later && later.node) before = later.node;
+      }
+      this.transcriptNode.insertBefore(line.node, before);
+      if (this.emptyNode.parentNode) this.emptyNode.parentNode.removeChild(this.emptyNode);
+    }
+    line.node.textContent = line.text;
+    this.transcriptNode.scrollTop = this.transcriptNode.scrollHeight;
+  };
+
+  Widget.prototype.lineByEntry = function (entry) {
+    for (var id in this.lines) {
+      if (Object.prototype.hasOwnProperty.call(this.lines, id) && this.lines[id].entry === entry) return this.lines[id];
+    }
+    return null;
+  };
+
+  Widget.prototype.removeLine = function (id) {
+    var line = this.lines[id];
+    if (!line) return;
+    if (line.node && line.node.parentNode) line.node.parentNode.removeChild(line.node);
+    var index = this.state.transcript.indexOf(line.entry);
+    if (index >= 0) this.state.transcript.splice(index, 1);
+    delete this.lines[id];
+  };
+
+  Widget.prototype.setStatus = function (status, text) {
+    this.state.status = status;
+    this.state.statusText = text;
+    this.statusNode.setAttribute("data-status", status);
+    this.statusTextNode.textContent = text;
+    this.launcher.classList.toggle("vpw-live", status === "listening" || status === "speaking" || status === "muted");
+    this.updateControls();
+  };
+
+  Widget.prototype.refreshStatus = function () {
+    if (!this.ready) return;
+    if (this.playing) this.setStatus("speaking", "Speaking\u2026");
+    else if (this.state.muted) this.setStatus("muted", "Muted");
+    else this.setStatus("listening", "Listening\u2026");
+  };
+
+  Widget.prototype.updateControls = function () {
+    if (!this.muteButton) return;
+    var live = !!this.ready;
+    this.muteButton.disabled = !live;
+    this.pictureButton.disabled = !live;
+    this.endButton.disabled = !(live || this.state.status === "connecting");
+  };
+
+  Widget.prototype.showAlert = function (text, action, informational) {
+    this.alertTextNode.textContent = text;
+    this.alertNode.classList.toggle("vpw-info", !!informational);
+    this.retryButton.hidden = !action;
+    this.retryButton.textContent = action || "";
+    this.alertNode.hidden = false;
+  };
+
+  Widget.prototype.hideAlert = function () {
+    this.alertNode.hidden = true;
+  };
+
+  // --- the global ----------------------------------------------------------------------------
+
+  var instance = null;
+
+  function init(options) {
+    if (instance) return api;
+    options = options || {};
+    var config = {
+      baseUrl: options.baseUrl || (scriptConfig && scriptConfig.baseUrl) || window.location.origin,
+      key: options.key || (scriptConfig && scriptConfig.key) || "",
+      agent: options.agent || (scriptConfig && scriptConfig.agent) || "",
+      tokenUrl: options.tokenUrl || (scriptConfig && scriptConfig.tokenUrl) || "",
+      csrfToken: options.csrfToken || (scriptConfig && scriptConfig.csrfToken) || "",
+      title: options.title,
+      container: options.container,
+    };
+    instance = new Widget(config);
+    return api;
+  }
+
+  var api = {
+    __vpw: true,
+    init: init,
+    open: function () {
+      if (!instance) init();
+      instance.open();
+    },
+    close: function () {
+      if (instance) instance.close();
+    },
+    // Feed a server event as if it came from the socket (tests: simulate speech_started).
+    simulateServerEvent: function (event) {
+      if (instance) instance.onServerEvent(event);
+    },
+  };
+  Object.defineProperty(api, "state", {
+    enumerable: true,
+    get: function () {
+      return instance ? instance.state : null;
+    },
+  });
+  window.VoicePlatformWidget = api;
+
+  if (scriptConfig && (scriptConfig.key || scriptConfig.tokenUrl) && scriptConfig.autoMount) {
+    var mount = function () {
+      init();
+      if (scriptConfig.openAtStart) api.open();
+    };
+    if (document.body) mount();
+    else document.addEventListener("DOMContentLoaded", mount);
+  }
+})();
