@@ -1,24 +1,19 @@
-"""Platform staff manage tenants and their limits here; tenant rows are read unscoped."""
+"""Platform staff manage tenants and their limits here.
+
+Admin requests run with tenant scoping disabled (``tenants.middleware``): staff see every
+tenant's rows.
+"""
 
 from django.contrib import admin
 
 from tenants.models import ApiKey, Membership, ProviderCredential, Tenant, WidgetKey
 
 
-class UnscopedAdmin(admin.ModelAdmin):
-    """Staff see every tenant's rows: the explicit bypass of the scoped manager."""
-
-    def get_queryset(self, request):
-        return self.model.unscoped.get_queryset()
-
-
 class MembershipInline(admin.TabularInline):
     model = Membership
+    fk_name = "tenant"
     extra = 0
     raw_id_fields = ["user"]
-
-    def get_queryset(self, request):
-        return Membership.unscoped.get_queryset()
 
 
 @admin.register(Tenant)
@@ -30,24 +25,24 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(UnscopedAdmin):
+class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "tenant", "role"]
     list_filter = ["role"]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(UnscopedAdmin):
+class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "tenant", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "hashed_key", "last_used_at"]
 
 
 @admin.register(WidgetKey)
-class WidgetKeyAdmin(UnscopedAdmin):
+class WidgetKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "key", "tenant", "revoked_at"]
 
 
 @admin.register(ProviderCredential)
-class ProviderCredentialAdmin(UnscopedAdmin):
+class ProviderCredentialAdmin(admin.ModelAdmin):
     list_display = ["tenant", "provider", "masked", "updated_at"]
     exclude = ["encrypted_secret"]
     readonly_fields = ["masked"]
