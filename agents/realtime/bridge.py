@@ -111,6 +111,21 @@ class Recorder(Protocol):
     def audio(self, *, in_ms: int, out_ms: int) -> None: ...
 
 
+class SpendGuard(Protocol):
+    """Live spend cap of a session. Both methods are in-memory and return at once."""
+
+    def allows_response(self) -> bool:
+        """May another response start? (checked before forwarding a client's response.create)"""
+        ...
+
+    def on_usage(self, record: UsageRecord) -> bool:
+        """Count a response's usage; False once the cap is reached."""
+        ...
+
+
+CLOSE_BUDGET_EXHAUSTED = 4402
+
+
 class NullRecorder:
     """Stores nothing (benchmarks and tests that only look at the wire)."""
 
@@ -145,6 +160,7 @@ class RealtimeBridge:
         recorder: Recorder | None = None,
         max_duration_s: float | None = None,
         max_frame_chars: int = 1024 * 1024,
+        spend_guard: SpendGuard | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
@@ -153,6 +169,7 @@ class RealtimeBridge:
         self._connect_upstream = connect_upstream
         self._max_duration_s = max_duration_s
         self._max_frame_chars = max_frame_chars
+        self.spend_guard = spend_guard
         self._clock = clock
         self.upstream: Upstream | None = None
         self.upstream_session_id = ""
@@ -167,6 +184,7 @@ class RealtimeBridge:
         self._excess_ms = 0.0
         self._last_error_report = 0.0
         self._sequence: dict[str, int] = {}
+        self._budget_reached = False
         self.response_active = False
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -254,6 +272,13 @@ class RealtimeBridge:
                 "invalid_value", "the event could not be understood", event_id=event_id
             )
             return
+        if forward.get("type") == "response.create" and not self._spend_allows():
+            await self._client_error(
+                "budget_exhausted",
+                "the spending limit is reached; no new responses can start",
+                event_id=event_id,
+            )
+            return
         if forward.get("type") == "input_audio_buffer.append":
             # An append that is not in the canonical shape (extra fields): re-serialise the
             # two fields that matter so that nothing else rides along.
@@ -334,6 +359,9 @@ class RealtimeBridge:
                 outgoing = self._on_upstream_event(event, message)
                 if outgoing is not None:
                     await send(outgoing)
+                if self._budget_reached:
+                    await self._on_budget_exhausted()
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the upstream connection ended or broke
@@ -469,14 +497,15 @@ class RealtimeBridge:
         if not isinstance(response_id, str) or not response_id:
             logger.warning("response.done without an id: its usage cannot be keyed")
             return
-        self.recorder.usage(
-            UsageRecord(
-                key=response_id,
-                model=self.policy.model,
-                status=response.get("status") or "",
-                usage=response.get("usage") or {},
-            )
+        record = UsageRecord(
+            key=response_id,
+            model=self.policy.model,
+            status=response.get("status") or "",
+            usage=response.get("usage") or {},
         )
+        self.recorder.usage(record)
+        if self.spend_guard is not None and not self.spend_guard.on_usage(record):
+            self._budget_reached = True
 
     def _meter_minutes(self, *, final: bool = False) -> None:
         """Minute-metered sessions (transcription) bill the audio streamed, span by span."""
@@ -523,6 +552,20 @@ class RealtimeBridge:
             await self.client.send_text(
                 frames.dumps(frames.error_event(code, message, error_type=error_type))
             )
+
+    def _spend_allows(self) -> bool:
+        return self.spend_guard is None or (
+            not self._budget_reached and self.spend_guard.allows_response()
+        )
+
+    async def _on_budget_exhausted(self) -> None:
+        """The response that crossed the cap finished and is billed; nothing more is spent."""
+        await self._client_error_event(
+            "budget_exhausted", "the spending limit is reached; the session ends"
+        )
+        await self.close(
+            "budget_exhausted", code=CLOSE_BUDGET_EXHAUSTED, message="budget exhausted"
+        )
 
     def _on_max_duration(self) -> None:
         async def end() -> None:

@@ -440,3 +440,78 @@ async def test_platform_events_validate_against_the_sdk_models():
         parsed = adapter.validate_python(event)
         assert parsed.type == "error"
         assert parsed.error.code in ("invalid_json", "event_not_allowed", "session_expired")
+
+
+class CountingGuard:
+    """Allows ``budget`` responses' worth of usage (a stand-in for the billing guard)."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.spent = 0
+
+    def allows_response(self):
+        return self.spent < self.budget
+
+    def on_usage(self, record):
+        self.spent += record.usage.get("total_tokens", 0)
+        return self.spent < self.budget
+
+
+async def test_spend_cap_finishes_the_crossing_response_then_stops_spending():
+    upstream, client, recorder = FakeUpstream(), FakeClient(), ListRecorder()
+
+    async def connect():
+        return upstream
+
+    guard = CountingGuard(budget=100)
+    bridge = RealtimeBridge(
+        policy=make_policy(),
+        client=client,
+        connect_upstream=connect,
+        recorder=recorder,
+        spend_guard=guard,
+        clock=Clock(),
+    )
+    await bridge.start()
+    await bridge.from_client(json.dumps({"type": "response.create"}))
+    upstream.push(
+        {
+            "type": "response.done",
+            "response": {"id": "r1", "status": "completed", "usage": {"total_tokens": 60}},
+        }
+    )
+    await settle()
+    assert not bridge.closed.is_set()
+    await bridge.from_client(json.dumps({"type": "response.create"}))
+    upstream.push(
+        {
+            "type": "response.done",
+            "response": {"id": "r2", "status": "completed", "usage": {"total_tokens": 70}},
+        }
+    )
+    await bridge.wait_closed()
+    # Both responses reached the client and are billed; then the session ended.
+    assert [usage.key for usage in recorder.usages] == ["r1", "r2"]
+    assert [e["type"] for e in client.events()][-3:] == ["response.done", "response.done", "error"]
+    assert client.errors() == ["budget_exhausted"]
+    assert client.closed == (4402, "budget exhausted")
+    assert bridge.end_reason == "budget_exhausted"
+    assert upstream.closed
+    assert upstream.received_types() == ["session.update", "response.create", "response.create"]
+
+
+async def test_response_create_is_refused_when_the_guard_says_no():
+    guard = CountingGuard(budget=0)
+    upstream, client = FakeUpstream(), FakeClient()
+
+    async def connect():
+        return upstream
+
+    bridge = RealtimeBridge(
+        policy=make_policy(), client=client, connect_upstream=connect, spend_guard=guard
+    )
+    await bridge.start()
+    await bridge.from_client(json.dumps({"type": "response.create", "event_id": "e9"}))
+    assert client.errors() == ["budget_exhausted"]
+    assert upstream.received_types() == ["session.update"]
+    await bridge.close("client_closed")
