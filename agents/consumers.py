@@ -21,12 +21,14 @@ from urllib.parse import parse_qs
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from agents import services
+from agents.compaction import Seed, session_seed
 from agents.models import Agent, Session
 from agents.realtime import frames
-from agents.realtime.bridge import CLOSE_TRY_AGAIN, CLOSE_UPSTREAM_ERROR, RealtimeBridge
+from agents.realtime.bridge import Continuation, RealtimeBridge, upstream_failure
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
@@ -48,31 +50,6 @@ class Access:
     subprotocol: str | None
 
 
-def upstream_failure(error: Exception) -> tuple[str, str, int]:
-    """(error code, message, close code) for an upstream that could not be opened.
-
-    Only network trouble and 5xx are worth retrying; a refused key or a rate limit is final.
-    """
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if status in (401, 403):
-        return (
-            "upstream_auth_failed",
-            "The voice service refused this tenant's credentials.",
-            CLOSE_UPSTREAM_ERROR,
-        )
-    if status == 429:
-        return (
-            "upstream_rate_limited",
-            "The voice service is rate limiting this tenant; try again later.",
-            CLOSE_TRY_AGAIN,
-        )
-    return (
-        "upstream_unavailable",
-        "The voice service could not be reached; try again shortly.",
-        CLOSE_TRY_AGAIN,
-    )
-
-
 class RealtimeConsumer(AsyncConsumer):
     channel = ""
 
@@ -83,15 +60,41 @@ class RealtimeConsumer(AsyncConsumer):
         await handler(message)
 
     async def __call__(self, scope, receive, send) -> None:
+        """Read the socket in a plain loop; channel-layer control messages in their own task.
+
+        Channels' ``await_many_dispatch`` waits on both sources with a new task per message;
+        for 50 audio frames a second that is a measurable share of the relay's CPU, and the
+        channel layer only ever carries the rare ``session.end``.
+        """
+        self.scope = scope
+        self.base_send = send
         self.bridge: RealtimeBridge | None = None
         self.recorder: DatabaseRecorder | None = None
         self.session_id: int | None = None
         self._ended = False
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        control = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            control = asyncio.create_task(self._control_loop(), name="realtime-control")
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
+            if control is not None:
+                control.cancel()
             # disconnect() is not guaranteed to run: make sure nothing is left open.
             await self._end("server_shutdown")
+
+    async def _control_loop(self) -> None:
+        while True:
+            message = await self.channel_layer.receive(self.channel_name)
+            try:
+                await self.dispatch(message)
+            except Exception:
+                logger.exception("control message %s failed", message.get("type"))
 
     # --- hooks for the two sockets ------------------------------------------------------------
 
@@ -133,6 +136,7 @@ class RealtimeConsumer(AsyncConsumer):
             recorder=self.recorder,
             max_duration_s=access.tenant.max_session_minutes * 60,
             max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
+            continuation=self._continuation(access, session),
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.start()
@@ -152,6 +156,20 @@ class RealtimeConsumer(AsyncConsumer):
             await self._end("upstream_error")
             return
         self._watch = asyncio.create_task(self._watch_bridge())
+
+    def _continuation(self, access: Access, session: Session) -> Continuation:
+        async def seed() -> Seed:
+            return await database_sync_to_async(session_seed)(
+                session_id=session.pk, tenant_id=access.tenant.pk
+            )
+
+        return Continuation(
+            seed=seed,
+            rotate_after_s=settings.VP_SESSION_ROTATE_SECONDS,
+            rotate_grace_s=settings.VP_SESSION_ROTATE_GRACE_SECONDS,
+            token_threshold=settings.VP_COMPACTION_TOKEN_THRESHOLD,
+            reconnect_attempts=settings.VP_RECONNECT_ATTEMPTS,
+        )
 
     async def _watch_bridge(self) -> None:
         await self.bridge.wait_closed()

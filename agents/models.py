@@ -210,3 +210,48 @@ class TranscriptItem(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"
+
+
+class SessionSegment(TenantOwnedModel):
+    """One upstream realtime session within a platform session, in order, with why it began."""
+
+    class Reason(models.TextChoices):
+        INITIAL = "initial", "Start"
+        MAX_DURATION = "max_duration", "Rotated before the upstream's time limit"
+        CONTEXT_WINDOW = "context_window", "Rotated as the context filled up"
+        UPSTREAM_DROP = "upstream_drop", "Reconnected after the upstream dropped"
+        SESSION_EXPIRED = "session_expired", "Reconnected after the upstream expired"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="+")
+    index = models.PositiveIntegerField()
+    upstream_session_id = models.CharField(max_length=100)
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    seed_summary = models.TextField(blank=True, help_text="The summary this segment started from")
+    gap_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "index"], name="segment_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"segment {self.index} ({self.reason})"
+
+
+class SessionSummary(TenantOwnedModel):
+    """The rolling summary of a session: one row per session, updated in place, audited."""
+
+    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="+")
+    text = models.TextField(blank=True)
+    through_sequence = models.IntegerField(default=-1)
+    revision = models.PositiveIntegerField(default=0)
+    method = models.CharField(max_length=20, blank=True)
+    model = models.CharField(max_length=60, blank=True)
+    prompt = models.TextField(blank=True)
+    output = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"summary r{self.revision} of session {self.session_id}"

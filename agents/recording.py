@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from agents import services
+from agents.compaction import SUMMARY_EVERY_ITEMS
 from agents.realtime.bridge import TranscriptRecord, UsageRecord
 from billing.services import usage_event_record
 
@@ -26,6 +27,12 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 30.0
 _RETRIES = 3
+
+
+def _enqueue_summary(session_id: int, tenant_id: int) -> None:
+    from agents.tasks import session_summarize
+
+    session_summarize.delay(session_id, tenant_id)
 
 
 class DatabaseRecorder:
@@ -47,6 +54,7 @@ class DatabaseRecorder:
         self._heartbeat: asyncio.Task | None = None
         self._heartbeat_seconds = heartbeat_seconds
         self._audio = (0, 0)
+        self._items_since_summary = 0
         self.on_usage_written: Any = None  # optional callback (spend caps)
 
     def start(self) -> None:
@@ -55,8 +63,19 @@ class DatabaseRecorder:
 
     # --- the Recorder protocol (non-blocking) ---------------------------------------------
 
-    def upstream_session(self, upstream_session_id: str) -> None:
-        self._queue.put_nowait(("upstream", {"upstream_session_id": upstream_session_id}))
+    def upstream_session(
+        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
+    ) -> None:
+        self._queue.put_nowait(
+            (
+                "upstream",
+                {
+                    "upstream_session_id": upstream_session_id,
+                    "reason": reason,
+                    "seed_summary": seed_summary,
+                },
+            )
+        )
 
     def transcript(self, record: TranscriptRecord) -> None:
         if not record.item_id:
@@ -126,6 +145,9 @@ class DatabaseRecorder:
                     self.on_usage_written()
                 if kind == "transcript":
                     await self._notify_live({"type": "live.transcript", "item": payload})
+                    await self._maybe_summarize()
+                elif kind == "upstream" and payload["reason"] != "initial":
+                    await self._notify_live({"type": "live.segment", "reason": payload["reason"]})
                 return
             except Exception:
                 logger.exception("could not store %s (attempt %d)", kind, attempt + 1)
@@ -150,6 +172,15 @@ class DatabaseRecorder:
                     audio_in_ms=in_ms,
                     audio_out_ms=out_ms,
                 )
+
+    async def _maybe_summarize(self) -> None:
+        """Every few items, ask a worker to fold them into the rolling summary."""
+        self._items_since_summary += 1
+        if self._items_since_summary < SUMMARY_EVERY_ITEMS:
+            return
+        self._items_since_summary = 0
+        with contextlib.suppress(Exception):  # a broker hiccup must not stop recording
+            await database_sync_to_async(_enqueue_summary)(self.session_id, self.tenant_id)
 
     async def _notify_live(self, message: dict[str, Any]) -> None:
         """Tell console pages watching this session (best effort: the channel layer may drop)."""

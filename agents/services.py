@@ -286,12 +286,31 @@ def session_heartbeat(
         )
 
 
-def session_add_upstream(*, session_id: int, tenant_id: int, upstream_session_id: str) -> None:
+def session_add_upstream(
+    *,
+    session_id: int,
+    tenant_id: int,
+    upstream_session_id: str,
+    reason: str = "initial",
+    seed_summary: str = "",
+) -> None:
+    """Record a new upstream segment of the session (idempotent on the upstream id)."""
+    from agents.models import SessionSegment
+
     with tenant_scope(tenant_id), transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session_id)
-        if upstream_session_id not in session.upstream_session_ids:
-            session.upstream_session_ids = [*session.upstream_session_ids, upstream_session_id]
-            session.save(update_fields=["upstream_session_ids"])
+        if upstream_session_id in session.upstream_session_ids:
+            return
+        session.upstream_session_ids = [*session.upstream_session_ids, upstream_session_id]
+        session.save(update_fields=["upstream_session_ids"])
+        SessionSegment.objects.create(
+            tenant_id=tenant_id,
+            session=session,
+            index=len(session.upstream_session_ids) - 1,
+            upstream_session_id=upstream_session_id,
+            reason=reason,
+            seed_summary=seed_summary,
+        )
 
 
 def session_end(

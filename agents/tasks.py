@@ -9,3 +9,11 @@ from agents import services
 def sessions_sweep_abandoned() -> int:
     """End sessions whose process died without recording it (beat, every minute)."""
     return services.sessions_sweep_abandoned()
+
+
+@shared_task(name="agents.session_summarize", ignore_result=True, soft_time_limit=60, time_limit=90)
+def session_summarize(session_id: int, tenant_id: int) -> None:
+    """Keep the session's rolling summary current (enqueued every few transcript items)."""
+    from agents.compaction import summary_refresh
+
+    summary_refresh(session_id=session_id, tenant_id=tenant_id)

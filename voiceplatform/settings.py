@@ -150,6 +150,16 @@ VP_LOCAL_ENGINE_MAX_SESSION_SECONDS = env.float(
     "VP_LOCAL_ENGINE_MAX_SESSION_SECONDS", 3600.0, minimum=1.0
 )
 
+# Long conversations: rotate to a fresh upstream session before the provider's limit (at a
+# moment of silence when one comes, forced after the grace period), or when the context fills.
+VP_SESSION_ROTATE_SECONDS = env.float("VP_SESSION_ROTATE_SECONDS", 3300.0, minimum=1.0)
+VP_SESSION_ROTATE_GRACE_SECONDS = env.float("VP_SESSION_ROTATE_GRACE_SECONDS", 240.0, minimum=0.0)
+VP_COMPACTION_TOKEN_THRESHOLD = env.int("VP_COMPACTION_TOKEN_THRESHOLD", 100_000, minimum=1)
+VP_RECONNECT_ATTEMPTS = env.int("VP_RECONNECT_ATTEMPTS", 5, minimum=0)
+# Summaries through the Responses API when a key is available (else a local summarizer).
+VP_SUMMARY_MODEL = env.str("VP_SUMMARY_MODEL", "gpt-5-mini")
+VP_OPENAI_API_BASE = env.str("VP_OPENAI_API_BASE", "https://api.openai.com/v1")
+
 # Databases. Under ASGI, persistent connections leak across threads: CONN_MAX_AGE stays 0 and
 # PostgreSQL connections come from psycopg 3's pool instead.
 if env.is_set("DATABASE_URL"):
@@ -238,6 +248,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("VP_HEARTBEAT_SECONDS", 60.0, minimum=1.0),
     },
     "sessions-sweep-abandoned": {"task": "agents.sessions_sweep_abandoned", "schedule": 60.0},
+    # Billing: fold new usage into daily tallies; issue last month's invoices (idempotent).
+    "billing-tally-sweep": {"task": "billing.tally_sweep", "schedule": 60.0},
+    "billing-invoices-close": {"task": "billing.invoices_close_previous_month", "schedule": 3600.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

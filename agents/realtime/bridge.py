@@ -10,7 +10,11 @@ the tests and the benchmark all drive it the same way. It
   ``response.done`` usage, errors) and hands what must be stored to a ``Recorder``, whose
   methods only enqueue: the audio path never waits for a database;
 * closes the upstream as soon as the client leaves, and tells the client clearly when the
-  upstream goes away.
+  upstream goes away;
+* with a ``Continuation``, keeps the conversation going across upstream sessions: before the
+  provider's time limit (at a moment of silence), when the context fills, or when the upstream
+  drops or expires, it opens a new upstream seeded with a summary and the last turns while the
+  client's socket stays open and its audio is buffered, not lost.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,10 +30,13 @@ from typing import Any, Protocol
 
 from agents.realtime import frames
 from agents.realtime.policy import (
+    CHANNEL_WIDGET,
+    SEED_ITEM_PREFIX,
     PolicyViolation,
     SessionPolicy,
     client_event_filter,
     sanitize_session_event,
+    seed_item_event,
     session_update_event,
 )
 
@@ -48,8 +56,6 @@ _RELAY_ONLY = frozenset(
         "response.output_text.delta",
         "response.function_call_arguments.delta",
         "conversation.item.input_audio_transcription.delta",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
         "response.content_part.added",
         "response.content_part.done",
         "response.output_audio.done",
@@ -102,7 +108,9 @@ class UsageRecord:
 class Recorder(Protocol):
     """Receives what must be stored. Every method must return at once (it may only enqueue)."""
 
-    def upstream_session(self, upstream_session_id: str) -> None: ...
+    def upstream_session(
+        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
+    ) -> None: ...
 
     def transcript(self, record: TranscriptRecord) -> None: ...
 
@@ -129,7 +137,9 @@ CLOSE_BUDGET_EXHAUSTED = 4402
 class NullRecorder:
     """Stores nothing (benchmarks and tests that only look at the wire)."""
 
-    def upstream_session(self, upstream_session_id: str) -> None:
+    def upstream_session(
+        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
+    ) -> None:
         pass
 
     def transcript(self, record: TranscriptRecord) -> None:
@@ -140,6 +150,61 @@ class NullRecorder:
 
     def audio(self, *, in_ms: int, out_ms: int) -> None:
         pass
+
+
+_FAILURES = {
+    "upstream_auth_failed": (
+        "The voice service refused this tenant's credentials.",
+        CLOSE_UPSTREAM_ERROR,
+    ),
+    "upstream_rate_limited": (
+        "The voice service is rate limiting this tenant; try again later.",
+        CLOSE_TRY_AGAIN,
+    ),
+    "upstream_unavailable": (
+        "The voice service could not be reached; try again shortly.",
+        CLOSE_TRY_AGAIN,
+    ),
+}
+
+
+def upstream_failure(error: BaseException | None = None, *, code: str = "") -> tuple[str, str, int]:
+    """(error code, message, close code) for an upstream that could not be opened.
+
+    Only network trouble and 5xx are worth retrying at once; a refused key (401/403) is final
+    and a rate limit (429) calls for a longer wait.
+    """
+    if not code:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        code = {401: "upstream_auth_failed", 403: "upstream_auth_failed"}.get(status, "")
+        code = code or ("upstream_rate_limited" if status == 429 else "upstream_unavailable")
+    message, close_code = _FAILURES.get(code, _FAILURES["upstream_unavailable"])
+    return code, message, close_code
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How a conversation outlives its upstream sessions.
+
+    ``seed`` returns an object with ``summary`` (str) and ``turns`` (objects with ``role`` and
+    ``text``): what a new segment starts from.
+    """
+
+    seed: Callable[[], Awaitable[Any]]
+    rotate_after_s: float | None = 3300.0
+    rotate_grace_s: float = 240.0
+    token_threshold: int | None = 100_000
+    reconnect_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    rate_limited_backoff_s: float = 5.0
+
+
+# An upstream that drops this soon after opening counts as flapping; after as many such drops
+# in a row as reconnect attempts are allowed, the session ends instead of looping.
+QUICK_DROP_S = 10.0
+# Client frames held while a new upstream opens (about two minutes of PCM16 audio).
+SWAP_BUFFER_MAX_CHARS = 8 * 1024 * 1024
 
 
 def _closed_details(error: BaseException) -> tuple[int | None, str]:
@@ -161,6 +226,7 @@ class RealtimeBridge:
         max_duration_s: float | None = None,
         max_frame_chars: int = 1024 * 1024,
         spend_guard: SpendGuard | None = None,
+        continuation: Continuation | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
@@ -170,6 +236,7 @@ class RealtimeBridge:
         self._max_duration_s = max_duration_s
         self._max_frame_chars = max_frame_chars
         self.spend_guard = spend_guard
+        self.continuation = continuation
         self._clock = clock
         self.upstream: Upstream | None = None
         self.upstream_session_id = ""
@@ -186,17 +253,34 @@ class RealtimeBridge:
         self._sequence: dict[str, int] = {}
         self._budget_reached = False
         self.response_active = False
+        self._active_response_id = ""
+        self._in_speech = False
+        # Segments: one upstream session each.
+        self.segment = 0
+        self.gaps_ms: list[float] = []
+        self._pending_rotation = ""
+        self._swap_task: asyncio.Task | None = None
+        self._swapping = False
+        self._swap_buffer: list[str] = []
+        self._swap_buffer_chars = 0
+        self._upstream_expired = False
+        self._rotation_timer: asyncio.TimerHandle | None = None
+        self._segment_started = clock()
+        self._quick_drops = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the upstream, configure it from the policy, and start relaying its events."""
-        self.upstream = await self._connect_upstream()
-        await self.upstream.send(frames.dumps(session_update_event(self.policy)))
+        upstream = await self._connect_upstream()
+        await upstream.send(frames.dumps(session_update_event(self.policy)))
+        self.upstream = upstream
+        await self._open_segment(upstream, reason="initial", seed_summary="", gap_ms=None)
         self._pump_task = asyncio.create_task(self._pump(), name="realtime-bridge-pump")
+        loop = asyncio.get_running_loop()
         if self._max_duration_s:
-            loop = asyncio.get_running_loop()
             self._deadline = loop.call_later(self._max_duration_s, self._on_max_duration)
+        self._schedule_rotation()
 
     async def close(self, reason: str, *, code: int = CLOSE_NORMAL, message: str = "") -> None:
         """End the session: close the upstream at once (it bills while open), then the client."""
@@ -204,10 +288,12 @@ class RealtimeBridge:
             return
         self.closed.set()
         self.end_reason = self.end_reason or reason
-        if self._deadline is not None:
-            self._deadline.cancel()
-        if self._pump_task is not None and self._pump_task is not asyncio.current_task():
-            self._pump_task.cancel()
+        for timer in (self._deadline, self._rotation_timer):
+            if timer is not None:
+                timer.cancel()
+        for task in (self._pump_task, self._swap_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await self.upstream.close()
@@ -293,7 +379,7 @@ class RealtimeBridge:
                 return
             await self._client_audio(canonical, audio_bytes)
             return
-        await self.upstream.send(frames.dumps(forward))
+        await self._send_upstream(frames.dumps(forward))
 
     async def _client_audio(self, text: str, audio_bytes: int) -> None:
         frame_ms = audio_bytes / self.policy.input_bytes_per_ms
@@ -315,7 +401,26 @@ class RealtimeBridge:
             )
             return
         self._audio_in_bytes += audio_bytes
-        await self.upstream.send(text)
+        await self._send_upstream(text)
+
+    async def _send_upstream(self, text: str) -> None:
+        """Forward a client frame; while a new upstream opens, hold it (in order) instead."""
+        if self._swapping:
+            self._hold(text)
+            return
+        try:
+            await self.upstream.send(text)
+        except Exception:
+            if self.continuation is None or self.closed.is_set():
+                return  # the pump reports the closed upstream to the client
+            self._hold(text)  # the pump is about to reconnect: deliver it to the next upstream
+
+    def _hold(self, text: str) -> None:
+        if self._swap_buffer_chars + len(text) > SWAP_BUFFER_MAX_CHARS:
+            logger.warning("swap buffer full: a client frame was dropped")
+            return
+        self._swap_buffer.append(text)
+        self._swap_buffer_chars += len(text)
 
     async def _client_error(
         self,
@@ -337,49 +442,56 @@ class RealtimeBridge:
     # --- upstream → client ----------------------------------------------------------------
 
     async def _pump(self) -> None:
-        upstream = self.upstream
         send = self.client.send_text
-        try:
-            while True:
+        while True:
+            upstream = self.upstream
+            try:
                 message = await upstream.recv()
-                if not isinstance(message, str):
-                    continue
-                event_type = frames.peek_type(message)
-                if event_type == _AUDIO_DELTA:
-                    self._audio_out_bytes += frames.delta_bytes(message)
-                    await send(message)
-                    continue
-                if event_type in _RELAY_ONLY:
-                    await send(message)
-                    continue
-                event = frames.loads_object(message)
-                if event is None:
-                    logger.warning("upstream sent a frame that is not a JSON object")
-                    continue
-                outgoing = self._on_upstream_event(event, message)
-                if outgoing is not None:
-                    await send(outgoing)
-                if self._budget_reached:
-                    await self._on_budget_exhausted()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the upstream connection ended or broke
+                if self.closed.is_set() or not await self._continue_after(error):
                     return
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # the upstream connection ended or broke
-            await self._on_upstream_closed(error)
+                continue
+            if not isinstance(message, str):
+                continue
+            event_type = frames.peek_type(message)
+            if event_type == _AUDIO_DELTA:
+                self._audio_out_bytes += frames.delta_bytes(message)
+                await send(message)
+                continue
+            if event_type in _RELAY_ONLY:
+                await send(message)
+                continue
+            event = frames.loads_object(message)
+            if event is None:
+                logger.warning("upstream sent a frame that is not a JSON object")
+                continue
+            outgoing = self._on_upstream_event(event, message)
+            if outgoing is not None:
+                await send(outgoing)
+            if self._budget_reached:
+                await self._on_budget_exhausted()
+                return
+            if self._pending_rotation and self._idle():
+                self._begin_swap(self._pending_rotation)
 
     def _on_upstream_event(self, event: dict[str, Any], message: str) -> str | None:
         event_type = event.get("type")
+        if event_type in (
+            "conversation.item.added",
+            "conversation.item.created",
+            "conversation.item.done",
+        ):
+            item_id = (event.get("item") or {}).get("id")
+            if isinstance(item_id, str) and item_id.startswith(SEED_ITEM_PREFIX):
+                return None  # a replayed turn of an earlier segment: the client has it
         if event_type == _AUDIO_DELTA:  # an audio delta in an unusual key order
             delta = event.get("delta")
             if isinstance(delta, str):
                 self._audio_out_bytes += len(delta) // 4 * 3
             return message
         if event_type in ("session.created", "session.updated"):
-            if event_type == "session.created":
-                session_id = (event.get("session") or {}).get("id")
-                if isinstance(session_id, str):
-                    self.upstream_session_id = session_id
-                    self.recorder.upstream_session(session_id)
             return frames.dumps(sanitize_session_event(self.policy, event))
         if event_type in ("conversation.item.added", "conversation.item.created"):
             self._on_item_added(event.get("item") or {})
@@ -392,15 +504,24 @@ class RealtimeBridge:
             self._on_output_item(event.get("item") or {})
         elif event_type == "response.created":
             self.response_active = True
+            self._active_response_id = (event.get("response") or {}).get("id") or ""
         elif event_type == "response.done":
             self.response_active = False
+            self._active_response_id = ""
             self._on_response_done(event.get("response") or {})
+        elif event_type == "input_audio_buffer.speech_started":
+            self._in_speech = True
+        elif event_type == "input_audio_buffer.speech_stopped":
+            self._in_speech = False
         elif event_type == "input_audio_buffer.committed":
             self._sequence_of(event.get("item_id"))
             self._meter_minutes()
         elif event_type == "error":
             error = event.get("error") or {}
             if error.get("code") == "session_expired":
+                self._upstream_expired = True
+                if self.continuation is not None:
+                    return None  # the conversation continues in a new segment
                 self.end_reason = "session_expired"
         return message
 
@@ -506,6 +627,10 @@ class RealtimeBridge:
         self.recorder.usage(record)
         if self.spend_guard is not None and not self.spend_guard.on_usage(record):
             self._budget_reached = True
+        threshold = self.continuation.token_threshold if self.continuation else None
+        input_tokens = (response.get("usage") or {}).get("input_tokens")
+        if threshold and isinstance(input_tokens, int) and input_tokens >= threshold:
+            self._pending_rotation = self._pending_rotation or "context_window"
 
     def _meter_minutes(self, *, final: bool = False) -> None:
         """Minute-metered sessions (transcription) bill the audio streamed, span by span."""
@@ -552,6 +677,194 @@ class RealtimeBridge:
             await self.client.send_text(
                 frames.dumps(frames.error_event(code, message, error_type=error_type))
             )
+
+    # --- segments -------------------------------------------------------------------------
+
+    async def _open_segment(
+        self, upstream: Upstream, *, reason: str, seed_summary: str, gap_ms: int | None
+    ) -> None:
+        """Read the new upstream's ``session.created`` and record the segment.
+
+        The first segment's ``session.created`` goes to the client; later ones do not (the
+        client's session goes on).
+        """
+        message = await upstream.recv()
+        event = frames.loads_object(message) if isinstance(message, str) else None
+        if event is None or event.get("type") != "session.created":
+            logger.warning("the upstream did not start with session.created")
+            if event is not None and reason == "initial":
+                outgoing = self._on_upstream_event(event, message)
+                if outgoing is not None:
+                    await self.client.send_text(outgoing)
+            return
+        session_id = (event.get("session") or {}).get("id")
+        self.upstream_session_id = session_id if isinstance(session_id, str) else ""
+        self.recorder.upstream_session(
+            self.upstream_session_id, reason=reason, seed_summary=seed_summary, gap_ms=gap_ms
+        )
+        if reason == "initial":
+            await self.client.send_text(frames.dumps(sanitize_session_event(self.policy, event)))
+
+    def _schedule_rotation(self) -> None:
+        if self.continuation is None or not self.continuation.rotate_after_s:
+            return
+        loop = asyncio.get_running_loop()
+        self._rotation_timer = loop.call_later(self.continuation.rotate_after_s, self._rotation_due)
+
+    def _rotation_due(self) -> None:
+        """Time to rotate: now if the line is quiet, else at the next quiet moment."""
+        self._pending_rotation = self._pending_rotation or "max_duration"
+        if self._idle():
+            self._begin_swap(self._pending_rotation)
+            return
+        loop = asyncio.get_running_loop()
+        self._rotation_timer = loop.call_later(
+            self.continuation.rotate_grace_s, self._force_rotation
+        )
+
+    def _force_rotation(self) -> None:
+        if self._pending_rotation and self._swap_task is None and not self.closed.is_set():
+            self._begin_swap(self._pending_rotation)
+
+    def _idle(self) -> bool:
+        return not (self.response_active or self._in_speech or self._swapping)
+
+    def _begin_swap(self, reason: str) -> None:
+        if self._swap_task is None and not self.closed.is_set():
+            self._swapping = True
+            self._swap_task = asyncio.create_task(self._swap(reason), name="realtime-bridge-swap")
+
+    async def _continue_after(self, error: BaseException) -> bool:
+        """The upstream went away: wait for the swap under way, or start one. False: ended."""
+        if self._swap_task is None:
+            code, _ = _closed_details(error)
+            expired = self._upstream_expired or code == CLOSE_GOING_AWAY
+            if not self._may_reconnect():
+                await self._on_upstream_closed(error)
+                return False
+            self._begin_swap("session_expired" if expired else "upstream_drop")
+        task = self._swap_task
+        try:
+            continued = await task
+        finally:
+            if self._swap_task is task:
+                self._swap_task = None
+        return continued and not self.closed.is_set()
+
+    def _may_reconnect(self) -> bool:
+        """Reconnect after a drop, unless reconnecting is off or the upstream keeps flapping."""
+        continuation = self.continuation
+        if continuation is None or continuation.reconnect_attempts <= 0:
+            return False
+        if self._clock() - self._segment_started < QUICK_DROP_S:
+            self._quick_drops += 1
+        else:
+            self._quick_drops = 0
+        return self._quick_drops <= continuation.reconnect_attempts
+
+    async def _swap(self, reason: str) -> bool:
+        """Replace the upstream; the client's socket stays open. False when it could not."""
+        started = self._clock()
+        self._swapping = True
+        self._pending_rotation = ""
+        self._upstream_expired = False
+        self._in_speech = False
+        if self._rotation_timer is not None:
+            self._rotation_timer.cancel()
+        old = self.upstream
+        with contextlib.suppress(Exception):
+            await old.close()
+        if self.response_active:  # cut off by a drop: close it for the client, unbilled
+            self.response_active = False
+            await self._client_event(
+                {
+                    "type": "response.done",
+                    "event_id": "event_vp_" + secrets.token_hex(8),
+                    "response": {
+                        "id": self._active_response_id or "resp_unknown",
+                        "object": "realtime.response",
+                        "status": "cancelled",
+                        "output": [],
+                    },
+                }
+            )
+        upstream = await self._reconnect()
+        if upstream is None:
+            return False
+        summary, turns = "", []
+        try:
+            seed = await self.continuation.seed()
+            summary, turns = seed.summary, list(seed.turns)
+        except Exception:
+            logger.exception("could not build the seed of a new segment; continuing without")
+        segment = self.segment + 1
+        try:
+            await upstream.send(frames.dumps(session_update_event(self.policy, summary=summary)))
+            for index, turn in enumerate(turns):
+                event = seed_item_event(
+                    role=turn.role, text=turn.text, segment=segment, index=index
+                )
+                await upstream.send(frames.dumps(event))
+            await self._open_segment(upstream, reason=reason, seed_summary=summary, gap_ms=None)
+        except Exception:
+            logger.exception("the new upstream failed while being seeded")
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            await self._fail_reconnect("upstream_unavailable")
+            return False
+        self.segment = segment
+        self.upstream = upstream
+        while self._swap_buffer:  # audio and events that arrived meanwhile, in order
+            frame = self._swap_buffer.pop(0)
+            self._swap_buffer_chars -= len(frame)
+            await upstream.send(frame)
+        self._swapping = False
+        gap_ms = (self._clock() - started) * 1000
+        self.gaps_ms.append(gap_ms)
+        self._segment_started = self._clock()
+        logger.info("segment %d (%s) ready after %.0f ms", segment, reason, gap_ms)
+        if self.policy.channel == CHANNEL_WIDGET:
+            await self._client_event(
+                {"type": "vp.session.continued", "reason": reason, "segment": segment}
+            )
+        self._schedule_rotation()
+        return True
+
+    async def _reconnect(self) -> Upstream | None:
+        """A new upstream, with backoff; 401/403 are final, 429 waits longer."""
+        continuation = self.continuation
+        delay = continuation.backoff_s
+        code = "upstream_unavailable"
+        for attempt in range(continuation.reconnect_attempts + 1):
+            if self.closed.is_set():
+                return None
+            try:
+                return await self._connect_upstream()
+            except Exception as error:
+                code, message, _ = upstream_failure(error)
+                logger.warning("reconnect attempt %d failed: %s", attempt + 1, code)
+                if code == "upstream_auth_failed" or attempt == continuation.reconnect_attempts:
+                    break
+                wait = delay
+                if code == "upstream_rate_limited":
+                    wait = max(delay, continuation.rate_limited_backoff_s)
+                await self._client_error_event(
+                    code, f"{message} Reconnecting in {wait:.1f} s.", error_type="server_error"
+                )
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, continuation.max_backoff_s)
+        await self._fail_reconnect(code)
+        return None
+
+    async def _fail_reconnect(self, code: str) -> None:
+        _, message, close_code = upstream_failure(code=code)
+        await self._client_error_event(code, message, error_type="server_error")
+        self._swapping = False
+        await self.close("upstream_error", code=close_code, message=code)
+
+    async def _client_event(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.send_text(frames.dumps(event))
 
     def _spend_allows(self) -> bool:
         return self.spend_guard is None or (

@@ -144,8 +144,20 @@ def function_tool(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def session_config(policy: SessionPolicy) -> dict[str, Any]:
-    """The ``session`` object of the platform's ``session.update``."""
+def continued_instructions(instructions: str, summary: str) -> str:
+    """The agent's instructions for a segment that continues an earlier conversation."""
+    return (
+        f"{instructions}\n\n"
+        "# Conversation so far\n"
+        "This conversation continues from an earlier session; do not greet the user again. "
+        "What was said before, in summary:\n"
+        f"{summary.strip() or '(nothing of note yet)'}\n"
+        "The last turns follow as conversation items."
+    ).strip()
+
+
+def session_config(policy: SessionPolicy, *, summary: str | None = None) -> dict[str, Any]:
+    """The ``session`` object of the platform's ``session.update`` (``summary``: continuing)."""
     if policy.is_transcription:
         return {
             "type": "transcription",
@@ -160,7 +172,9 @@ def session_config(policy: SessionPolicy) -> dict[str, Any]:
     session: dict[str, Any] = {
         "type": "realtime",
         "model": policy.model,
-        "instructions": policy.instructions,
+        "instructions": policy.instructions
+        if summary is None
+        else continued_instructions(policy.instructions, summary),
         "output_modalities": ["audio"],
         "audio": {
             "input": {
@@ -181,8 +195,25 @@ def session_config(policy: SessionPolicy) -> dict[str, Any]:
     return session
 
 
-def session_update_event(policy: SessionPolicy) -> dict[str, Any]:
-    return {"type": "session.update", "session": session_config(policy)}
+def session_update_event(policy: SessionPolicy, *, summary: str | None = None) -> dict[str, Any]:
+    return {"type": "session.update", "session": session_config(policy, summary=summary)}
+
+
+SEED_ITEM_PREFIX = "vp_seed_"
+
+
+def seed_item_event(*, role: str, text: str, segment: int, index: int) -> dict[str, Any]:
+    """A past turn, replayed verbatim into a new segment (its id marks it as a replay)."""
+    part = {"type": "input_text" if role == "user" else "output_text", "text": text}
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "id": f"{SEED_ITEM_PREFIX}{segment}_{index}",
+            "type": "message",
+            "role": "user" if role == "user" else "assistant",
+            "content": [part],
+        },
+    }
 
 
 def _object(container: dict[str, Any], key: str, param: str) -> dict[str, Any]:

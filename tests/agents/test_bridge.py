@@ -16,10 +16,12 @@ CHUNK_20MS = base64.b64encode(b"\x01\x00" * 480).decode()  # 20 ms of PCM16 at 2
 class ListRecorder:
     def __init__(self):
         self.upstream_sessions, self.transcripts, self.usages = [], [], []
+        self.segments = []
         self.audio_totals = None
 
-    def upstream_session(self, upstream_session_id):
+    def upstream_session(self, upstream_session_id, *, reason, seed_summary, gap_ms):
         self.upstream_sessions.append(upstream_session_id)
+        self.segments.append((upstream_session_id, reason, seed_summary))
 
     def transcript(self, record: TranscriptRecord):
         self.transcripts.append(record)

@@ -34,8 +34,9 @@ class FakeOpenAI:
     async def handler(self, connection):
         self.headers.append(connection.request.headers)
         self.path = connection.request.path
+        session_id = f"sess_up_{len(self.headers)}"
         await connection.send(
-            json.dumps({"type": "session.created", "session": {"id": "sess_up_1"}})
+            json.dumps({"type": "session.created", "session": {"id": session_id}})
         )
         await self.script(self, connection)
 
@@ -148,8 +149,9 @@ async def test_tenant_key_safety_identifier_and_a_3_5_mb_event(openai_agent, set
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_upstream_drop_mid_response(openai_agent, settings):
+async def test_upstream_drop_mid_response_without_reconnects(openai_agent, settings):
     _, _, raw_key = openai_agent
+    settings.VP_RECONNECT_ATTEMPTS = 0
 
     async def script(fake, connection):
         await fake.receive(connection)
@@ -184,33 +186,51 @@ async def test_upstream_drop_mid_response(openai_agent, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_session_expired_from_upstream(openai_agent, settings):
+async def test_session_expired_from_upstream_continues_in_a_new_segment(openai_agent, settings):
     _, _, raw_key = openai_agent
+    connections = []
 
     async def script(fake, connection):
+        connections.append(connection)
         await fake.receive(connection)
-        await connection.send(json.dumps({"type": "error", "error": {
-            "type": "invalid_request_error", "code": "session_expired",
-            "message": "Your session hit the maximum duration of 60 minutes."}}))  # fmt: skip
-        await connection.close(1001, "session expired")
+        if len(connections) == 1:
+            await connection.send(json.dumps({"type": "error", "error": {
+                "type": "invalid_request_error", "code": "session_expired",
+                "message": "Your session hit the maximum duration of 60 minutes."}}))  # fmt: skip
+            await connection.close(1001, "session expired")
+            return
+        await connection.send(
+            json.dumps({"type": "session.updated", "session": {"id": "sess_up_1"}})
+        )
+        await connection.wait_closed()
 
     async with FakeOpenAI(script) as fake:
         communicator = await connect(raw_key, fake.port, settings)
         try:
-            events = await receive_until(communicator, "error")
-            assert events[-1]["error"]["code"] == "session_expired"
-            second = json.loads(await communicator.receive_from(timeout=5))
-            assert second["error"]["code"] == "session_expired"
-            output = await communicator.receive_output(timeout=5)
-            assert (output["code"], output["reason"]) == (1001, "session expired")
+            events = await receive_until(communicator, "session.updated")
+            assert [event["type"] for event in events] == ["session.created", "session.updated"]
+            assert await communicator.receive_nothing(timeout=0.3)  # no error: it goes on
         finally:
             await communicator.disconnect()
+    reseed = fake.received[1]
+    assert reseed["type"] == "session.update"
+    assert (
+        "This conversation continues from an earlier session" in reseed["session"]["instructions"]
+    )
+    assert len(connections) == 2
+
+    def segments():
+        from agents.models import SessionSegment
+
+        with scopes_disabled():
+            return list(SessionSegment.objects.order_by("index").values_list("index", "reason"))
+
     for _ in range(50):
-        sessions, _ = await database_sync_to_async(stored)()
-        if sessions[0][0]:
+        rows = await database_sync_to_async(segments)()
+        if len(rows) == 2:
             break
         await asyncio.sleep(0.05)
-    assert sessions == [("session_expired", ["sess_up_1"])]
+    assert rows == [(0, "initial"), (1, "session_expired")]
 
 
 @pytest.mark.django_db(transaction=True)
