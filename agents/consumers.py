@@ -169,6 +169,8 @@ class RealtimeConsumer(AsyncConsumer):
             rotate_grace_s=settings.VP_SESSION_ROTATE_GRACE_SECONDS,
             token_threshold=settings.VP_COMPACTION_TOKEN_THRESHOLD,
             reconnect_attempts=settings.VP_RECONNECT_ATTEMPTS,
+            backoff_s=settings.VP_RECONNECT_BACKOFF_SECONDS,
+            rate_limited_backoff_s=settings.VP_RECONNECT_RATE_LIMIT_BACKOFF_SECONDS,
         )
 
     async def _watch_bridge(self) -> None:

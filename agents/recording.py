@@ -73,6 +73,7 @@ class DatabaseRecorder:
                     "upstream_session_id": upstream_session_id,
                     "reason": reason,
                     "seed_summary": seed_summary,
+                    "gap_ms": gap_ms,
                 },
             )
         )

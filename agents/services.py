@@ -293,6 +293,7 @@ def session_add_upstream(
     upstream_session_id: str,
     reason: str = "initial",
     seed_summary: str = "",
+    gap_ms: int | None = None,
 ) -> None:
     """Record a new upstream segment of the session (idempotent on the upstream id)."""
     from agents.models import SessionSegment
@@ -310,6 +311,7 @@ def session_add_upstream(
             upstream_session_id=upstream_session_id,
             reason=reason,
             seed_summary=seed_summary,
+            gap_ms=gap_ms,
         )
 
 

@@ -255,6 +255,7 @@ class RealtimeBridge:
         self.response_active = False
         self._active_response_id = ""
         self._in_speech = False
+        self._awaiting_answer = False
         # Segments: one upstream session each.
         self.segment = 0
         self.gaps_ms: list[float] = []
@@ -275,7 +276,10 @@ class RealtimeBridge:
         upstream = await self._connect_upstream()
         await upstream.send(frames.dumps(session_update_event(self.policy)))
         self.upstream = upstream
-        await self._open_segment(upstream, reason="initial", seed_summary="", gap_ms=None)
+        self.upstream_session_id = await self._open_segment(upstream, initial=True)
+        self.recorder.upstream_session(
+            self.upstream_session_id, reason="initial", seed_summary="", gap_ms=None
+        )
         self._pump_task = asyncio.create_task(self._pump(), name="realtime-bridge-pump")
         loop = asyncio.get_running_loop()
         if self._max_duration_s:
@@ -504,6 +508,7 @@ class RealtimeBridge:
             self._on_output_item(event.get("item") or {})
         elif event_type == "response.created":
             self.response_active = True
+            self._awaiting_answer = False
             self._active_response_id = (event.get("response") or {}).get("id") or ""
         elif event_type == "response.done":
             self.response_active = False
@@ -512,7 +517,9 @@ class RealtimeBridge:
         elif event_type == "input_audio_buffer.speech_started":
             self._in_speech = True
         elif event_type == "input_audio_buffer.speech_stopped":
+            # The turn stays open until its answer starts: a rotation now would lose it.
             self._in_speech = False
+            self._awaiting_answer = self.policy.turn_detection != "none"
         elif event_type == "input_audio_buffer.committed":
             self._sequence_of(event.get("item_id"))
             self._meter_minutes()
@@ -680,10 +687,8 @@ class RealtimeBridge:
 
     # --- segments -------------------------------------------------------------------------
 
-    async def _open_segment(
-        self, upstream: Upstream, *, reason: str, seed_summary: str, gap_ms: int | None
-    ) -> None:
-        """Read the new upstream's ``session.created`` and record the segment.
+    async def _open_segment(self, upstream: Upstream, *, initial: bool) -> str:
+        """Read the new upstream's ``session.created``; its id ("" if it sent something else).
 
         The first segment's ``session.created`` goes to the client; later ones do not (the
         client's session goes on).
@@ -692,18 +697,15 @@ class RealtimeBridge:
         event = frames.loads_object(message) if isinstance(message, str) else None
         if event is None or event.get("type") != "session.created":
             logger.warning("the upstream did not start with session.created")
-            if event is not None and reason == "initial":
+            if event is not None and initial:
                 outgoing = self._on_upstream_event(event, message)
                 if outgoing is not None:
                     await self.client.send_text(outgoing)
-            return
+            return ""
         session_id = (event.get("session") or {}).get("id")
-        self.upstream_session_id = session_id if isinstance(session_id, str) else ""
-        self.recorder.upstream_session(
-            self.upstream_session_id, reason=reason, seed_summary=seed_summary, gap_ms=gap_ms
-        )
-        if reason == "initial":
+        if initial:
             await self.client.send_text(frames.dumps(sanitize_session_event(self.policy, event)))
+        return session_id if isinstance(session_id, str) else ""
 
     def _schedule_rotation(self) -> None:
         if self.continuation is None or not self.continuation.rotate_after_s:
@@ -727,7 +729,10 @@ class RealtimeBridge:
             self._begin_swap(self._pending_rotation)
 
     def _idle(self) -> bool:
-        return not (self.response_active or self._in_speech or self._swapping)
+        """A quiet moment: nobody speaking, no answer under way or about to start."""
+        return not (
+            self.response_active or self._in_speech or self._awaiting_answer or self._swapping
+        )
 
     def _begin_swap(self, reason: str) -> None:
         if self._swap_task is None and not self.closed.is_set():
@@ -768,7 +773,7 @@ class RealtimeBridge:
         self._swapping = True
         self._pending_rotation = ""
         self._upstream_expired = False
-        self._in_speech = False
+        self._in_speech = self._awaiting_answer = False
         if self._rotation_timer is not None:
             self._rotation_timer.cancel()
         old = self.upstream
@@ -805,7 +810,7 @@ class RealtimeBridge:
                     role=turn.role, text=turn.text, segment=segment, index=index
                 )
                 await upstream.send(frames.dumps(event))
-            await self._open_segment(upstream, reason=reason, seed_summary=summary, gap_ms=None)
+            upstream_session_id = await self._open_segment(upstream, initial=False)
         except Exception:
             logger.exception("the new upstream failed while being seeded")
             with contextlib.suppress(Exception):
@@ -814,6 +819,7 @@ class RealtimeBridge:
             return False
         self.segment = segment
         self.upstream = upstream
+        self.upstream_session_id = upstream_session_id
         while self._swap_buffer:  # audio and events that arrived meanwhile, in order
             frame = self._swap_buffer.pop(0)
             self._swap_buffer_chars -= len(frame)
@@ -822,6 +828,9 @@ class RealtimeBridge:
         gap_ms = (self._clock() - started) * 1000
         self.gaps_ms.append(gap_ms)
         self._segment_started = self._clock()
+        self.recorder.upstream_session(
+            upstream_session_id, reason=reason, seed_summary=summary, gap_ms=round(gap_ms)
+        )
         logger.info("segment %d (%s) ready after %.0f ms", segment, reason, gap_ms)
         if self.policy.channel == CHANNEL_WIDGET:
             await self._client_event(
