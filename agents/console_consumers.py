@@ -51,3 +51,6 @@ class SessionLiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_ended(self, message: dict) -> None:
         await self.send_json({"type": "ended", "reason": message["reason"]})
+
+    async def live_segment(self, message: dict) -> None:
+        await self.send_json({"type": "segment", "reason": message["reason"]})

@@ -12,7 +12,14 @@ from django.views.decorators.http import require_POST
 
 from agents import catalogue, configuration, services
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
-from agents.models import Agent, AgentVersion, Session, TranscriptItem
+from agents.models import (
+    Agent,
+    AgentVersion,
+    Session,
+    SessionSegment,
+    SessionSummary,
+    TranscriptItem,
+)
 from billing.models import UsageEvent
 from billing.selectors import event_cost
 from tenants.access import tenant_object_get
@@ -281,6 +288,8 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     }
     cost = sum((event_cost(event) for event in usage), Decimal(0))
     context = {
+        "segments": SessionSegment.objects.filter(session=session).order_by("index"),
+        "summary": SessionSummary.objects.filter(session=session).first(),
         "session": session,
         "items": items,
         "usage": usage,

@@ -420,6 +420,7 @@
     ".vpw-status[data-status=error] .vpw-dot { background: #dc2626; }",
     ".vpw-transcript { flex: 1; overflow-y: auto; padding: 10px 12px; display: flex; flex-direction: column; gap: 6px; }",
     ".vpw-line { max-width: 85%; padding: 6px 10px; border-radius: 12px; white-space: pre-wrap; word-wrap: break-word; }",
+    ".vpw-note { align-self: center; font-size: 11px; color: #667085; }",
     ".vpw-user { align-self: flex-end; background: #0f766e; color: #fff; border-bottom-right-radius: 4px; }",
     ".vpw-assistant { align-self: flex-start; background: #f1f5f9; border-bottom-left-radius: 4px; }",
     ".vpw-interrupted::after { content: ' …'; }",
@@ -476,6 +477,7 @@
       bargeIns: 0,
       errors: [],
       serverErrors: [],
+      continuations: [],
       closeCode: null,
     };
     this.run = 0; // increases with every start/stop, so late callbacks of an old run are ignored
@@ -993,6 +995,13 @@
         break;
       case "conversation.item.truncated":
         this.state.truncated = { item_id: event.item_id, audio_end_ms: event.audio_end_ms };
+        break;
+      case "vp.session.continued":
+        // The platform moved the conversation to a fresh voice session; it goes on.
+        this.state.continuations.push(event.reason || "");
+        var note = el("div", "vpw-note");
+        note.textContent = "conversation continued";
+        this.transcriptNode.appendChild(note);
         break;
       case "error":
         this.onErrorEvent(event.error || {});

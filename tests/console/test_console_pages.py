@@ -345,3 +345,27 @@ def test_widget_key_page_shows_snippet_and_edits_origins(client, world, console)
     assert console["widget_key"].allowed_origins == ["https://shop.example", "http://testserver"]
     response = client.post(url, {"allowed_origins": "shop.example"})
     assert b"an origin starts with http" in response.content
+
+
+def test_session_page_shows_segments_and_summary(client, world, console):
+    from agents.models import SessionSegment, SessionSummary
+
+    session = console["session"]
+    with tenant_scope(world.tenant_a):
+        SessionSegment.objects.create(
+            tenant=world.tenant_a, session=session, index=0, upstream_session_id="sess_a",
+            reason="initial",
+        )  # fmt: skip
+        SessionSegment.objects.create(
+            tenant=world.tenant_a, session=session, index=1, upstream_session_id="sess_b",
+            reason="max_duration", seed_summary="User: order 4821.", gap_ms=412,
+        )  # fmt: skip
+        SessionSummary.objects.create(
+            tenant=world.tenant_a, session=session, text="User: order 4821.", revision=2,
+            through_sequence=1, method="local",
+        )  # fmt: skip
+    client.force_login(world.owner_a)
+    page = client.get(reverse("session-detail", args=["tenant-a", session.pk])).content.decode()
+    assert "Rotated before the upstream&#x27;s time limit · 412 ms gap" in page
+    assert "<code>sess_b</code>" in page
+    assert "User: order 4821." in page and "Revision 2, local" in page
