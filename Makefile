@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test lint pytest bench migrate
+.PHONY: install run test lint pytest bench bench-reconnect migrate
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "VoicePlatform needs Python 3.11 (set PYTHON=...)")'
@@ -33,3 +33,6 @@ test: lint pytest
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+bench-reconnect: install
+	$(PY) -m bench.reconnect $(BENCH_ARGS)

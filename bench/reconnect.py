@@ -1,0 +1,110 @@
+"""Measure the silence gap at a reconnect: ``python -m bench.reconnect [--count 20]``.
+
+Runs the platform's full API socket path in-process (ASGI application, consumer, bridge,
+recorder, summary seed from the database) on the local engine, with rotation every second, and
+holds a conversation across ``count`` reconnects. The gap of a reconnect is from the moment the
+old upstream is closed until the new one is configured, seeded with the summary and the last
+turns, and any audio held meanwhile has been delivered: the time during which what a user says
+waits instead of reaching an engine. It prints the median and the maximum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+
+def setup(data_dir: str) -> tuple[int, str]:
+    os.environ.update(
+        {
+            "VP_DATA_DIR": data_dir,
+            "VP_SESSION_ROTATE_SECONDS": "1",
+            "VP_LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
+        }
+    )
+    for name in ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY"):
+        os.environ.pop(name, None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from agents.configuration import agent_create
+    from tenants import services
+
+    owner = services.user_get_or_create(email="bench@example.com", password="bench-pass-123")
+    tenant = services.tenant_create(slug="bench", name="Bench", owner=owner)
+    agent = agent_create(
+        tenant=tenant, actor=owner,
+        fields={"name": "bench", "provider": "local", "turn_detection": "none"},
+    )  # fmt: skip
+    _, raw_key = services.api_key_issue(tenant=tenant, name="bench", default_agent=agent)
+    return tenant.pk, raw_key
+
+
+async def converse(raw_key: str, count: int) -> None:
+    from channels.testing import WebsocketCommunicator
+
+    from voiceplatform.asgi import application
+
+    communicator = WebsocketCommunicator(
+        application, "/v1/realtime", headers=[(b"authorization", f"Bearer {raw_key}".encode())]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+
+    async def until(event_type: str) -> dict:
+        while True:
+            event = json.loads(await communicator.receive_from(timeout=30))
+            if event["type"] == "error":
+                raise RuntimeError(event["error"])
+            if event["type"] == event_type:
+                return event
+
+    await until("session.updated")
+    for turn in range(count):
+        text = f"Turn {turn}: my order number is {4000 + turn} for delivery on Friday."
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        await communicator.send_json_to({"type": "conversation.item.create", "item": item})
+        await communicator.send_json_to({"type": "response.create"})
+        await until("response.done")
+        await until("session.updated")  # the rotation at the quiet moment after the answer
+        print(f"  reconnect {turn + 1}/{count}", file=sys.stderr, end="\r")
+    await communicator.disconnect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vp-reconnect-") as data_dir:
+        tenant_id, raw_key = setup(data_dir)
+        started = time.monotonic()
+        asyncio.run(converse(raw_key, args.count))
+        from agents.models import SessionSegment
+        from tenants.scoping import tenant_scope
+
+        with tenant_scope(tenant_id):
+            rows = list(
+                SessionSegment.objects.exclude(reason="initial").values_list("gap_ms", flat=True)
+            )
+    gaps = [gap for gap in rows if gap is not None]
+    print(f"reconnects measured: {len(gaps)} (in {time.monotonic() - started:.1f} s)")
+    print(f"silence gap at a reconnect: median {statistics.median(gaps):.0f} ms, "
+          f"max {max(gaps):.0f} ms, min {min(gaps):.0f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
