@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -21,7 +19,7 @@ from agents.models import (
     TranscriptItem,
 )
 from billing.models import UsageEvent
-from billing.selectors import event_cost
+from billing.selectors import events_total_cost
 from tenants.access import tenant_object_get
 from tenants.console import tenant_view
 
@@ -286,7 +284,7 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     totals = {
         label: sum(getattr(event, name) for event in usage) for name, label in TOKEN_LABELS.items()
     }
-    cost = sum((event_cost(event) for event in usage), Decimal(0))
+    cost = events_total_cost(usage)
     context = {
         "segments": SessionSegment.objects.filter(session=session).order_by("index"),
         "summary": SessionSummary.objects.filter(session=session).first(),

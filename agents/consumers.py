@@ -33,6 +33,7 @@ from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
+from billing.spend import spend_guard_for
 from tenants.models import Tenant
 from tenants.services import api_key_authenticate
 
@@ -48,6 +49,7 @@ class Access:
     agent: Agent
     end_user: str
     subprotocol: str | None
+    widget_key_id: int | None = None
 
 
 class RealtimeConsumer(AsyncConsumer):
@@ -123,10 +125,14 @@ class RealtimeConsumer(AsyncConsumer):
             agent=access.agent, api_key=api_key, safety_identifier=session.end_user_hash
         )
         policy = policy_for_agent(agent=access.agent, channel=self.channel)
+        guard = await database_sync_to_async(spend_guard_for)(
+            tenant_id=access.tenant.pk, agent_id=access.agent.pk, widget_key_id=access.widget_key_id
+        )
         self.recorder = DatabaseRecorder(
             tenant_id=access.tenant.pk,
             session_id=session.pk,
             agent_id=access.agent.pk,
+            widget_key_id=access.widget_key_id,
             provider=provider,
         )
         self.bridge = RealtimeBridge(
@@ -137,6 +143,7 @@ class RealtimeConsumer(AsyncConsumer):
             max_duration_s=access.tenant.max_session_minutes * 60,
             max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
             continuation=self._continuation(access, session),
+            spend_guard=guard,
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.start()
@@ -268,6 +275,7 @@ class WidgetConsumer(RealtimeConsumer):
             agent=token.agent,
             end_user=end_user,
             subprotocol="realtime" if "realtime" in offered else None,
+            widget_key_id=token.widget_key_id,
         )
 
 

@@ -54,6 +54,10 @@ class Agent(TenantOwnedModel):
     )
     tools = models.JSONField(default=list, blank=True)
     mcp_servers = models.JSONField(default=list, blank=True)
+    tool_preambles = models.BooleanField(
+        default=False,
+        help_text="Say a short filler (the tool's phrase) before calling a slow tool.",
+    )
     live_version = models.ForeignKey(
         "agents.AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -83,7 +87,7 @@ class Agent(TenantOwnedModel):
 VERSIONED_FIELDS = (
     "name", "kind", "provider", "model", "voice", "instructions", "reasoning_effort",
     "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
-    "max_output_tokens", "target_language", "tools", "mcp_servers",
+    "max_output_tokens", "target_language", "tools", "mcp_servers", "tool_preambles",
 )  # fmt: skip
 
 
@@ -255,3 +259,21 @@ class SessionSummary(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"summary r{self.revision} of session {self.session_id}"
+
+
+class PhoneNumber(TenantOwnedModel):
+    """A phone number routed to an agent through Twilio Media Streams."""
+
+    number = models.CharField(max_length=20, unique=True, help_text="E.164, e.g. +14155550100")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    twilio_auth_token_encrypted = models.TextField(
+        help_text="The Twilio account's auth token, encrypted: it validates request signatures."
+    )
+    twilio_auth_token_masked = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "number"], name="phone_tenant_number")]
+
+    def __str__(self) -> str:
+        return self.number

@@ -43,9 +43,11 @@ class DatabaseRecorder:
         session_id: int,
         agent_id: int,
         provider: str,
+        widget_key_id: int | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.tenant_id = tenant_id
+        self.widget_key_id = widget_key_id
         self.session_id = session_id
         self.agent_id = agent_id
         self.provider = provider
@@ -126,6 +128,7 @@ class DatabaseRecorder:
                 tenant_id=self.tenant_id,
                 session_id=self.session_id,
                 agent_id=self.agent_id,
+                widget_key_id=self.widget_key_id,
                 provider=self.provider,
                 **payload,
             )

@@ -318,14 +318,21 @@ def session_add_upstream(
 def session_end(
     *, session_id: int, tenant_id: int, reason: str, audio_in_ms: int, audio_out_ms: int
 ) -> None:
-    """Record the end once; a second call (e.g. from a sweep) keeps the first reason."""
+    """Record the end once; a second call (e.g. from a sweep) keeps the first reason.
+
+    The session's cost is tallied soon after (the billing sweep catches up if the broker is down).
+    """
+    from billing.tasks import enqueue_session_tally
+
     with tenant_scope(tenant_id):
-        Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
+        updated = Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
             ended_at=timezone.now(),
             end_reason=reason,
             audio_in_ms=audio_in_ms,
             audio_out_ms=audio_out_ms,
         )
+    if updated:
+        enqueue_session_tally(session_id)
 
 
 def sessions_sweep_abandoned() -> int:

@@ -1,18 +1,29 @@
-"""The usage ledger (and, with the billing issue, price book, tallies and invoices)."""
+"""The usage ledger, the price book, plans, spend caps, daily tallies and invoices."""
 
 from __future__ import annotations
 
-from django.db import models
+from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from billing import pricing
 from tenants.scoping import TenantOwnedModel
+
+MONEY = {"max_digits": 12, "decimal_places": 2}
+RATE = {"max_digits": 12, "decimal_places": 6, "default": 0}
 
 
 class UsageEvent(TenantOwnedModel):
     """One upstream ``response.done`` (or one metered audio span), exactly once.
 
-    Append-only. ``upstream_response_id`` is unique, so a redelivered event changes nothing.
-    Cached tokens are a subset of the input tokens of the same modality, as the API reports them.
-    Minute-metered models (transcribe, translate) carry ``audio_ms`` instead of tokens.
+    Append-only as far as usage goes. ``upstream_response_id`` is unique, so a redelivered event
+    changes nothing. Cached tokens are a subset of the input tokens of the same modality, as the
+    API reports them. Minute-metered models (transcribe, translate) carry ``audio_ms`` instead of
+    tokens. Two bookkeeping fields are set later, once: ``tallied_at`` (folded into the daily
+    tallies; only a hint of what is new, tallies are recomputed from all events of a day) and
+    ``invoice`` (the invoice that billed it, so that a late event lands on the next invoice).
     """
 
     session = models.ForeignKey(
@@ -20,6 +31,9 @@ class UsageEvent(TenantOwnedModel):
     )
     agent = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    widget_key = models.ForeignKey(
+        "tenants.WidgetKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     provider = models.CharField(max_length=10, default="openai")  # "local" costs nothing
     model = models.CharField(max_length=40)
@@ -36,11 +50,25 @@ class UsageEvent(TenantOwnedModel):
     audio_ms = models.PositiveBigIntegerField(default=0)
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
+    tallied_at = models.DateTimeField(null=True, blank=True)
+    invoice = models.ForeignKey(
+        "billing.Invoice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "occurred_at"], name="usage_tenant_occurred"),
             models.Index(fields=["tenant", "session"], name="usage_tenant_session"),
+            models.Index(
+                fields=["tenant", "occurred_at"],
+                condition=Q(tallied_at__isnull=True),
+                name="usage_untallied",
+            ),
+            models.Index(
+                fields=["tenant", "occurred_at"],
+                condition=Q(invoice__isnull=True),
+                name="usage_uninvoiced",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -53,3 +81,243 @@ class UsageEvent(TenantOwnedModel):
     @property
     def output_tokens(self) -> int:
         return self.output_text_tokens + self.output_audio_tokens
+
+
+class PriceBookEntry(models.Model):
+    """The rates of a model from a day on, until the next entry of that model (platform-wide).
+
+    Rates are US dollars per 1M tokens, and per minute for minute-metered models. To change a
+    price, add an entry with a later ``effective_from``: usage is always priced by the entry in
+    force on the (UTC) day it occurred, so past days keep their prices.
+    """
+
+    model = models.CharField(max_length=40)
+    effective_from = models.DateField()
+    text_in = models.DecimalField(**RATE)
+    text_cached = models.DecimalField(**RATE)
+    text_out = models.DecimalField(**RATE)
+    audio_in = models.DecimalField(**RATE)
+    audio_cached = models.DecimalField(**RATE)
+    audio_out = models.DecimalField(**RATE)
+    image_in = models.DecimalField(**RATE)
+    image_cached = models.DecimalField(**RATE)
+    per_minute = models.DecimalField(**RATE)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        verbose_name_plural = "price book entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "effective_from"], name="price_book_unique_model_day"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from}"
+
+    def clean(self) -> None:
+        negative = [name for name in pricing.RATE_FIELDS if getattr(self, name, 0) < 0]
+        if negative:
+            raise ValidationError({name: "Rates cannot be negative." for name in negative})
+
+    def rates(self) -> pricing.Rates:
+        return pricing.Rates(**{name: getattr(self, name) for name in pricing.RATE_FIELDS})
+
+    def version(self) -> pricing.PriceVersion:
+        return pricing.PriceVersion(self.model, self.effective_from, self.rates())
+
+
+class TenantPlan(TenantOwnedModel):
+    """A tenant's commercial terms: a markup (positive) or a discount (negative) on provider cost.
+
+    A tenant without a plan is billed at provider cost. Invoices copy the markup when issued.
+    """
+
+    name = models.CharField(max_length=100, default="Standard")
+    markup_percent = models.DecimalField(
+        max_digits=7,
+        decimal_places=3,
+        default=0,
+        help_text="Percent added to provider cost; negative for a discount (-100 to 1000).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="tenant_plan_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.markup_percent:+}%)"
+
+    def clean(self) -> None:
+        if self.markup_percent is not None and not -100 <= self.markup_percent <= 1000:
+            raise ValidationError({"markup_percent": "Between -100 and 1000."})
+
+
+class SpendCap(TenantOwnedModel):
+    """A daily spend cap (billed USD, UTC day) of one agent or one widget key."""
+
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    widget_key = models.ForeignKey(
+        "tenants.WidgetKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    daily_limit_usd = models.DecimalField(**MONEY)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(agent__isnull=False, widget_key__isnull=True)
+                | Q(agent__isnull=True, widget_key__isnull=False),
+                name="spend_cap_one_target",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "agent"], condition=Q(agent__isnull=False), name="spend_cap_agent"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "widget_key"],
+                condition=Q(widget_key__isnull=False),
+                name="spend_cap_widget_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = f"agent {self.agent_id}" if self.agent_id else f"widget key {self.widget_key_id}"
+        return f"${self.daily_limit_usd}/day for {target}"
+
+
+class BillingLock(TenantOwnedModel):
+    """One row per tenant and purpose, locked (``select_for_update``) to serialise its writers."""
+
+    purpose = models.CharField(max_length=20)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "purpose"], name="billing_lock_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} lock of tenant {self.tenant_id}"
+
+
+class UsageTally(TenantOwnedModel):
+    """Daily totals per tenant, agent, model and provider: derived from UsageEvents, rebuildable.
+
+    Holds quantities only; cost is computed on read with the price book, exactly.
+    """
+
+    day = models.DateField()
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=40)
+    provider = models.CharField(max_length=10)
+    responses = models.PositiveIntegerField(default=0)
+    input_text_tokens = models.PositiveBigIntegerField(default=0)
+    input_audio_tokens = models.PositiveBigIntegerField(default=0)
+    input_image_tokens = models.PositiveBigIntegerField(default=0)
+    cached_text_tokens = models.PositiveBigIntegerField(default=0)
+    cached_audio_tokens = models.PositiveBigIntegerField(default=0)
+    cached_image_tokens = models.PositiveBigIntegerField(default=0)
+    output_text_tokens = models.PositiveBigIntegerField(default=0)
+    output_audio_tokens = models.PositiveBigIntegerField(default=0)
+    audio_ms = models.PositiveBigIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "day"], name="tally_tenant_day")]
+        verbose_name_plural = "usage tallies"
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model} agent {self.agent_id}"
+
+
+class Invoice(TenantOwnedModel):
+    """A tenant's month, closed: draft while its lines are written, then issued and immutable."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ISSUED = "issued", "Issued"
+
+    month = models.DateField(help_text="First day of the month billed.")
+    number = models.CharField(max_length=80, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    plan_name = models.CharField(max_length=100, blank=True)
+    markup_percent = models.DecimalField(max_digits=7, decimal_places=3, default=0)
+    provider_total = models.DecimalField(**MONEY, default=0)
+    billed_total = models.DecimalField(**MONEY, default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "month"], name="invoice_unique_month")
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    @property
+    def is_issued(self) -> bool:
+        return self.status == self.Status.ISSUED
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            stored = Invoice.unscoped.filter(pk=self.pk).values_list("status", flat=True).first()
+            if stored == self.Status.ISSUED:
+                raise ValueError("issued invoices are immutable")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_issued:
+            raise ValueError("issued invoices are immutable")
+        return super().delete(*args, **kwargs)
+
+
+class InvoiceLine(TenantOwnedModel):
+    """Quantity × unit price of one agent, model, token type (and price version) on an invoice.
+
+    ``amount`` is the provider cost and ``billed_amount`` the same under the plan's markup, each
+    rounded half-up to the cent from the exact value. Adjustment lines bill usage of an earlier
+    month (``usage_month``) that was recorded after that month's invoice was issued.
+    """
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    is_adjustment = models.BooleanField(default=False)
+    usage_month = models.DateField()
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    agent_name = models.CharField(max_length=100)
+    model = models.CharField(max_length=40)
+    provider = models.CharField(max_length=10)
+    token_type = models.CharField(max_length=20)
+    description = models.CharField(max_length=200)
+    quantity = models.DecimalField(max_digits=20, decimal_places=3)
+    quantity_unit = models.CharField(max_length=10)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    price_unit = models.CharField(max_length=12)
+    price_effective_from = models.DateField(null=True, blank=True)
+    amount = models.DecimalField(**MONEY)
+    billed_amount = models.DecimalField(**MONEY)
+
+    class Meta:
+        ordering = ["invoice", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position")
+        ]
+
+    def __str__(self) -> str:
+        return self.description
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        status = Invoice.unscoped.filter(pk=self.invoice_id).values_list("status", flat=True)
+        if status.first() == Invoice.Status.ISSUED:
+            raise ValueError("issued invoices are immutable")
+        super().save(*args, **kwargs)

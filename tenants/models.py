@@ -8,6 +8,12 @@ from django.db import models
 from tenants.scoping import TenantOwnedModel
 
 
+def new_signing_secret() -> str:
+    import secrets
+
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
 class Tenant(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -25,6 +31,11 @@ class Tenant(models.Model):
         help_text="Spend cap per calendar month in USD; empty means no cap.",
     )
     max_session_minutes = models.PositiveIntegerField(default=60)
+    webhook_signing_secret = models.CharField(
+        max_length=64,
+        default=new_signing_secret,
+        help_text="Signs the platform's calls to the tenant's tool webhooks (HMAC-SHA256).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

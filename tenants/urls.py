@@ -42,4 +42,5 @@ urlpatterns = [
     path("t/<slug:tenant_slug>/audit/", views.audit_log, name="audit-log"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path("t/<slug:tenant_slug>/", include("agents.console_urls")),
+    path("t/<slug:tenant_slug>/", include("billing.console_urls")),
 ]

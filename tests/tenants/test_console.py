@@ -32,6 +32,7 @@ def objects_b(world):
             tenant=world.tenant_b, agent=agent, channel="widget", model="gpt-realtime-2"
         )
         membership = Membership.objects.get(user=world.owner_b)
+    invoice = _invoice_of(world.tenant_b, agent)
     return {
         "api_key_id": api_key.pk,
         "widget_key_id": widget_key.pk,
@@ -39,7 +40,24 @@ def objects_b(world):
         "version_id": first_version.pk,
         "session_id": session.pk,
         "membership_id": membership.pk,
+        "invoice_id": invoice.pk,
     }
+
+
+def _invoice_of(tenant, agent):
+    from datetime import UTC, date, datetime
+
+    from billing.services import invoice_close_month, usage_event_record
+
+    usage_event_record(
+        tenant_id=tenant.pk, session_id=None, agent_id=agent.pk, provider="openai",
+        model="gpt-realtime-2", key="resp_b_1", status="completed",
+        usage={"output_token_details": {"audio_tokens": 1000}}, audio_ms=0,
+        occurred_at=datetime(2026, 10, 3, tzinfo=UTC),
+    )  # fmt: skip
+    return invoice_close_month(
+        tenant_id=tenant.pk, month=date(2026, 10, 1), now=datetime(2026, 11, 2, tzinfo=UTC)
+    )
 
 
 # Every console URL of a tenant, with the object it names. A new console page must be added here:
@@ -70,6 +88,13 @@ TENANT_URLS = {
     "session-list": ("GET", ()),
     "session-detail": ("GET", ("session_id",)),
     "session-end": ("POST", ("session_id",)),
+    "billing-usage": ("GET", ()),
+    "billing-usage-export": ("GET", ()),
+    "billing-spend-cap": ("POST", ()),
+    "invoice-list": ("GET", ()),
+    "invoice-detail": ("GET", ("invoice_id",)),
+    "invoice-csv": ("GET", ("invoice_id",)),
+    "invoice-pdf": ("GET", ("invoice_id",)),
 }
 
 

@@ -1,0 +1,15 @@
+"""Console URLs of billing, included under ``t/<tenant_slug>/``."""
+
+from django.urls import path
+
+from billing import views
+
+urlpatterns = [
+    path("usage/", views.usage, name="billing-usage"),
+    path("usage/export.csv", views.usage_export, name="billing-usage-export"),
+    path("usage/caps/", views.spend_cap_save, name="billing-spend-cap"),
+    path("invoices/", views.invoice_list, name="invoice-list"),
+    path("invoices/<int:invoice_id>/", views.invoice_detail, name="invoice-detail"),
+    path("invoices/<int:invoice_id>/invoice.csv", views.invoice_csv, name="invoice-csv"),
+    path("invoices/<int:invoice_id>/invoice.pdf", views.invoice_pdf, name="invoice-pdf"),
+]

@@ -1,0 +1,115 @@
+"""Live spend caps of one realtime session: a ``SpendGuard`` for the bridge.
+
+``spend_guard_for`` reads the database once, at connect (sync: call it through
+``database_sync_to_async``). The guard then works in memory: ``allows_response`` before a
+client's ``response.create`` is forwarded, ``on_usage`` on each ``response.done``, both instant.
+Each response's cost is computed with the price book rates in force at connect and the plan's
+markup, and taken off every cap that applies: the tenant's monthly budget, and the agent's and
+the widget key's daily caps. Once one reaches zero, the bridge lets the response in flight finish
+(it is billed), tells the client ``budget_exhausted`` and ends the session.
+
+Other sessions of the same tenant spend concurrently, each against the figures read at its
+connect; the overshoot across sessions is bounded by their responses in flight, and new sessions
+are refused by ``admission_check`` once the month's spend reaches the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.utils import timezone
+
+from agents.realtime.bridge import UsageRecord
+from billing import pricing
+from billing.models import SpendCap
+from billing.selectors import (
+    plan_terms,
+    price_book_load,
+    tenant_day_spend,
+    tenant_month_spend,
+)
+from billing.services import token_counts_from_response
+from tenants.models import Tenant
+from tenants.scoping import tenant_scope
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Allowance:
+    """What is left of one cap, in billed USD."""
+
+    label: str
+    remaining: Decimal
+
+
+class SessionSpendGuard:
+    def __init__(
+        self,
+        *,
+        allowances: list[Allowance],
+        rates: pricing.Rates,
+        markup_percent: Decimal = Decimal(0),
+    ) -> None:
+        self.allowances = allowances
+        self.rates = rates
+        self.markup_percent = markup_percent
+        self.spent = Decimal(0)
+
+    def allows_response(self) -> bool:
+        return all(allowance.remaining > 0 for allowance in self.allowances)
+
+    def on_usage(self, record: UsageRecord) -> bool:
+        counts = token_counts_from_response(record.usage, audio_ms=record.audio_ms)
+        billed = pricing.with_markup(pricing.cost(counts, self.rates), self.markup_percent)
+        self.spent += billed
+        for allowance in self.allowances:
+            allowance.remaining -= billed
+        return self.allows_response()
+
+    @property
+    def exhausted(self) -> list[str]:
+        return [allowance.label for allowance in self.allowances if allowance.remaining <= 0]
+
+
+def spend_guard_for(
+    *, tenant_id: int, agent_id: int, widget_key_id: int | None = None
+) -> SessionSpendGuard | None:
+    """The guard of a new session, or None when no cap applies to it (sync, reads the DB)."""
+    from agents.models import Agent
+
+    tenant = Tenant.objects.get(pk=tenant_id)
+    with tenant_scope(tenant_id):
+        agent = Agent.objects.get(pk=agent_id)
+        caps = list(SpendCap.objects.filter(agent_id=agent_id))
+        if widget_key_id is not None:
+            caps += list(SpendCap.objects.filter(widget_key_id=widget_key_id))
+    allowances = []
+    if tenant.monthly_budget_usd is not None:
+        spent = tenant_month_spend(tenant_id=tenant_id)
+        allowances.append(Allowance("monthly budget", tenant.monthly_budget_usd - spent))
+    for cap in caps:
+        if cap.agent_id is not None:
+            spent = tenant_day_spend(tenant_id=tenant_id, agent_id=cap.agent_id)
+            label = "agent daily cap"
+        else:
+            spent = tenant_day_spend(tenant_id=tenant_id, widget_key_id=cap.widget_key_id)
+            label = "widget key daily cap"
+        allowances.append(Allowance(label, cap.daily_limit_usd - spent))
+    if not allowances:
+        return None
+    book = price_book_load()
+    today = timezone.now().date()
+    try:
+        rates = book.rates_for(model=agent.model, provider=agent.provider, day=today)
+    except pricing.MissingPrice:
+        # An unpriced model under a cap: refuse to spend rather than spend blind.
+        logger.error("no price for %s: a capped session cannot spend", agent.model)
+        allowances.append(Allowance("unpriced model", Decimal(0)))
+        rates = pricing.LOCAL_ENGINE
+    terms = plan_terms(tenant_id=tenant_id)
+    return SessionSpendGuard(
+        allowances=allowances, rates=rates, markup_percent=terms.markup_percent
+    )
