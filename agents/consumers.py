@@ -30,6 +30,7 @@ from agents.models import Agent, Session
 from agents.realtime import frames
 from agents.realtime.bridge import Continuation, RealtimeBridge, upstream_failure
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
+from agents.realtime.tools import WebhookExecutor
 from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
@@ -144,6 +145,12 @@ class RealtimeConsumer(AsyncConsumer):
             max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
             continuation=self._continuation(access, session),
             spend_guard=guard,
+            tool_executor=WebhookExecutor(
+                signing_secret=access.tenant.webhook_signing_secret,
+                session_id=session.pk,
+                agent_id=access.agent.pk,
+                allow_private_addresses=settings.VP_ALLOW_PRIVATE_WEBHOOKS,
+            ),
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.start()

@@ -33,4 +33,5 @@ def policy_for_agent(*, agent: Agent, channel: str) -> SessionPolicy:
         target_language=agent.target_language,
         tools=tuple(agent.tools or ()),
         mcp_servers=tuple(_mcp_server_for_upstream(server) for server in agent.mcp_servers or ()),
+        tool_preambles=agent.tool_preambles,
     )

@@ -164,6 +164,10 @@ VP_RECONNECT_RATE_LIMIT_BACKOFF_SECONDS = env.float(
 VP_SUMMARY_MODEL = env.str("VP_SUMMARY_MODEL", "gpt-5-mini")
 VP_OPENAI_API_BASE = env.str("VP_OPENAI_API_BASE", "https://api.openai.com/v1")
 
+# Tool webhooks may not target this network (loopback, private ranges) in production, so a
+# tenant cannot reach internal services through the platform; the embedded mode allows it.
+VP_ALLOW_PRIVATE_WEBHOOKS = env.bool("VP_ALLOW_PRIVATE_WEBHOOKS", not PRODUCTION)
+
 # Databases. Under ASGI, persistent connections leak across threads: CONN_MAX_AGE stays 0 and
 # PostgreSQL connections come from psycopg 3's pool instead.
 if env.is_set("DATABASE_URL"):

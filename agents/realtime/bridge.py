@@ -119,6 +119,25 @@ class Recorder(Protocol):
     def audio(self, *, in_ms: int, out_ms: int) -> None: ...
 
 
+class ToolExecutor(Protocol):
+    async def call(self, tool: dict[str, Any], *, call_id: str, arguments: str) -> Any:
+        """Run a webhook tool; the result has ``output``, ``latency_ms`` and ``error``."""
+        ...
+
+
+@dataclass
+class ToolCall:
+    call_id: str
+    name: str
+    execution: str  # "webhook" (the platform runs it) or "client" (the client answers)
+    response_id: str
+    answered: bool = False
+    task: asyncio.Task | None = None
+
+
+TOOL_OUTPUT_PREFIX = "vp_out_"
+
+
 class SpendGuard(Protocol):
     """Live spend cap of a session. Both methods are in-memory and return at once."""
 
@@ -227,6 +246,7 @@ class RealtimeBridge:
         max_frame_chars: int = 1024 * 1024,
         spend_guard: SpendGuard | None = None,
         continuation: Continuation | None = None,
+        tool_executor: ToolExecutor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
@@ -237,6 +257,7 @@ class RealtimeBridge:
         self._max_frame_chars = max_frame_chars
         self.spend_guard = spend_guard
         self.continuation = continuation
+        self.tool_executor = tool_executor
         self._clock = clock
         self.upstream: Upstream | None = None
         self.upstream_session_id = ""
@@ -266,6 +287,11 @@ class RealtimeBridge:
         self._swap_buffer_chars = 0
         self._upstream_expired = False
         self._rotation_timer: asyncio.TimerHandle | None = None
+        # Function calls: call id → state; responses whose calls still need outputs.
+        self._calls: dict[str, ToolCall] = {}
+        self._follow_ups: dict[str, set[str]] = {}
+        self._finished_responses: set[str] = set()
+        self._platform_response_pending = False
         self._segment_started = clock()
         self._quick_drops = 0
 
@@ -295,7 +321,8 @@ class RealtimeBridge:
         for timer in (self._deadline, self._rotation_timer):
             if timer is not None:
                 timer.cancel()
-        for task in (self._pump_task, self._swap_task):
+        tool_tasks = [call.task for call in self._calls.values() if call.task is not None]
+        for task in (self._pump_task, self._swap_task, *tool_tasks):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if self.upstream is not None:
@@ -349,6 +376,21 @@ class RealtimeBridge:
             await self._client_error("invalid_json", "the frame is not a JSON object")
             return
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        item = event.get("item")
+        if (
+            event.get("type") == "conversation.item.create"
+            and isinstance(item, dict)
+            and item.get("type") == "function_call_output"
+        ):
+            await self._client_tool_output(event, item, event_id)
+            return
+        if event.get("type") == "response.create" and self.response_active:
+            await self._client_error(
+                "conversation_already_has_active_response",
+                "a response is in progress; wait for response.done or send response.cancel",
+                event_id=event_id,
+            )
+            return
         try:
             forward = client_event_filter(self.policy, event)
         except PolicyViolation as violation:
@@ -499,13 +541,17 @@ class RealtimeBridge:
             return frames.dumps(sanitize_session_event(self.policy, event))
         if event_type in ("conversation.item.added", "conversation.item.created"):
             self._on_item_added(event.get("item") or {})
+        elif event_type == "conversation.item.done" and (event.get("item") or {}).get("type") == (
+            "mcp_list_tools"
+        ):
+            self._on_output_item(event.get("item") or {})
         elif event_type == "conversation.item.input_audio_transcription.completed":
             self._on_user_transcript(event)
         elif event_type == "response.output_item.added":
             item = event.get("item") or {}
             self._sequence_of(item.get("id"))
         elif event_type == "response.output_item.done":
-            self._on_output_item(event.get("item") or {})
+            self._on_output_item(event.get("item") or {}, event.get("response_id") or "")
         elif event_type == "response.created":
             self.response_active = True
             self._awaiting_answer = False
@@ -513,7 +559,12 @@ class RealtimeBridge:
         elif event_type == "response.done":
             self.response_active = False
             self._active_response_id = ""
-            self._on_response_done(event.get("response") or {})
+            self._platform_response_pending = False
+            response = event.get("response") or {}
+            self._on_response_done(response)
+            if response.get("id"):
+                self._finished_responses.add(response["id"])
+            self._schedule_follow_up()
         elif event_type == "input_audio_buffer.speech_started":
             self._in_speech = True
         elif event_type == "input_audio_buffer.speech_stopped":
@@ -525,6 +576,14 @@ class RealtimeBridge:
             self._meter_minutes()
         elif event_type == "error":
             error = event.get("error") or {}
+            if (
+                error.get("code") == "conversation_already_has_active_response"
+                and self._platform_response_pending
+            ):
+                # Our follow-up raced a response: it is asked for again at the next done.
+                self._platform_response_pending = False
+                self._follow_ups.setdefault("", set())
+                return None
             if error.get("code") == "session_expired":
                 self._upstream_expired = True
                 if self.continuation is not None:
@@ -562,7 +621,9 @@ class RealtimeBridge:
                         data={"images": images} if images else {},
                     )
                 )
-        elif item_type == "function_call_output":
+        elif item_type == "function_call_output" and not str(item_id).startswith(
+            TOOL_OUTPUT_PREFIX
+        ):
             self.recorder.transcript(
                 TranscriptRecord(
                     item_id=item_id,
@@ -586,7 +647,7 @@ class RealtimeBridge:
             )
         )
 
-    def _on_output_item(self, item: dict[str, Any]) -> None:
+    def _on_output_item(self, item: dict[str, Any], response_id: str = "") -> None:
         item_id = item.get("id")
         item_type = item.get("type")
         if item_type == "message":
@@ -616,6 +677,22 @@ class RealtimeBridge:
                         "name": item.get("name"),
                         "call_id": item.get("call_id"),
                         "arguments": item.get("arguments"),
+                    },
+                )
+            )
+            self._register_call(item, response_id)
+        elif item_type in ("mcp_call", "mcp_list_tools"):
+            self.recorder.transcript(
+                TranscriptRecord(
+                    item_id=item_id,
+                    sequence=self._sequence_of(item_id),
+                    role="tool",
+                    kind=item_type,
+                    text=item.get("name") or item.get("server_label") or "",
+                    data={
+                        key: item.get(key)
+                        for key in ("server_label", "name", "arguments", "output", "error", "tools")
+                        if item.get(key) is not None
                     },
                 )
             )
@@ -685,6 +762,117 @@ class RealtimeBridge:
                 frames.dumps(frames.error_event(code, message, error_type=error_type))
             )
 
+    # --- function tools ---------------------------------------------------------------------
+
+    def _register_call(self, item: dict[str, Any], response_id: str) -> None:
+        call_id, name = item.get("call_id"), item.get("name")
+        if not isinstance(call_id, str) or not call_id or call_id in self._calls:
+            return
+        tool = next((t for t in self.policy.tools if t.get("name") == name), None)
+        webhook = (
+            tool is not None
+            and tool.get("execution") == "webhook"
+            and self.tool_executor is not None
+        )
+        call = ToolCall(
+            call_id=call_id,
+            name=str(name),
+            execution="webhook" if webhook else "client",
+            response_id=response_id,
+        )
+        self._calls[call_id] = call
+        self._follow_ups.setdefault(response_id, set()).add(call_id)
+        if webhook:
+            call.task = asyncio.get_running_loop().create_task(
+                self._run_webhook(call, tool, item.get("arguments") or "")
+            )
+
+    async def _run_webhook(self, call: ToolCall, tool: dict[str, Any], arguments: str) -> None:
+        result = await self.tool_executor.call(tool, call_id=call.call_id, arguments=arguments)
+        await self._deliver_output(
+            call, result.output, latency_ms=result.latency_ms, error=result.error
+        )
+
+    async def _client_tool_output(
+        self, event: dict[str, Any], item: dict[str, Any], event_id: str | None
+    ) -> None:
+        """A client's output is accepted once, and only for a pending call it must answer."""
+        call = self._calls.get(item.get("call_id"))
+        if call is None or call.execution != "client" or call.answered:
+            await self._client_error(
+                "unknown_call_id",
+                "function_call_output must answer a pending client-side call of this session",
+                event_id=event_id,
+                param="item.call_id",
+            )
+            return
+        output = item.get("output")
+        if not isinstance(output, str):
+            await self._client_error(
+                "invalid_value", "output must be a string", param="item.output"
+            )
+            return
+        await self._deliver_output(call, output, latency_ms=None, error="")
+
+    async def _deliver_output(
+        self, call: ToolCall, output: str, *, latency_ms: int | None, error: str
+    ) -> None:
+        if call.answered or self.closed.is_set():
+            return
+        call.answered = True
+        item_id = f"{TOOL_OUTPUT_PREFIX}{call.call_id}"[:64]
+        data: dict[str, Any] = {"call_id": call.call_id, "name": call.name}
+        if latency_ms is not None:
+            data["latency_ms"] = latency_ms
+        if error:
+            data["error"] = error
+        self.recorder.transcript(
+            TranscriptRecord(
+                item_id=item_id,
+                sequence=self._sequence_of(item_id),
+                role="tool",
+                kind="function_call_output",
+                text=output,
+                data=data,
+            )
+        )
+        event = {
+            "type": "conversation.item.create",
+            "item": {
+                "id": item_id,
+                "type": "function_call_output",
+                "call_id": call.call_id,
+                "output": output,
+            },
+        }
+        await self._send_upstream(frames.dumps(event))
+        self._schedule_follow_up()
+
+    def _schedule_follow_up(self) -> None:
+        """One response.create once every call of a finished response has its output.
+
+        Never while a response is active or the user is mid-turn (their own turn's response
+        will see the outputs); retried at the next response.done.
+        """
+        ready = [
+            response_id
+            for response_id, call_ids in self._follow_ups.items()
+            if (not response_id or response_id in self._finished_responses)
+            and all(self._calls[call_id].answered for call_id in call_ids)
+        ]
+        if not ready or self.closed.is_set():
+            return
+        if self.response_active or self._in_speech or self._awaiting_answer or self._swapping:
+            return
+        for response_id in ready:
+            del self._follow_ups[response_id]
+        if self.policy.is_transcription or not self._spend_allows():
+            return
+        self._platform_response_pending = True
+        asyncio.get_running_loop().create_task(
+            self._send_upstream(frames.dumps({"type": "response.create"}))
+        )
+
     # --- segments -------------------------------------------------------------------------
 
     async def _open_segment(self, upstream: Upstream, *, initial: bool) -> str:
@@ -731,7 +919,11 @@ class RealtimeBridge:
     def _idle(self) -> bool:
         """A quiet moment: nobody speaking, no answer under way or about to start."""
         return not (
-            self.response_active or self._in_speech or self._awaiting_answer or self._swapping
+            self.response_active
+            or self._in_speech
+            or self._awaiting_answer
+            or self._swapping
+            or any(not call.answered for call in self._calls.values())
         )
 
     def _begin_swap(self, reason: str) -> None:

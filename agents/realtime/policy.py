@@ -84,6 +84,7 @@ class SessionPolicy:
     target_language: str = ""
     tools: tuple[dict[str, Any], ...] = ()
     mcp_servers: tuple[dict[str, Any], ...] = ()
+    tool_preambles: bool = False
     # Upper bound of audio a client may send ahead of real time, in milliseconds.
     audio_burst_ms: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
@@ -156,6 +157,26 @@ def continued_instructions(instructions: str, summary: str) -> str:
     ).strip()
 
 
+def preamble_instructions(tools: tuple[dict[str, Any], ...]) -> str:
+    """The instruction that makes the model say a short filler before a slow tool."""
+    phrases = [
+        f'- before {tool["name"]}: "{tool["filler_phrase"]}"'
+        for tool in tools
+        if tool.get("filler_phrase")
+    ]
+    text = (
+        "# Preambles\nBefore you call a tool, say one short sentence so the caller knows you "
+        'are on it (for example "Let me check that for you."), then call the tool at once.'
+    )
+    return text + ("\nUse these phrases:\n" + "\n".join(phrases) if phrases else "")
+
+
+def agent_instructions(policy: SessionPolicy) -> str:
+    if policy.tool_preambles and policy.tools:
+        return f"{policy.instructions}\n\n{preamble_instructions(policy.tools)}".strip()
+    return policy.instructions
+
+
 def session_config(policy: SessionPolicy, *, summary: str | None = None) -> dict[str, Any]:
     """The ``session`` object of the platform's ``session.update`` (``summary``: continuing)."""
     if policy.is_transcription:
@@ -172,9 +193,9 @@ def session_config(policy: SessionPolicy, *, summary: str | None = None) -> dict
     session: dict[str, Any] = {
         "type": "realtime",
         "model": policy.model,
-        "instructions": policy.instructions
+        "instructions": agent_instructions(policy)
         if summary is None
-        else continued_instructions(policy.instructions, summary),
+        else continued_instructions(agent_instructions(policy), summary),
         "output_modalities": ["audio"],
         "audio": {
             "input": {

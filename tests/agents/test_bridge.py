@@ -110,7 +110,7 @@ async def test_platform_writes_the_session_and_the_widget_never_sees_instruction
                 "type": "conversation.item.create",
                 "item": {"type": "function_call_output", "call_id": "c1", "output": "{}"},
             },
-            "item_not_allowed",
+            "unknown_call_id",
         ),
         ({"type": "transcription_session.update"}, "event_not_allowed"),
         ({"type": "made.up"}, "event_not_allowed"),

@@ -467,7 +467,7 @@ async def test_forbidden_client_events_never_reach_the_upstream(shop, fake_opena
         ("event_not_allowed", "e1"),
         ("override_not_allowed", "e2"),
         ("item_not_allowed", "e3"),
-        ("item_not_allowed", "e4"),
+        ("unknown_call_id", "e4"),
         ("event_not_allowed", "e5"),
         ("invalid_json", None),
         ("binary_frames_not_supported", None),
