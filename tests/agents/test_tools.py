@@ -1,0 +1,266 @@
+"""Function tools: the signed webhook executor, and the bridge's call handling on fakes."""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from agents.realtime.bridge import RealtimeBridge
+from agents.realtime.tools import ToolResult, WebhookExecutor
+from tests.agents.fakes import FakeClient, FakeUpstream
+from tests.agents.test_bridge import Clock, ListRecorder, make_policy, settle
+
+SECRET = "whsec_test_secret"
+
+
+class ToolServer:
+    """A tenant's webhook: records requests; answers by path (/ok, /slow, /fail, /big, /text)."""
+
+    def __init__(self):
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append((self.path, self.headers, body))
+                if self.path == "/slow":
+                    time.sleep(1.0)
+                if self.path == "/fail":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                payload = {
+                    "/big": b"x" * 70000,
+                    "/text": b"shipped yesterday",
+                }.get(self.path, json.dumps({"status": "shipped", "eta": "Friday"}).encode())
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def tool_server():
+    server = ToolServer()
+    yield server
+    server.close()
+
+
+def executor(**overrides):
+    options = {"signing_secret": SECRET, "session_id": 7, "agent_id": 3,
+               "allow_private_addresses": True}  # fmt: skip
+    options.update(overrides)
+    return WebhookExecutor(**options)
+
+
+def tool(url, name="lookup_order", timeout=5):
+    return {"name": name, "execution": "webhook", "webhook_url": url, "timeout_seconds": timeout,
+            "parameters": {"type": "object", "properties": {}}}  # fmt: skip
+
+
+async def test_webhook_call_is_signed_and_returns_the_answer(tool_server):
+    result = await executor().call(
+        tool(tool_server.url + "/ok"), call_id="call_1", arguments='{"order_number": "123"}'
+    )
+    assert json.loads(result.output) == {"status": "shipped", "eta": "Friday"}
+    assert result.error == "" and result.latency_ms >= 0
+    path, headers, body = tool_server.requests[0]
+    assert json.loads(body) == {"tool": "lookup_order", "arguments": {"order_number": "123"},
+                                "call_id": "call_1", "session_id": 7, "agent_id": 3}  # fmt: skip
+    timestamp = headers["X-VP-Timestamp"]
+    expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    assert headers["X-VP-Signature"] == "v1=" + expected.hexdigest()
+    assert abs(int(timestamp) - time.time()) < 5
+
+
+@pytest.mark.parametrize(
+    ("path", "timeout", "kind", "requests"),
+    [
+        ("/slow", 0.3, "timeout", 1),
+        ("/fail", 5, "http_error", 1),
+        ("/big", 5, "response_too_large", 1),
+    ],
+)
+async def test_webhook_failures_become_error_outputs(tool_server, path, timeout, kind, requests):
+    result = await executor().call(
+        tool(tool_server.url + path, timeout=timeout), call_id="c", arguments="{}"
+    )
+    assert result.error == kind
+    assert json.loads(result.output)["error"]["type"] == kind
+    assert len(tool_server.requests) == requests  # an answered request is never retried
+
+
+async def test_network_errors_are_retried_a_bounded_number_of_times():
+    result = await executor(retries=2).call(
+        tool("http://127.0.0.1:9/none"), call_id="c", arguments=""
+    )
+    assert result.error == "network_error"
+    assert "could not reach the tool" in json.loads(result.output)["error"]["message"]
+
+
+async def test_plain_text_answers_are_wrapped_and_private_addresses_refused(tool_server):
+    result = await executor().call(tool(tool_server.url + "/text"), call_id="c", arguments="{}")
+    assert json.loads(result.output) == {"result": "shipped yesterday"}
+    refused = await executor(allow_private_addresses=False).call(
+        tool(tool_server.url + "/ok"), call_id="c", arguments="{}"
+    )
+    assert refused.error == "forbidden_address"
+    assert len(tool_server.requests) == 1
+
+
+class ScriptedExecutor:
+    """Answers each tool after a given delay (gates let a test decide when)."""
+
+    def __init__(self):
+        self.gates: dict[str, asyncio.Event] = {}
+        self.calls = []
+
+    async def call(self, tool, *, call_id, arguments):
+        self.calls.append((tool["name"], call_id, arguments))
+        gate = self.gates.setdefault(call_id, asyncio.Event())
+        await gate.wait()
+        return ToolResult(output=json.dumps({"tool": tool["name"]}), latency_ms=42)
+
+
+TOOLS = (
+    {"name": "lookup_order", "execution": "webhook", "webhook_url": "https://t.example/o"},
+    {"name": "check_weather", "execution": "webhook", "webhook_url": "https://t.example/w"},
+    {"name": "open_map", "execution": "client"},
+)
+
+
+async def make(tools=TOOLS):
+    upstream, client, recorder, scripted = (
+        FakeUpstream(),
+        FakeClient(),
+        ListRecorder(),
+        ScriptedExecutor(),
+    )
+
+    async def connect():
+        return upstream
+
+    bridge = RealtimeBridge(
+        policy=make_policy(channel="widget", tools=tools), client=client, connect_upstream=connect,
+        recorder=recorder, tool_executor=scripted, clock=Clock(),
+    )  # fmt: skip
+    await bridge.start()
+    await settle()
+    return bridge, upstream, client, recorder, scripted
+
+
+def call_done(response_id, call_id, name, arguments="{}"):
+    return {"type": "response.output_item.done", "response_id": response_id,
+            "item": {"id": f"item_{call_id}", "type": "function_call", "call_id": call_id,
+                     "name": name, "arguments": arguments}}  # fmt: skip
+
+
+async def test_parallel_calls_run_concurrently_and_one_response_create_follows(tool_server):
+    bridge, upstream, client, recorder, scripted = await make()
+    upstream.push({"type": "response.created", "response": {"id": "r1"}})
+    upstream.push(call_done("r1", "c1", "lookup_order", '{"order_number":"123"}'))
+    upstream.push(call_done("r1", "c2", "check_weather"))
+    upstream.push({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    await settle()
+    assert [name for name, _, _ in scripted.calls] == [
+        "lookup_order",
+        "check_weather",
+    ]  # both started
+    scripted.gates["c2"].set()
+    await settle()
+    assert upstream.received_types()[-1] == "conversation.item.create"
+    assert "response.create" not in upstream.received_types()  # c1 is still running
+    scripted.gates["c1"].set()
+    await settle()
+    assert upstream.received_types()[1:] == [
+        "conversation.item.create", "conversation.item.create", "response.create",
+    ]  # fmt: skip
+    outputs = [json.loads(m)["item"] for m in upstream.received[1:3]]
+    assert [(o["call_id"], json.loads(o["output"])) for o in outputs] == [
+        ("c2", {"tool": "check_weather"}), ("c1", {"tool": "lookup_order"}),
+    ]  # fmt: skip
+    recorded = [
+        (r.kind, r.data.get("call_id"), r.data.get("latency_ms")) for r in recorder.transcripts
+    ]
+    assert ("function_call_output", "c1", 42) in recorded and (
+        "function_call",
+        "c1",
+        None,
+    ) in recorded
+    await bridge.close("client_closed")
+
+
+async def test_client_tool_round_trip_and_unknown_call_ids_refused():
+    bridge, upstream, client, _, scripted = await make()
+    upstream.push({"type": "response.created", "response": {"id": "r1"}})
+    upstream.push(call_done("r1", "c9", "open_map"))
+    upstream.push({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    await settle()
+    assert scripted.calls == []  # client-side: the platform does not run it
+    assert any(e.get("item", {}).get("call_id") == "c9" for e in client.events())  # forwarded
+    answer = {"type": "function_call_output", "call_id": "c9", "output": '{"ok":true}'}
+    output = {"type": "conversation.item.create", "item": answer}
+    await bridge.from_client(json.dumps({**output, "item": {**output["item"], "call_id": "c404"}}))
+    await bridge.from_client(json.dumps(output))
+    await bridge.from_client(json.dumps(output))  # a second answer to the same call
+    await settle()
+    assert client.errors() == ["unknown_call_id", "unknown_call_id"]
+    assert upstream.received_types()[1:] == ["conversation.item.create", "response.create"]
+    await bridge.close("client_closed")
+
+
+async def test_barge_in_during_a_tool_call_keeps_the_conversation_going():
+    bridge, upstream, client, _, scripted = await make()
+    upstream.push({"type": "response.created", "response": {"id": "r1"}})
+    upstream.push(call_done("r1", "c1", "lookup_order"))
+    upstream.push({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    await settle()
+    # The user speaks while the tool runs: their turn's response comes first.
+    upstream.push({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
+    upstream.push({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 800})
+    upstream.push({"type": "response.created", "response": {"id": "r2"}})
+    await settle()
+    scripted.gates["c1"].set()
+    await settle()
+    # The output is delivered at once, but no response.create races the active response.
+    assert upstream.received_types()[1:] == ["conversation.item.create"]
+    await bridge.from_client(json.dumps({"type": "response.create"}))  # nor the client's
+    assert client.errors() == ["conversation_already_has_active_response"]
+    upstream.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+    await settle()
+    assert upstream.received_types()[1:] == ["conversation.item.create", "response.create"]
+    # If the upstream still says a response is active, that is absorbed, not shown.
+    upstream.push({"type": "error", "error": {"type": "invalid_request_error",
+                                              "code": "conversation_already_has_active_response",
+                                              "message": "busy"}})  # fmt: skip
+    await settle()
+    assert client.errors() == ["conversation_already_has_active_response"]
+    assert not bridge.closed.is_set()
+    await bridge.close("client_closed")
+
+
+async def test_preambles_add_the_filler_instruction():
+    tools = ({**TOOLS[0], "filler_phrase": "One moment while I look that up."},)
+    policy = make_policy(tools=tools, tool_preambles=True)
+    from agents.realtime.policy import session_config
+
+    instructions = session_config(policy)["instructions"]
+    assert instructions.startswith("Secret shop prompt\n\n# Preambles")
+    assert '- before lookup_order: "One moment while I look that up."' in instructions
+    assert session_config(make_policy(tools=tools))["instructions"] == "Secret shop prompt"
