@@ -298,8 +298,12 @@ class ApiConsumer(RealtimeConsumer):
                 "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
             )
         query = self.query()
+        # /v1/realtime/translations is the translation endpoint, as OpenAI's.
+        translations = self.scope.get("path", "").rstrip("/").endswith("/translations")
         agent = services.agent_get_for_api_key(
-            api_key=api_key, agent_id=query.get("agent"), intent=query.get("intent", "")
+            api_key=api_key,
+            agent_id=query.get("agent"),
+            intent="translation" if translations else query.get("intent", ""),
         )
         end_user = query.get("user") or f"api_key:{api_key.pk}"
         return Access(tenant=api_key.tenant, agent=agent, end_user=end_user, subprotocol=None)

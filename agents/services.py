@@ -81,13 +81,16 @@ def agent_get_for_api_key(*, api_key: ApiKey, agent_id: object | None, intent: s
             )
         agent_id = api_key.default_agent_id
     agent = _agent_for_tenant(tenant_id=api_key.tenant_id, agent_id=agent_id)
-    if intent == "transcription" and agent.kind != "transcription":
+    wanted = intent if intent in ("transcription", "translation") else ""
+    if wanted and agent.kind != wanted or not wanted and agent.kind == "translation":
         raise AccessDenied(
             "agent_kind_mismatch",
-            f"agent {agent.pk} is not a transcription agent",
+            f"agent {agent.pk} is a {agent.get_kind_display().lower()} agent: "
+            + {"transcription": "use ?intent=transcription",
+               "translation": "use /v1/realtime/translations"}.get(agent.kind, "use /v1/realtime"),
             status=400,
             close_code=4400,
-        )
+        )  # fmt: skip
     return agent
 
 

@@ -237,6 +237,8 @@ class TwilioCall:
         self._mark_counter = 0
         self._playing: _PlayedItem | None = None
         self._items: list[_PlayedItem] = []  # sent, not yet fully played, in playing order
+        # Items cut off by barge-in: their late deltas must not reach the caller.
+        self._interrupted: set[str] = set()
 
     # --- Twilio → platform ---------------------------------------------------------------
 
@@ -290,7 +292,7 @@ class TwilioCall:
         return self._send_audio(item_id, delta, len(delta) // 4 * 3 - padding)
 
     def _send_audio(self, item_id: str, payload: str, audio_bytes: int) -> Outbound:
-        if not payload:
+        if not payload or item_id in self._interrupted:
             return _NOTHING
         item = self._playing
         if item is None or item.item_id != item_id:
@@ -324,7 +326,9 @@ class TwilioCall:
         if response_active:
             out.to_upstream.append(frames.dumps({"type": "response.cancel"}))
         # Twilio echoes the marks of cleared audio at once: they say nothing about what was
-        # heard, so forget them; the next delta starts a new item (or resumes after a cancel).
+        # heard, so forget them. What is left of the cut-off answer is dropped.
+        if self._playing is not None:
+            self._interrupted.add(self._playing.item_id)
         self._marks.clear()
         self._items.clear()
         self._playing = None

@@ -40,6 +40,9 @@ def upstream_provider(*, agent: Agent, api_key: str) -> str:
 
 
 def openai_url(*, model: str, intent: str = "") -> str:
+    """Realtime and transcription sessions share an endpoint; translation has its own."""
+    if intent == "translation":
+        return f"{settings.VP_OPENAI_REALTIME_URL}/translations?{urlencode({'model': model})}"
     query = {"intent": "transcription"} if intent == "transcription" else {"model": model}
     return f"{settings.VP_OPENAI_REALTIME_URL}?{urlencode(query)}"
 
@@ -49,7 +52,9 @@ def upstream_connector(
 ) -> tuple[str, Callable[[], Awaitable[Upstream]]]:
     """(provider, coroutine factory opening a new upstream connection)."""
     provider = upstream_provider(agent=agent, api_key=api_key)
-    intent = "transcription" if agent.kind == catalogue.TRANSCRIPTION else ""
+    intent = {catalogue.TRANSCRIPTION: "transcription", catalogue.TRANSLATION: "translation"}.get(
+        agent.kind, ""
+    )
     model = agent.model
 
     if provider == catalogue.PROVIDER_LOCAL:

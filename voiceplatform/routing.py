@@ -16,6 +16,7 @@ from agents.consumers import ApiConsumer, WidgetConsumer
 websocket_urlpatterns = [
     path("ws/widget/", WidgetConsumer.as_asgi()),
     path("v1/realtime", ApiConsumer.as_asgi()),
+    path("v1/realtime/translations", ApiConsumer.as_asgi()),
     path(
         "ws/console/t/<slug:tenant_slug>/sessions/<int:session_id>/",
         AllowedHostsOriginValidator(AuthMiddlewareStack(SessionLiveConsumer.as_asgi())),

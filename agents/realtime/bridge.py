@@ -64,7 +64,7 @@ _RELAY_ONLY = frozenset(
         "rate_limits.updated",
     }
 )
-_AUDIO_DELTA = "response.output_audio.delta"
+_AUDIO_DELTAS = frozenset({"response.output_audio.delta", "session.output_audio.delta"})
 # A client more than this much audio ahead of real time (after the burst) is disconnected.
 FLOOD_CLOSE_MS = 10_000
 ERROR_REPORT_INTERVAL_S = 1.0
@@ -269,10 +269,16 @@ class RealtimeBridge:
         self._audio_in_bytes = 0
         self._audio_out_bytes = 0
         self._metered_in_bytes = 0
+        # Minute-metered sessions record a usage span at least every minute of audio.
+        self._minute_bytes = (
+            policy.input_bytes_per_ms * 60_000 if policy.is_minute_metered else float("inf")
+        )
         self._excess_ms = 0.0
         self._last_error_report = 0.0
         self._sequence: dict[str, int] = {}
         self._budget_reached = False
+        self._translation = ["", ""]  # source and translated text of the current utterance
+        self._translations = 0
         self.response_active = False
         self._active_response_id = ""
         self._in_speech = False
@@ -328,6 +334,7 @@ class RealtimeBridge:
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await self.upstream.close()
+        self._flush_translation()
         self._meter_minutes(final=True)
         self.recorder.audio(in_ms=self.audio_in_ms, out_ms=self.audio_out_ms)
         if reason != "client_closed":
@@ -367,9 +374,9 @@ class RealtimeBridge:
                 "send audio in chunks of 20-100 ms",
             )
             return
-        audio_bytes = frames.append_audio_bytes(text)
-        if audio_bytes is not None:
-            await self._client_audio(text, audio_bytes)
+        append = frames.append_audio(text)
+        if append is not None and append[0] == self.policy.append_type:
+            await self._client_audio(text, append[1])
             return
         event = frames.loads_object(text)
         if event is None:
@@ -411,19 +418,19 @@ class RealtimeBridge:
                 event_id=event_id,
             )
             return
-        if forward.get("type") == "input_audio_buffer.append":
+        if forward.get("type") == self.policy.append_type:
             # An append that is not in the canonical shape (extra fields): re-serialise the
             # two fields that matter so that nothing else rides along.
             audio = forward.get("audio")
             if not isinstance(audio, str):
                 await self._client_error("invalid_value", "audio must be a base64 string")
                 return
-            canonical = frames.dumps({"type": "input_audio_buffer.append", "audio": audio})
-            audio_bytes = frames.append_audio_bytes(canonical)
-            if audio_bytes is None:
+            canonical = frames.dumps({"type": self.policy.append_type, "audio": audio})
+            append = frames.append_audio(canonical)
+            if append is None:
                 await self._client_error("invalid_value", "audio must be base64", param="audio")
                 return
-            await self._client_audio(canonical, audio_bytes)
+            await self._client_audio(canonical, append[1])
             return
         await self._send_upstream(frames.dumps(forward))
 
@@ -448,6 +455,8 @@ class RealtimeBridge:
             return
         self._audio_in_bytes += audio_bytes
         await self._send_upstream(text)
+        if self._audio_in_bytes - self._metered_in_bytes >= self._minute_bytes:
+            self._meter_minutes()  # persist usage as it happens, not only at the end
 
     async def _send_upstream(self, text: str) -> None:
         """Forward a client frame; while a new upstream opens, hold it (in order) instead."""
@@ -502,7 +511,7 @@ class RealtimeBridge:
             if not isinstance(message, str):
                 continue
             event_type = frames.peek_type(message)
-            if event_type == _AUDIO_DELTA:
+            if event_type in _AUDIO_DELTAS:
                 self._audio_out_bytes += frames.delta_bytes(message)
                 await send(message)
                 continue
@@ -532,7 +541,7 @@ class RealtimeBridge:
             item_id = (event.get("item") or {}).get("id")
             if isinstance(item_id, str) and item_id.startswith(SEED_ITEM_PREFIX):
                 return None  # a replayed turn of an earlier segment: the client has it
-        if event_type == _AUDIO_DELTA:  # an audio delta in an unusual key order
+        if event_type in _AUDIO_DELTAS:  # an audio delta in an unusual key order
             delta = event.get("delta")
             if isinstance(delta, str):
                 self._audio_out_bytes += len(delta) // 4 * 3
@@ -574,6 +583,12 @@ class RealtimeBridge:
         elif event_type == "input_audio_buffer.committed":
             self._sequence_of(event.get("item_id"))
             self._meter_minutes()
+        elif event_type == "session.input_transcript.delta":
+            if self._translation[1]:  # a new utterance begins: store the previous pair
+                self._flush_translation()
+            self._translation[0] += event.get("delta") or ""
+        elif event_type == "session.output_transcript.delta":
+            self._translation[1] += event.get("delta") or ""
         elif event_type == "error":
             error = event.get("error") or {}
             if (
@@ -716,9 +731,27 @@ class RealtimeBridge:
         if threshold and isinstance(input_tokens, int) and input_tokens >= threshold:
             self._pending_rotation = self._pending_rotation or "context_window"
 
+    def _flush_translation(self) -> None:
+        source, target = (part.strip() for part in self._translation)
+        self._translation = ["", ""]
+        if not (source or target):
+            return
+        item_id = f"translation_{self.segment}_{self._translations}"
+        self._translations += 1
+        self.recorder.transcript(
+            TranscriptRecord(
+                item_id=item_id,
+                sequence=self._sequence_of(item_id),
+                role="assistant",
+                kind="translation",
+                text=target,
+                data={"source": source, "language": self.policy.target_language},
+            )
+        )
+
     def _meter_minutes(self, *, final: bool = False) -> None:
-        """Minute-metered sessions (transcription) bill the audio streamed, span by span."""
-        if not self.policy.is_transcription or not self.upstream_session_id:
+        """Minute-metered sessions (transcription, translation) bill the audio streamed."""
+        if not self.policy.is_minute_metered or not self.upstream_session_id:
             return
         span = self._audio_in_bytes - self._metered_in_bytes
         if span <= 0:
@@ -866,7 +899,7 @@ class RealtimeBridge:
             return
         for response_id in ready:
             del self._follow_ups[response_id]
-        if self.policy.is_transcription or not self._spend_allows():
+        if self.policy.is_minute_metered or not self._spend_allows():
             return
         self._platform_response_pending = True
         asyncio.get_running_loop().create_task(

@@ -57,13 +57,16 @@ from .protocol import (
     deep_merge,
     default_realtime_session,
     default_transcription_session,
+    default_translation_session,
+    default_turn_detection,
     error_event,
+    is_translation_model,
     new_id,
     text_tokens,
     usage_payload,
     user_audio_tokens,
 )
-from .responder import Reply, decide
+from .responder import ToolCall, decide, mcp_tool_names, tool_results_text, tool_words
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,53 @@ CLIENT_EVENT_TYPES = (
     "response.create",
     "response.cancel",
 )
+TRANSLATION_CLIENT_EVENT_TYPES = (
+    "session.update",
+    "session.input_audio_buffer.append",
+    "session.close",
+)
+TRANSLATION_FRAME_MS = 200  # elapsed_ms advances in 200 ms translation frames
+TRANSLATION_RATE = 24000
+# eSpeak has these languages under another name.
+_ESPEAK_LANGUAGE_ALIASES = {"zh": "cmn", "no": "nb"}
+_translation_voices: dict[str, str] = {}
+
+
+def mcp_placeholder_output(server_label: str, name: str, arguments: dict[str, Any]) -> str:
+    """The output of an imitated MCP call: the engine never contacts MCP servers."""
+    said = ", ".join(f"{tool_words(str(k))} {v}" for k, v in arguments.items())
+    called = f"{name} called with {said}" if said else f"{name} called"
+    return f"[local engine: MCP server {server_label} not contacted] {called}"
+
+
+def translation_placeholder(language: str, text: str) -> str:
+    """Placeholder translation: the local engine does not translate; it marks the source
+    text with the target language, e.g. ``[fr] what is the status of my order``."""
+    return f"[{language}] {text}"
+
+
+def _voice_candidates(language: str) -> list[str]:
+    code = language.strip().lower().replace("_", "-")
+    primary = code.split("-")[0]
+    if primary == "en" or not primary:
+        return [speech.DEFAULT_VOICE]
+    names = [code, primary, _ESPEAK_LANGUAGE_ALIASES.get(primary, primary)]
+    # "<voice>+<variant>": speech.espeak_voice passes such names through to eSpeak.
+    return list(dict.fromkeys(f"{n}+m1" for n in names)) + [speech.DEFAULT_VOICE]
+
+
+def synthesize_in_language(text: str, language: str, rate_hz: int = TRANSLATION_RATE) -> bytes:
+    """Speak ``text`` with eSpeak's voice for ``language`` if it has one, else en-us
+    (blocking; the voice found is cached per language)."""
+    cached = _translation_voices.get(language)
+    for voice in [cached] if cached else _voice_candidates(language):
+        try:
+            pcm = speech.synthesize(text, rate_hz=rate_hz, voice=voice)
+        except ValueError:
+            continue
+        _translation_voices[language] = voice
+        return pcm
+    return speech.synthesize(text, rate_hz=rate_hz)
 
 
 def _closed_exc(code: int, reason: str) -> ConnectionClosed:
@@ -167,6 +217,8 @@ class LocalEngineSession:
         expires_at = int(time.time() + max_session_seconds)
         if intent == "transcription":
             self.config = default_transcription_session(self.session_id, expires_at)
+        elif intent == "translation" or (intent is None and is_translation_model(model)):
+            self.config = default_translation_session(self.session_id, model, expires_at)
         else:
             self.config = default_realtime_session(self.session_id, model, expires_at)
         self.items: list[dict[str, Any]] = []
@@ -182,6 +234,10 @@ class LocalEngineSession:
         self._response: _Response | None = None
         self._prev_segments: list[tuple[str, Tokens]] = []
         self._assistant_audio_sent = False
+        self._mcp_listed: dict[str, str] = {}  # server_label -> listed tool config
+        self._translation_tail: asyncio.Task | None = None
+        self._translated_in = False  # a source transcript delta was sent
+        self._translated_out = False  # a translated transcript delta was sent
         self._in: asyncio.Queue[str | None] = asyncio.Queue()
         self._out: asyncio.Queue[str | None] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
@@ -240,6 +296,7 @@ class LocalEngineSession:
         tasks = [self._worker]
         if self._response is not None:
             tasks.append(self._response.task)
+        tasks.append(self._translation_tail)
         for task in tasks:
             if task is not None and task is not current and not task.done():
                 task.cancel()
@@ -309,6 +366,9 @@ class LocalEngineSession:
             raise ProtocolError(
                 "missing_required_parameter", "Missing required parameter: 'type'.", param="type"
             )
+        if self.is_translation:
+            await self._dispatch_translation(kind, event)
+            return
         handler = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_append,
@@ -338,7 +398,13 @@ class LocalEngineSession:
         return self.config.get("type") == "transcription"
 
     @property
+    def is_translation(self) -> bool:
+        return self.config.get("type") == "translation"
+
+    @property
     def input_format(self) -> str:
+        if self.is_translation:
+            return "audio/pcm"  # translation input is always 24 kHz PCM16 mono
         return self.config["audio"]["input"]["format"]["type"]
 
     @property
@@ -346,7 +412,10 @@ class LocalEngineSession:
         return audio.format_rate(self.input_format)
 
     def _rebuild_vad(self) -> None:
-        td = self.config["audio"]["input"].get("turn_detection")
+        if self.is_translation:
+            td: dict[str, Any] | None = default_turn_detection()
+        else:
+            td = self.config["audio"]["input"].get("turn_detection")
         self._vad_item_id = None
         if not td:
             self._vad = None
@@ -392,6 +461,14 @@ class LocalEngineSession:
         update = {
             k: v for k, v in session.items() if k not in ("model", "id", "object", "expires_at")
         }
+        if isinstance(update.get("tools"), list):
+            # MCP credentials are used, never echoed (and the engine contacts no server).
+            update["tools"] = [
+                {k: v for k, v in tool.items() if k != "authorization"}
+                if isinstance(tool, dict) and tool.get("type") == "mcp"
+                else tool
+                for tool in update["tools"]
+            ]
         for path in (("audio", "input", "format"), ("audio", "output", "format")):
             fmt = update
             for key in path:
@@ -430,6 +507,42 @@ class LocalEngineSession:
         ) != old_input.get("turn_detection"):
             self._rebuild_vad()
         self._emit({"type": "session.updated", "session": self.config})
+        if not self.is_transcription:
+            self._list_mcp_tools()
+
+    def _list_mcp_tools(self) -> None:
+        """Imitate importing the tools of MCP servers the session just gained: an
+        ``mcp_list_tools`` item listing the server's ``allowed_tools`` (the engine makes no
+        network calls, so a server without ``allowed_tools`` lists none)."""
+        listed: dict[str, str] = {}
+        for tool in self.config.get("tools") or []:
+            if not isinstance(tool, dict) or tool.get("type") != "mcp":
+                continue
+            label = tool.get("server_label") or ""
+            signature = json.dumps(
+                [tool.get(k) for k in ("server_url", "connector_id", "allowed_tools")],
+                sort_keys=True,
+            )
+            listed[label] = signature
+            if self._mcp_listed.get(label) == signature:
+                continue
+            item: dict[str, Any] = {
+                "id": new_id("item"),
+                "type": "mcp_list_tools",
+                "server_label": label,
+                "tools": [],
+            }
+            previous = self.items[-1]["id"] if self.items else None
+            self._add_item(item, previous, Tokens())
+            self._emit({"type": "mcp_list_tools.in_progress", "item_id": item["id"]})
+            item["tools"] = [
+                {"name": name, "input_schema": {"type": "object"}} for name in mcp_tool_names(tool)
+            ]
+            self._emit({"type": "mcp_list_tools.completed", "item_id": item["id"]})
+            self._emit(
+                {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
+            )
+        self._mcp_listed = listed
 
     # --- input audio --------------------------------------------------------------------
 
@@ -646,6 +759,9 @@ class LocalEngineSession:
             ), 0.0
         if kind == "function_call_output":
             return Tokens(text=text_tokens(item.get("output"))), 0.0
+        if kind == "mcp_call":
+            text = (item.get("name") or "") + (item.get("arguments") or "")
+            return Tokens(text=text_tokens(text + (item.get("output") or ""))), 0.0
         if kind != "message":
             return Tokens(), 0.0
         total = Tokens()
@@ -890,8 +1006,8 @@ class LocalEngineSession:
                 tools=resp.tools,
                 tool_choice=resp.tool_choice,
             )
-            if reply.function_name:
-                status = await self._emit_function_call(resp, reply)
+            if reply.calls:
+                status = await self._emit_tool_calls(resp, reply.calls)
             elif "audio" in resp.modalities:
                 status = await self._emit_audio_message(resp, reply.text)
             else:
@@ -955,8 +1071,57 @@ class LocalEngineSession:
             }
         )
 
-    async def _emit_function_call(self, resp: _Response, reply: Reply) -> str:
-        name = reply.function_name or ""
+    async def _emit_tool_calls(self, resp: _Response, calls: list[ToolCall]) -> str:
+        """One output item per call (parallel calls). With only MCP calls (run "remotely"
+        by the engine) the same response then speaks their results in a message item;
+        with function calls the client answers them and a later response speaks all."""
+        mcp_items: list[dict[str, Any]] = []
+        for call in calls:
+            if resp.cancel_reason:
+                return "cancelled"
+            if call.kind == "mcp":
+                mcp_items.append(await self._emit_mcp_call(resp, call))
+            else:
+                await self._emit_function_call(resp, call)
+            await asyncio.sleep(0)
+        if any(call.kind == "function" for call in calls) or not mcp_items:
+            return "completed"
+        if resp.cancel_reason:
+            return "cancelled"
+        text = tool_results_text(self._responder_items(resp.input_items) + mcp_items)
+        if "audio" in resp.modalities:
+            return await self._emit_audio_message(resp, text)
+        return await self._emit_text_message(resp, text)
+
+    async def _emit_mcp_call(self, resp: _Response, call: ToolCall) -> dict[str, Any]:
+        label = call.server_label or ""
+        item: dict[str, Any] = {
+            "id": new_id("item"),
+            "type": "mcp_call",
+            "server_label": label,
+            "name": call.name,
+            "arguments": "",
+            "approval_request_id": None,
+            "error": None,
+            "output": None,
+        }
+        index = self._output_item_start(resp, item)
+        arguments = json.dumps(call.arguments)
+        ids = {"response_id": resp.id, "item_id": item["id"], "output_index": index}
+        self._emit({"type": "response.mcp_call_arguments.delta", **ids, "delta": arguments})
+        self._emit({"type": "response.mcp_call_arguments.done", **ids, "arguments": arguments})
+        item["arguments"] = arguments
+        progress = {"item_id": item["id"], "output_index": index}
+        self._emit({"type": "response.mcp_call.in_progress", **progress})
+        output = mcp_placeholder_output(label, call.name, call.arguments)
+        item["output"] = output
+        self._emit({"type": "response.mcp_call.completed", **progress})
+        tokens = Tokens(text=text_tokens(call.name + arguments + output))
+        self._output_item_finish(resp, item, index, tokens)
+        return item
+
+    async def _emit_function_call(self, resp: _Response, call: ToolCall) -> str:
+        name = call.name
         item = {
             "id": new_id("item"),
             "object": "realtime.item",
@@ -967,7 +1132,7 @@ class LocalEngineSession:
             "arguments": "",
         }
         index = self._output_item_start(resp, item)
-        arguments = json.dumps(reply.arguments)
+        arguments = json.dumps(call.arguments)
         common = {
             "response_id": resp.id,
             "item_id": item["id"],
@@ -1127,6 +1292,166 @@ class LocalEngineSession:
         tokens = Tokens(text=text_tokens(transcript), audio=assistant_audio_tokens(ms))
         self._output_item_finish(resp, item, index, tokens, ms)
         return status
+
+    # --- translation sessions ---------------------------------------------------------------
+
+    async def _dispatch_translation(self, kind: str, event: dict[str, Any]) -> None:
+        handler = {
+            "session.update": self._on_translation_update,
+            "session.input_audio_buffer.append": self._on_translation_append,
+            "session.close": self._on_translation_close,
+        }.get(kind)
+        if handler is None:
+            supported = ", ".join(f"'{t}'" for t in TRANSLATION_CLIENT_EVENT_TYPES)
+            raise ProtocolError(
+                "invalid_value",
+                f"Invalid value: '{kind}'. Supported values are: {supported}.",
+                param="type",
+            )
+        await handler(event)
+
+    async def _on_translation_update(self, event: dict[str, Any]) -> None:
+        from openai.types.realtime import RealtimeTranslationSessionUpdateEvent
+
+        session = event.get("session")
+        if not isinstance(session, dict):
+            raise ProtocolError(
+                "missing_required_parameter",
+                "Missing required parameter: 'session'.",
+                param="session",
+            )
+        _validate(RealtimeTranslationSessionUpdateEvent, event)
+        if session.get("type", "translation") != "translation":
+            raise ProtocolError(
+                "invalid_value",
+                "The session type is set at creation and cannot be changed with session.update.",
+                param="session.type",
+            )
+        if session.get("model", self.model) != self.model:
+            raise ProtocolError(
+                "invalid_value",
+                "The session model is set at creation and cannot be changed with session.update.",
+                param="session.model",
+            )
+        unknown = sorted(set(session) - {"type", "model", "audio"})
+        if unknown:
+            raise ProtocolError(
+                "unknown_parameter",
+                f"Unknown parameter: 'session.{unknown[0]}'.",
+                param=f"session.{unknown[0]}",
+            )
+        audio_update = session.get("audio") or {}
+        allowed = {"input": {"transcription", "noise_reduction"}, "output": {"language"}}
+        for part, value in audio_update.items():
+            keys = allowed.get(part)
+            bad = [part] if keys is None else sorted(set(value or {}) - keys)
+            if bad:
+                name = f"session.audio.{part}" + (f".{bad[0]}" if keys is not None else "")
+                raise ProtocolError(
+                    "unknown_parameter", f"Unknown parameter: '{name}'.", param=name
+                )
+        audio_cfg = self.config["audio"]
+        for part in ("input", "output"):
+            for key, value in (audio_update.get(part) or {}).items():
+                audio_cfg[part][key] = value
+        self._emit({"type": "session.updated", "session": self.config})
+
+    async def _on_translation_append(self, event: dict[str, Any]) -> None:
+        pcm = self._decode_audio(event.get("audio"))
+        self._buffer += pcm
+        self._appended_ms += len(pcm) / 2 * 1000 / self._input_rate
+        assert self._vad is not None
+        for vad_event in self._vad.feed(pcm):
+            at_ms = vad_event.ms + self._vad_offset_ms
+            if vad_event.kind == "speech_started":
+                self._vad_start_ms = int(at_ms)
+            else:
+                await self._translate(self._slice_buffer(self._vad_start_ms, at_ms), at_ms)
+        if not self._vad.in_speech:
+            excess = self._buffer_ms() - 2000
+            if excess > 0:
+                self._slice_buffer(self._buffer_origin_ms, self._buffer_origin_ms + excess)
+
+    async def _on_translation_close(self, event: dict[str, Any]) -> None:
+        """Flush the utterance in progress, finish the pending output, then close 1000."""
+        if self._vad is not None and self._vad.in_speech:
+            self._vad.reset()
+            pcm = self._slice_buffer(self._vad_start_ms, self._appended_ms)
+            await self._translate(pcm, self._appended_ms)
+        if self._translation_tail is not None:
+            with contextlib.suppress(Exception):
+                await self._translation_tail
+        self._emit({"type": "session.closed"})
+        await self.close(1000, "session closed")
+
+    async def _translate(self, pcm: bytes, end_ms: float) -> None:
+        """Recognise one utterance; queue its (placeholder) translation for output."""
+        transcript = await asyncio.to_thread(speech.transcribe, pcm, self._input_rate)
+        if not transcript.strip():
+            return
+        elapsed = int(end_ms) // TRANSLATION_FRAME_MS * TRANSLATION_FRAME_MS
+        if self.config["audio"]["input"].get("transcription"):
+            for i, word in enumerate(transcript.split()):
+                spaced = i > 0 or self._translated_in
+                self._emit(
+                    {
+                        "type": "session.input_transcript.delta",
+                        "delta": " " + word if spaced else word,
+                        "elapsed_ms": elapsed,
+                    }
+                )
+            self._translated_in = True
+        language = (self.config["audio"].get("output") or {}).get("language") or "en"
+        previous = self._translation_tail
+        self._translation_tail = asyncio.create_task(
+            self._speak_translation(previous, transcript, language, elapsed),
+            name=f"translation-{self.session_id}",
+        )
+
+    async def _speak_translation(
+        self, previous: asyncio.Task | None, transcript: str, language: str, elapsed: int
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        text = translation_placeholder(language, transcript)
+        pcm = await asyncio.to_thread(synthesize_in_language, transcript, language)
+        chunk_bytes = max(2, TRANSLATION_RATE * self.output_chunk_ms // 1000 * 2)
+        chunks = [pcm[i : i + chunk_bytes] for i in range(0, len(pcm), chunk_bytes)] or [b""]
+        words = text.split(" ")
+        sent_words = 0
+        started = time.monotonic()
+        for n, chunk in enumerate(chunks, start=1):
+            upto = len(words) if n == len(chunks) else (n * len(words)) // len(chunks)
+            if upto > sent_words:
+                delta = " ".join(words[sent_words:upto])
+                if sent_words > 0 or self._translated_out:
+                    delta = " " + delta
+                self._emit(
+                    {
+                        "type": "session.output_transcript.delta",
+                        "delta": delta,
+                        "elapsed_ms": elapsed,
+                    }
+                )
+                self._translated_out = True
+                sent_words = upto
+            if chunk:
+                self._emit(
+                    {
+                        "type": "session.output_audio.delta",
+                        "delta": base64.b64encode(chunk).decode(),
+                        "format": "pcm16",
+                        "sample_rate": TRANSLATION_RATE,
+                        "channels": 1,
+                        "elapsed_ms": elapsed,
+                    }
+                )
+            if self.realtime_pacing:
+                ms = n * self.output_chunk_ms
+                await asyncio.sleep(max(0.0, started + ms / 1000 - time.monotonic()))
+            else:
+                await asyncio.sleep(0)
 
 
 class LocalConnection:

@@ -18,21 +18,13 @@ from typing import Any
 # order of event_id and audio, nothing else. Base64 carries no quote or backslash, so the
 # character class is both exact and linear-time.
 _APPEND = re.compile(
-    r'\{\s*"type"\s*:\s*"input_audio_buffer\.append"\s*,'
+    r'\{\s*"type"\s*:\s*"((?:session\.)?input_audio_buffer\.append)"\s*,'
     r'(?:\s*"event_id"\s*:\s*"[A-Za-z0-9_\-.:]{0,64}"\s*,)?'
     r'\s*"audio"\s*:\s*"([A-Za-z0-9+/]*={0,2})"\s*'
     r'(?:,\s*"event_id"\s*:\s*"[A-Za-z0-9_\-.:]{0,64}"\s*)?\}\s*'
 )
 _TYPE_HEAD = re.compile(r'\{\s*"type"\s*:\s*"([a-z_.]{1,64})"')
 _DELTA = '"delta":"'
-
-
-def append_audio_length(text: str) -> int | None:
-    """The base64 length of a canonical ``input_audio_buffer.append`` frame, else None."""
-    match = _APPEND.fullmatch(text)
-    if match is None:
-        return None
-    return match.end(1) - match.start(1)
 
 
 def base64_decoded_bytes(length: int, text: str, end: int) -> int:
@@ -43,13 +35,17 @@ def base64_decoded_bytes(length: int, text: str, end: int) -> int:
     return length // 4 * 3 - padding
 
 
-def append_audio_bytes(text: str) -> int | None:
-    """Decoded audio bytes of a canonical append frame (None when not one)."""
+def append_audio(text: str) -> tuple[str, int] | None:
+    """(event type, decoded audio bytes) of a canonical append frame, else None.
+
+    The type is ``input_audio_buffer.append`` (realtime and transcription sessions) or
+    ``session.input_audio_buffer.append`` (translation sessions).
+    """
     match = _APPEND.fullmatch(text)
     if match is None:
         return None
-    start, end = match.span(1)
-    return base64_decoded_bytes(end - start, text, end)
+    start, end = match.span(2)
+    return match.group(1), base64_decoded_bytes(end - start, text, end)
 
 
 def peek_type(text: str) -> str | None:

@@ -48,6 +48,8 @@ API_EVENTS = WIDGET_EVENTS | {
 TRANSCRIPTION_EVENTS = frozenset(
     {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"}
 )
+# Translation sessions speak their own protocol (the SDK's realtime.translations).
+TRANSLATION_EVENTS = frozenset({"session.input_audio_buffer.append", "session.close"})
 WIDGET_USER_CONTENT = frozenset({"input_text", "input_image"})
 # Fields of response.create that only the platform (or a backend) may set.
 RESPONSE_OVERRIDES = frozenset(
@@ -102,7 +104,23 @@ class SessionPolicy:
         return self.kind == KIND_TRANSCRIPTION
 
     @property
+    def is_translation(self) -> bool:
+        return self.kind == KIND_TRANSLATION
+
+    @property
+    def is_minute_metered(self) -> bool:
+        return self.kind in (KIND_TRANSCRIPTION, KIND_TRANSLATION)
+
+    @property
+    def append_type(self) -> str:
+        if self.is_translation:
+            return "session.input_audio_buffer.append"
+        return "input_audio_buffer.append"
+
+    @property
     def allowed_events(self) -> frozenset[str]:
+        if self.is_translation:
+            return TRANSLATION_EVENTS
         if self.is_transcription:
             return TRANSCRIPTION_EVENTS
         return API_EVENTS if self.channel == CHANNEL_API else WIDGET_EVENTS
@@ -179,6 +197,13 @@ def agent_instructions(policy: SessionPolicy) -> str:
 
 def session_config(policy: SessionPolicy, *, summary: str | None = None) -> dict[str, Any]:
     """The ``session`` object of the platform's ``session.update`` (``summary``: continuing)."""
+    if policy.is_translation:
+        return {
+            "audio": {
+                "input": {"transcription": {"model": "gpt-realtime-whisper"}},
+                "output": {"language": policy.target_language or "en"},
+            }
+        }
     if policy.is_transcription:
         return {
             "type": "transcription",
@@ -211,8 +236,6 @@ def session_config(policy: SessionPolicy, *, summary: str | None = None) -> dict
     }
     if policy.model == "gpt-realtime-2":
         session["reasoning"] = {"effort": policy.reasoning_effort}
-    if policy.kind == KIND_TRANSLATION and policy.target_language:
-        session["audio"]["output"]["language"] = policy.target_language
     return session
 
 

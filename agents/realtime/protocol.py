@@ -10,7 +10,9 @@ Token accounting (deterministic, documented so that billing tests can compute it
 * an item's tokens: user/system message = its text parts + audio parts + images (a user audio
   part's transcript is *not* counted: the model hears the audio); assistant message = audio
   tokens of its audio + text tokens of its transcript or text; function_call = text tokens
-  of ``name + arguments``; function_call_output = text tokens of ``output``;
+  of ``name + arguments``; function_call_output = text tokens of ``output``; mcp_call =
+  text tokens of ``name + arguments + output``; mcp_list_tools = 0 (tool definitions are
+  not counted, like session tools);
 * input of a response = text tokens of the instructions it runs with + the tokens of every
   item of the conversation before it (or of its ``input`` items when ``conversation`` is
   "none");
@@ -20,6 +22,9 @@ Token accounting (deterministic, documented so that billing tests can compute it
 * output of a response = the tokens of its output items as actually emitted (a cancelled
   response only counts the audio and transcript already sent);
 * total = input + output.
+
+Translation sessions (``session.type`` "translation") carry no token usage: the SDK's
+translation events have no usage field, and translation is billed per minute of audio.
 """
 
 from __future__ import annotations
@@ -190,6 +195,31 @@ def default_transcription_session(session_id: str, expires_at: int) -> dict[str,
             }
         },
         "include": None,
+    }
+
+
+TRANSLATION_MODEL = "gpt-realtime-translate"
+DEFAULT_TRANSLATION_LANGUAGE = "en"
+
+
+def is_translation_model(model: str | None) -> bool:
+    """``gpt-realtime-translate`` (and dated or suffixed variants of it)."""
+    return bool(model) and str(model).startswith(TRANSLATION_MODEL)
+
+
+def default_translation_session(session_id: str, model: str, expires_at: int) -> dict[str, Any]:
+    """The translation session object (``session.type`` "translation"): input is always
+    24 kHz PCM16 mono (there is no format field), output language defaults to English and
+    source transcription is off until configured."""
+    return {
+        "type": "translation",
+        "id": session_id,
+        "model": model,
+        "expires_at": expires_at,
+        "audio": {
+            "input": {"transcription": None, "noise_reduction": None},
+            "output": {"language": DEFAULT_TRANSLATION_LANGUAGE},
+        },
     }
 
 

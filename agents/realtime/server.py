@@ -3,6 +3,11 @@
 ``ws://HOST:PORT/v1/realtime?model=...`` (``&intent=transcription`` for transcription
 sessions), so that any Realtime client, the official ``openai`` SDK included, can use it:
 ``AsyncOpenAI(api_key="x", websocket_base_url="ws://HOST:PORT/v1").realtime.connect(...)``.
+
+Translation sessions: ``ws://HOST:PORT/v1/realtime/translations?model=gpt-realtime-translate``
+(the path the SDK's ``client.realtime.translations.connect(model=...)`` uses), or
+``/v1/realtime?model=gpt-realtime-translate`` (a translation model opens a translation
+session), or ``&intent=translation``.
 Run it with ``python -m agents.realtime.engine --port 8765`` (or ``agents.realtime.server``).
 """
 
@@ -24,17 +29,24 @@ from .engine import DEFAULT_MODEL, LocalEngineSession
 log = logging.getLogger(__name__)
 
 
+REALTIME_PATH = "/v1/realtime"
+TRANSLATIONS_PATH = "/v1/realtime/translations"
+
+
 def _reject_bad_path(connection: Any, request: Any) -> Any:
-    if urlsplit(request.path).path.rstrip("/") != "/v1/realtime":
+    if urlsplit(request.path).path.rstrip("/") not in (REALTIME_PATH, TRANSLATIONS_PATH):
         return connection.respond(404, "Not found: use /v1/realtime?model=...\n")
     return None
 
 
 def _handler_factory(max_session_seconds: float, realtime_pacing: bool) -> Any:
     async def handler(ws: Any) -> None:
-        query = parse_qs(urlsplit(ws.request.path).query)
+        url = urlsplit(ws.request.path)
+        query = parse_qs(url.query)
         model = (query.get("model") or [DEFAULT_MODEL])[0]
         intent = (query.get("intent") or [None])[0]
+        if url.path.rstrip("/") == TRANSLATIONS_PATH:
+            intent = "translation"
         session = LocalEngineSession(
             model,
             max_session_seconds=max_session_seconds,

@@ -1,0 +1,136 @@
+"""``/twilio/stream/``: a phone call's Twilio Media Stream, relayed to the agent's realtime session.
+
+Twilio opens the socket when the voice webhook's TwiML ``<Connect><Stream>`` runs, and speaks its
+own JSON protocol: ``connected``, then ``start`` (stream and call ids, and the ``<Parameter>``
+values of the TwiML, among them the single-use token the webhook minted), then ``media`` frames
+of μ-law audio, ``mark`` echoes, ``dtmf`` and finally ``stop``. The session can only start with
+``start``: the token in its parameters names the tenant, the agent and the (hashed) caller; the
+URL carries nothing.
+
+Everything else is the realtime path's: ``RealtimeConsumer`` records the session (channel
+"phone"), transcripts and usage, and the bridge relays; ``TwilioCall`` translates both ways.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+
+from channels.db import database_sync_to_async
+
+from agents import services
+from agents.consumers import Access, RealtimeConsumer
+from agents.models import Session
+from agents.realtime import frames
+from agents.telephony import (
+    PHONE_AUDIO_FORMAT,
+    StreamStart,
+    TwilioCall,
+    media_append_event,
+    stream_start_parse,
+    twilio_event,
+)
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PHONE = Session.Channel.PHONE.value
+# Tokens the voice webhook mints carry this end user prefix (with the caller's hashed number):
+# an ephemeral key minted for a browser or the console does not open a phone session.
+PHONE_END_USER_PREFIX = "phone:"
+
+
+class TwilioMediaConsumer(RealtimeConsumer):
+    channel = CHANNEL_PHONE
+
+    async def websocket_connect(self, message: dict) -> None:
+        self.call = TwilioCall()
+        self.stream_start: StreamStart | None = None
+        await self.send({"type": "websocket.accept"})
+
+    async def websocket_receive(self, message: dict) -> None:
+        text = message.get("text")
+        if not text:
+            return
+        event = twilio_event(text)
+        if event == "media":  # the hot path: 50 a second, no JSON decode
+            if self.bridge is not None:
+                append = media_append_event(text)
+                if append is not None:
+                    await self.bridge.from_client(append)
+            return
+        if event is not None and event not in ("start", "mark", "stop"):
+            return  # connected, dtmf: nothing to do
+        decoded = frames.loads_object(text)
+        if decoded is None:
+            return
+        event = decoded.get("event")
+        if event == "mark":
+            name = (decoded.get("mark") or {}).get("name")
+            if isinstance(name, str):
+                self.call.on_mark(name)
+        elif event == "start":
+            await self._on_start(decoded)
+        elif event == "stop":
+            await self._end(Session.EndReason.CLIENT_CLOSED)
+            await self.close(1000, "call ended")
+        elif event == "media" and self.bridge is not None:  # an unusual key order
+            payload = (decoded.get("media") or {}).get("payload")
+            if isinstance(payload, str) and payload:
+                audio = {"type": "input_audio_buffer.append", "audio": payload}
+                await self.bridge.from_client(frames.dumps(audio))
+
+    async def _on_start(self, message: dict) -> None:
+        start = stream_start_parse(message)
+        if start is None or self.stream_start is not None or self._ended:
+            return
+        self.stream_start = start
+        self.call.stream_sid = start.stream_sid
+        try:
+            access = await database_sync_to_async(self.authenticate)()
+            session = await database_sync_to_async(services.session_start)(
+                tenant=access.tenant, agent=access.agent, channel=self.channel,
+                end_user=access.end_user,
+            )  # fmt: skip
+        except services.AccessDenied as denied:
+            logger.info("phone stream %s refused: %s", start.stream_sid, denied.code)
+            self._ended = True
+            await self.close(denied.close_code, denied.code)
+            return
+        self.session_id = session.pk
+        logger.info("phone stream %s is session %s", start.stream_sid, session.pk)
+        await self._start_bridge(access, session)
+
+    def authenticate(self) -> Access:
+        raw = self.stream_start.token if self.stream_start is not None else ""
+        token = services.client_token_consume(raw=raw, origin=None)
+        if not token.end_user.startswith(PHONE_END_USER_PREFIX):
+            raise services.AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+        return Access(tenant=token.tenant, agent=token.agent, end_user=token.end_user,
+                      subprotocol=None)  # fmt: skip
+
+    async def _start_bridge(self, access: Access, session: Session) -> None:
+        """The realtime path's bridge, with μ-law both ways whatever the agent's formats.
+
+        The base consumer builds the policy from the agent; an in-memory copy of the agent
+        with the phone formats gives ``dataclasses.replace(policy, input_audio_format=…,
+        output_audio_format=…)`` without duplicating the base's bridge construction (the copy
+        is never saved).
+        """
+        agent = copy.copy(access.agent)
+        agent.input_audio_format = PHONE_AUDIO_FORMAT
+        agent.output_audio_format = PHONE_AUDIO_FORMAT
+        await super()._start_bridge(dataclasses.replace(access, agent=agent), session)
+
+    # --- the ClientSink the bridge writes to: Realtime server events become Twilio's -------
+
+    async def send_text(self, text: str) -> None:
+        bridge = self.bridge
+        out = self.call.outbound(
+            text, response_active=bridge is not None and bridge.response_active
+        )
+        for message in out.to_twilio:
+            await self.send({"type": "websocket.send", "text": message})
+        if bridge is not None:
+            for event in out.to_upstream:
+                await bridge.from_client(event)
