@@ -833,7 +833,11 @@
     var socket = this.socket;
     if (this.state.muted || !socket || socket.readyState !== 1 || !this.ready) return;
     // Exactly this shape and key order: the platform recognises it without a JSON decode.
-    socket.send('{"type":"input_audio_buffer.append","audio":"' + bytesToBase64(new Uint8Array(buffer)) + '"}');
+    // Translation agents speak the translation protocol (session.input_audio_buffer.append).
+    var appendType = this.state.agent && this.state.agent.kind === "translation"
+      ? "session.input_audio_buffer.append"
+      : "input_audio_buffer.append";
+    socket.send('{"type":"' + appendType + '","audio":"' + bytesToBase64(new Uint8Array(buffer)) + '"}');
     this.state.framesSent++;
   };
 
@@ -995,6 +999,27 @@
         break;
       case "conversation.item.truncated":
         this.state.truncated = { item_id: event.item_id, audio_end_ms: event.audio_end_ms };
+        break;
+      // Translation sessions: source captions on the user's side, the translation on the other.
+      case "session.input_transcript.delta":
+        if (this.translationHasOutput) {
+          this.translationTurn = (this.translationTurn || 0) + 1;
+          this.translationHasOutput = false;
+        }
+        this.userLine("source-" + (this.translationTurn || 0)).text += event.delta || "";
+        this.renderLine("source-" + (this.translationTurn || 0));
+        break;
+      case "session.output_transcript.delta":
+        this.translationHasOutput = true;
+        this.assistantLine("target-" + (this.translationTurn || 0)).text += event.delta || "";
+        this.renderLine("target-" + (this.translationTurn || 0));
+        break;
+      case "session.output_audio.delta":
+        this.onAudioDelta({
+          delta: event.delta,
+          item_id: "target-" + (this.translationTurn || 0),
+          response_id: "translation-" + (this.translationTurn || 0),
+        });
         break;
       case "vp.session.continued":
         // The platform moved the conversation to a fresh voice session; it goes on.
