@@ -6,6 +6,36 @@ the deterministic :mod:`.responder` ("You said: ...", tool calls when a tool is 
 speaks with eSpeak NG. Usage on every ``response.done`` follows :mod:`.protocol`'s documented
 token formulas (user audio 1 token per 100 ms, assistant audio 1 token per 50 ms).
 
+Tools: when the user names several configured tools, one response holds one output item per
+tool (parallel calls). Function calls end the response (the client sends one
+``function_call_output`` per call, then ``response.create``; the answer speaks every output
+present). Session tools of ``type: "mcp"`` are imitated without any network call: adding one
+with ``session.update`` emits, after ``session.updated``, ``conversation.item.added``
+(an ``mcp_list_tools`` item), ``mcp_list_tools.in_progress``, ``mcp_list_tools.completed``
+and ``conversation.item.done`` (its ``tools`` = the ``allowed_tools``; the server's other
+tools are unknown to the engine); naming an allowed MCP tool gives an ``mcp_call`` output item
+(``response.output_item.added``, ``response.mcp_call_arguments.delta``/``.done``,
+``response.mcp_call.in_progress``, ``response.mcp_call.completed``,
+``response.output_item.done``) whose ``output`` is a placeholder
+("[local engine: MCP server <label> not contacted] <tool> called ..."), followed in the *same*
+response by a message item speaking "The <tool words> tool on <label> returned: <output>."
+(when function calls were made in the same turn, that sentence waits for the answer to their
+outputs instead). ``require_approval`` is accepted and treated as "never" (no
+``mcp_approval_request`` items); ``authorization`` is never echoed back.
+
+Sessions by ``intent``: ``None`` (realtime, or translation for a ``gpt-realtime-translate``
+model), ``"transcription"``, ``"translation"``. Translation sessions speak the SDK's
+translation protocol (client: ``session.update``, ``session.input_audio_buffer.append``,
+``session.close``; server: ``session.created``, ``session.updated``,
+``session.input_transcript.delta`` (only when ``audio.input.transcription`` is configured),
+``session.output_transcript.delta``, ``session.output_audio.delta``, ``session.closed``,
+``error``): input is 24 kHz PCM16, utterances are found by the VAD and recognised by
+pocketsphinx, and the output is a *placeholder translation: the local engine does not
+translate* -- the English source marked with the target language (``[fr] what is ...``) and
+spoken by eSpeak's voice for that language if it has one (else en-us). ``session.close``
+flushes the utterance in progress, then ``session.closed`` and close 1000. No token usage is
+reported (the SDK's translation events carry none; translation is billed per minute).
+
 Two transports share one :class:`LocalEngineSession`:
 
 * in process: ``conn = await connect_local(model)`` returns a :class:`LocalConnection` with the
@@ -19,7 +49,8 @@ Two transports share one :class:`LocalEngineSession`:
 Error codes (``error.type`` is always ``invalid_request_error``; ``error.event_id`` is the
 offending client event's ``event_id`` when it had one): ``invalid_json``, ``invalid_value``
 (unknown event type with ``param="type"``, bad base64 with ``param="audio"``, schema errors),
-``missing_required_parameter``, ``input_audio_buffer_commit_empty``,
+``missing_required_parameter``, ``unknown_parameter`` (translation ``session.update``),
+``input_audio_buffer_commit_empty``,
 ``conversation_already_has_active_response``, ``response_cancel_not_active``,
 ``item_not_found``, ``cannot_update_voice``, ``server_error``, ``session_expired`` (then
 close 1001).
@@ -1422,7 +1453,7 @@ class LocalEngineSession:
         sent_words = 0
         started = time.monotonic()
         for n, chunk in enumerate(chunks, start=1):
-            upto = len(words) if n == len(chunks) else (n * len(words)) // len(chunks)
+            upto = -(-n * len(words) // len(chunks))  # text leads its audio slightly
             if upto > sent_words:
                 delta = " ".join(words[sent_words:upto])
                 if sent_words > 0 or self._translated_out:
@@ -1503,7 +1534,10 @@ async def connect_local(
     realtime_pacing: bool = False,
     output_chunk_ms: int = OUTPUT_CHUNK_MS,
 ) -> LocalConnection:
-    """Open an in-process session; its first event (``session.created``) is ready to recv."""
+    """Open an in-process session; its first event (``session.created``) is ready to recv.
+
+    ``intent``: ``None`` (realtime; translation for a ``gpt-realtime-translate`` model),
+    ``"transcription"`` or ``"translation"``."""
     session = LocalEngineSession(
         model,
         max_session_seconds=max_session_seconds,

@@ -517,6 +517,10 @@ async def test_audio_item_create_retrieve_delete_and_mcp_tool(client_cls, uttera
         output_modalities=["text"], instructions="Hi.", tools=[LOOKUP_ORDER, mcp]
     )
     assert updated["session"]["tools"][1]["type"] == "mcp"
+    # Adding the MCP server lists its tools (none known: no allowed_tools, no network).
+    listed = (await client.until("conversation.item.done"))[-1]["item"]
+    assert (listed["type"], listed["server_label"]) == ("mcp_list_tools", "crm")
+    assert listed["tools"] == []
     item = {
         "id": "item_audio1",
         "type": "message",
