@@ -9,10 +9,13 @@ already advanced and stores nothing, so there are never two competing summaries.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 
 from agents.models import SessionSummary, TranscriptItem
 from agents.summarizer import Turn, summarize_locally, summarize_with_openai
@@ -23,6 +26,19 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_EVERY_ITEMS = 4
 SEED_TURNS = 6
+T = TypeVar("T")
+
+
+def _retry_locked(write: Callable[[], T], attempts: int = 5) -> T:
+    """SQLite answers a concurrent writer "database table is locked" at once: wait and retry."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -35,9 +51,13 @@ def _summary_row(*, session_id: int, tenant_id: int) -> SessionSummary:
     summary = SessionSummary.objects.filter(session_id=session_id).first()
     if summary is not None:
         return summary
-    try:
+
+    def create() -> SessionSummary:
         with transaction.atomic():
             return SessionSummary.objects.create(tenant_id=tenant_id, session_id=session_id)
+
+    try:
+        return _retry_locked(create)
     except IntegrityError:  # created concurrently
         return SessionSummary.objects.get(session_id=session_id)
 
@@ -54,6 +74,10 @@ def _message_turns(items) -> list[Turn]:
 
 def summary_refresh(*, session_id: int, tenant_id: int) -> SessionSummary:
     """Fold transcript items not yet summarised into the session's summary (idempotent)."""
+    return _retry_locked(lambda: _summary_refresh_once(session_id, tenant_id))
+
+
+def _summary_refresh_once(session_id: int, tenant_id: int) -> SessionSummary:
     with tenant_scope(tenant_id):
         summary = _summary_row(session_id=session_id, tenant_id=tenant_id)
         seen = summary.through_sequence
@@ -69,16 +93,20 @@ def summary_refresh(*, session_id: int, tenant_id: int) -> SessionSummary:
         text = summary.text
         if turns:
             text, method, model, prompt, output = _summarize(tenant_id, summary.text, turns)
-        with transaction.atomic():
-            updated = SessionSummary.objects.filter(pk=summary.pk, through_sequence=seen).update(
-                text=text,
-                through_sequence=items[-1].sequence,
-                revision=summary.revision + 1,
-                method=method,
-                model=model,
-                prompt=prompt,
-                output=output,
-            )
+
+        def store() -> int:
+            with transaction.atomic():
+                return SessionSummary.objects.filter(pk=summary.pk, through_sequence=seen).update(
+                    text=text,
+                    through_sequence=items[-1].sequence,
+                    revision=summary.revision + 1,
+                    method=method,
+                    model=model,
+                    prompt=prompt,
+                    output=output,
+                )
+
+        updated = _retry_locked(store)
         if not updated:
             logger.info("summary of session %s was refreshed concurrently", session_id)
         return SessionSummary.objects.get(pk=summary.pk)
