@@ -3,6 +3,7 @@
 from django.urls import path
 
 from agents import console_views as views
+from agents import telephony_views
 
 urlpatterns = [
     path("agents/", views.agent_list, name="agent-list"),
@@ -20,6 +21,12 @@ urlpatterns = [
     path("agents/<int:agent_id>/tools/delete/", views.agent_tool_delete, name="agent-tool-delete"),
     path("agents/<int:agent_id>/try/", views.agent_try, name="agent-try"),
     path("agents/<int:agent_id>/try/token/", views.agent_try_token, name="agent-try-token"),
+    path("phone-numbers/", telephony_views.phone_number_list, name="phone-number-list"),
+    path(
+        "phone-numbers/<int:phone_number_id>/remove/",
+        telephony_views.phone_number_remove,
+        name="phone-number-remove",
+    ),
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),
     path("sessions/<int:session_id>/end/", views.session_end, name="session-end"),

@@ -276,6 +276,8 @@ class WidgetConsumer(RealtimeConsumer):
             "",
         )
         token = services.client_token_consume(raw=raw, origin=self.header(b"origin"))
+        if token.end_user.startswith("phone:"):  # minted for a phone call's media stream
+            raise services.AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
         end_user = token.end_user or f"ip:{self.client_ip()}"
         return Access(
             tenant=token.tenant,

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from agents.realtime import frames
 
@@ -49,6 +49,8 @@ _EVENT_HEAD = re.compile(r'\{\s*"event"\s*:\s*"([a-z_]{1,32})"')
 _PAYLOAD = re.compile(r'"payload"\s*:\s*"([A-Za-z0-9+/]*={0,2})"')
 _TRACK = re.compile(r'"track"\s*:\s*"([a-z_]{1,16})"')
 _DELTA = re.compile(r'"delta"\s*:\s*"([A-Za-z0-9+/]*={0,2})"')
+_HEAD_TYPE = re.compile(r'"type"\s*:\s*"([a-z_.]{1,64})"')
+_HEAD_CHARS = 200
 _ITEM_ID = re.compile(r'"item_id"\s*:\s*"([A-Za-z0-9_\-.:]{1,128})"')
 
 
@@ -57,17 +59,21 @@ _ITEM_ID = re.compile(r'"item_id"\s*:\s*"([A-Za-z0-9_\-.:]{1,128})"')
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 
 
+def _attribute(value: str) -> str:
+    return '"' + escape(value, {'"': "&quot;"}) + '"'
+
+
 def twiml_connect_stream(*, stream_url: str, parameters: dict[str, str]) -> str:
     """Connect the call's audio to a bidirectional media stream (``<Connect><Stream>``).
 
     The parameters reach the socket in the ``start`` message's ``customParameters``.
     """
     rendered = "".join(
-        f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
+        f"<Parameter name={_attribute(name)} value={_attribute(value)}/>"
         for name, value in parameters.items()
     )
     return (
-        f"{_XML_HEAD}<Response><Connect><Stream url={quoteattr(stream_url)}>"
+        f"{_XML_HEAD}<Response><Connect><Stream url={_attribute(stream_url)}>"
         f"{rendered}</Stream></Connect></Response>"
     )
 
@@ -160,6 +166,18 @@ def media_append_event(text: str) -> str | None:
     if payload is None or payload.end(1) == payload.start(1):
         return None
     return '{"type":"input_audio_buffer.append","audio":"' + payload.group(1) + '"}'
+
+
+def event_type_peek(text: str) -> str | None:
+    """The first ``type`` in the head of a Realtime server event, without decoding it.
+
+    OpenAI puts ``type`` first, the local engine puts ``event_id`` first. The two events this
+    adapter acts on (audio deltas, speech started) have no nested object, so their first
+    ``type`` is theirs; for other events a nested type may be found, which is harmless since
+    no other event is acted on. None: no ``type`` near the head (take the slow path).
+    """
+    match = _HEAD_TYPE.search(text, 0, _HEAD_CHARS)
+    return match.group(1) if match else None
 
 
 def _decoded_bytes(match: re.Match[str]) -> int:
@@ -259,7 +277,7 @@ class TwilioCall:
 
     def outbound(self, text: str, *, response_active: bool) -> Outbound:
         """Translate one upstream server event; most events are not for Twilio at all."""
-        event_type = frames.peek_type(text)
+        event_type = event_type_peek(text)
         if event_type == _AUDIO_DELTA:
             return self._audio_delta(text)
         if event_type == _SPEECH_STARTED:
@@ -309,10 +327,14 @@ class TwilioCall:
 
     def barge_in(self, *, response_active: bool) -> Outbound:
         """The caller speaks: stop the audio Twilio still holds and make the model forget the
-        part of its answer the caller did not hear."""
-        out = Outbound(to_twilio=[frames.dumps({"event": "clear", "streamSid": self.stream_sid})])
+        part of its answer the caller did not hear.
+
+        Nothing is sent when nothing is playing or under way (the caller simply took a turn).
+        """
+        out = Outbound()
         unheard = next((item for item in self._items if item.played_bytes < item.sent_bytes), None)
         if unheard is not None:
+            out.to_twilio.append(frames.dumps({"event": "clear", "streamSid": self.stream_sid}))
             out.to_upstream.append(
                 frames.dumps(
                     {

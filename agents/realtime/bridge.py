@@ -28,8 +28,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agents.realtime import frames
+from agents.realtime import frames, tools
 from agents.realtime.policy import (
+    CHANNEL_PHONE,
     CHANNEL_WIDGET,
     SEED_ITEM_PREFIX,
     PolicyViolation,
@@ -543,8 +544,8 @@ class RealtimeBridge:
                 return None  # a replayed turn of an earlier segment: the client has it
         if event_type in _AUDIO_DELTAS:  # an audio delta in an unusual key order
             delta = event.get("delta")
-            if isinstance(delta, str):
-                self._audio_out_bytes += len(delta) // 4 * 3
+            if isinstance(delta, str) and delta:
+                self._audio_out_bytes += frames.base64_decoded_bytes(len(delta), delta, len(delta))
             return message
         if event_type in ("session.created", "session.updated"):
             return frames.dumps(sanitize_session_event(self.policy, event))
@@ -815,6 +816,12 @@ class RealtimeBridge:
         )
         self._calls[call_id] = call
         self._follow_ups.setdefault(response_id, set()).add(call_id)
+        if not webhook and self.policy.channel == CHANNEL_PHONE:
+            # A phone cannot run client-side tools: close the call so the agent can go on.
+            output = tools.error_output("unavailable", f"{name} is not available on phone calls")
+            asyncio.get_running_loop().create_task(
+                self._deliver_output(call, output, latency_ms=0, error="unavailable")
+            )
         if webhook:
             call.task = asyncio.get_running_loop().create_task(
                 self._run_webhook(call, tool, item.get("arguments") or "")

@@ -23,7 +23,10 @@ _APPEND = re.compile(
     r'\s*"audio"\s*:\s*"([A-Za-z0-9+/]*={0,2})"\s*'
     r'(?:,\s*"event_id"\s*:\s*"[A-Za-z0-9_\-.:]{0,64}"\s*)?\}\s*'
 )
-_TYPE_HEAD = re.compile(r'\{\s*"type"\s*:\s*"([a-z_.]{1,64})"')
+# The type as the first key, or right after a leading event_id (the order some servers use).
+_TYPE_HEAD = re.compile(
+    r'\{\s*(?:"event_id"\s*:\s*"[A-Za-z0-9_\-.:]{0,64}"\s*,\s*)?"type"\s*:\s*"([a-z_.]{1,64})"'
+)
 _DELTA = '"delta":"'
 
 

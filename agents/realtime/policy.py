@@ -17,6 +17,7 @@ from agents import catalogue
 
 CHANNEL_WIDGET = "widget"
 CHANNEL_API = "api"
+CHANNEL_PHONE = "phone"
 
 KIND_VOICE_AGENT = catalogue.VOICE_AGENT
 KIND_TRANSCRIPTION = catalogue.TRANSCRIPTION

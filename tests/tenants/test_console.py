@@ -13,7 +13,8 @@ SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
 @pytest.fixture
 def objects_b(world):
     from agents.configuration import agent_create, agent_update
-    from agents.models import Session
+    from agents.models import PhoneNumber, Session
+    from tenants import crypto
     from tenants.models import Membership
     from tenants.scoping import tenant_scope
 
@@ -32,6 +33,10 @@ def objects_b(world):
             tenant=world.tenant_b, agent=agent, channel="widget", model="gpt-realtime-2"
         )
         membership = Membership.objects.get(user=world.owner_b)
+        phone_number = PhoneNumber.objects.create(
+            tenant=world.tenant_b, number="+14155550199", agent=agent,
+            twilio_auth_token_encrypted=crypto.encrypt("b" * 32), twilio_auth_token_masked="…bbbb",
+        )  # fmt: skip
     invoice = _invoice_of(world.tenant_b, agent)
     return {
         "api_key_id": api_key.pk,
@@ -40,6 +45,7 @@ def objects_b(world):
         "version_id": first_version.pk,
         "session_id": session.pk,
         "membership_id": membership.pk,
+        "phone_number_id": phone_number.pk,
         "invoice_id": invoice.pk,
     }
 
@@ -86,6 +92,8 @@ TENANT_URLS = {
     "agent-try": ("GET", ("agent_id",)),
     "agent-try-token": ("POST", ("agent_id",)),
     "session-list": ("GET", ()),
+    "phone-number-list": ("GET", ()),
+    "phone-number-remove": ("POST", ("phone_number_id",)),
     "session-detail": ("GET", ("session_id",)),
     "session-end": ("POST", ("session_id",)),
     "billing-usage": ("GET", ()),
@@ -99,7 +107,7 @@ TENANT_URLS = {
 
 
 def snapshot():
-    from agents.models import Agent, AgentVersion, Session
+    from agents.models import Agent, AgentVersion, PhoneNumber, Session
     from tenants.models import AuditEvent, ClientToken, Membership
 
     with scopes_disabled():
@@ -113,6 +121,7 @@ def snapshot():
             list(Membership.objects.order_by("pk").values_list("pk", "role")),
             list(ClientToken.objects.order_by("pk").values_list("pk")),
             list(AuditEvent.objects.order_by("pk").values_list("pk")),
+            list(PhoneNumber.objects.order_by("pk").values_list("pk", "number", "agent")),
         )
 
 
