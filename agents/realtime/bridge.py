@@ -822,10 +822,21 @@ class RealtimeBridge:
             asyncio.get_running_loop().create_task(
                 self._deliver_output(call, output, latency_ms=0, error="unavailable")
             )
+        elif not webhook:
+            # A client that never answers must not leave the conversation stuck.
+            timeout = float((tool or {}).get("timeout_seconds") or tools.DEFAULT_TIMEOUT_S)
+            call.task = asyncio.get_running_loop().create_task(
+                self._expire_client_call(call, timeout)
+            )
         if webhook:
             call.task = asyncio.get_running_loop().create_task(
                 self._run_webhook(call, tool, item.get("arguments") or "")
             )
+
+    async def _expire_client_call(self, call: ToolCall, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        output = tools.error_output("timeout", f"the client did not answer within {timeout:g} s")
+        await self._deliver_output(call, output, latency_ms=round(timeout * 1000), error="timeout")
 
     async def _run_webhook(self, call: ToolCall, tool: dict[str, Any], arguments: str) -> None:
         result = await self.tool_executor.call(tool, call_id=call.call_id, arguments=arguments)
@@ -852,6 +863,8 @@ class RealtimeBridge:
                 "invalid_value", "output must be a string", param="item.output"
             )
             return
+        if call.task is not None:
+            call.task.cancel()  # the client answered in time
         await self._deliver_output(call, output, latency_ms=None, error="")
 
     async def _deliver_output(

@@ -1021,6 +1021,14 @@
           response_id: "translation-" + (this.translationTurn || 0),
         });
         break;
+      case "response.output_item.done":
+        // A client-side tool: run the page's handler and return its result. Calls the platform
+        // runs itself (webhooks) have no handler here and are left alone.
+        var call = event.item;
+        if (call && call.type === "function_call" && toolHandlers[call.name]) {
+          this.runClientTool(call);
+        }
+        break;
       case "vp.session.continued":
         // The platform moved the conversation to a fresh voice session; it goes on.
         this.state.continuations.push(event.reason || "");
@@ -1034,6 +1042,34 @@
       default:
         break;
     }
+  };
+
+  Widget.prototype.runClientTool = function (call) {
+    var self = this;
+    var args = {};
+    try {
+      args = call.arguments ? JSON.parse(call.arguments) : {};
+    } catch (error) {
+      args = {};
+    }
+    Promise.resolve()
+      .then(function () {
+        return toolHandlers[call.name](args);
+      })
+      .then(
+        function (result) {
+          return typeof result === "string" ? result : JSON.stringify(result === undefined ? null : result);
+        },
+        function (error) {
+          return JSON.stringify({ error: { type: "client_error", message: String((error && error.message) || error) } });
+        }
+      )
+      .then(function (output) {
+        self.send({
+          type: "conversation.item.create",
+          item: { type: "function_call_output", call_id: call.call_id, output: output },
+        });
+      });
   };
 
   Widget.prototype.onErrorEvent = function (error) {
@@ -1269,6 +1305,8 @@
   // --- the global ----------------------------------------------------------------------------
 
   var instance = null;
+  // Client-side tools the page provides: name → function(arguments) returning a result.
+  var toolHandlers = {};
 
   function init(options) {
     if (instance) return api;
@@ -1295,6 +1333,10 @@
     },
     close: function () {
       if (instance) instance.close();
+    },
+    // Client-side tools: VoicePlatformWidget.registerTool("open_map", async (args) => ({...})).
+    registerTool: function (name, handler) {
+      toolHandlers[name] = handler;
     },
     // Feed a server event as if it came from the socket (tests: simulate speech_started).
     simulateServerEvent: function (event) {

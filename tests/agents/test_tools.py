@@ -264,3 +264,20 @@ async def test_preambles_add_the_filler_instruction():
     assert instructions.startswith("Secret shop prompt\n\n# Preambles")
     assert '- before lookup_order: "One moment while I look that up."' in instructions
     assert session_config(make_policy(tools=tools))["instructions"] == "Secret shop prompt"
+
+
+async def test_a_client_that_never_answers_gets_a_timeout_output():
+    tools = ({"name": "open_map", "execution": "client", "timeout_seconds": 0.05},)
+    bridge, upstream, client, recorder, _ = await make(tools)
+    upstream.push({"type": "response.created", "response": {"id": "r1"}})
+    upstream.push(call_done("r1", "c5", "open_map"))
+    upstream.push({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    await asyncio.sleep(0.2)
+    assert upstream.received_types()[1:] == ["conversation.item.create", "response.create"]
+    output = json.loads(json.loads(upstream.received[1])["item"]["output"])
+    assert output["error"]["type"] == "timeout"
+    # A late answer from the client is refused: the call is closed.
+    late = {"type": "function_call_output", "call_id": "c5", "output": "{}"}
+    await bridge.from_client(json.dumps({"type": "conversation.item.create", "item": late}))
+    assert client.errors() == ["unknown_call_id"]
+    await bridge.close("client_closed")
