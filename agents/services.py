@@ -151,18 +151,29 @@ def widget_token_mint(
         raise AccessDenied("agent_required", "Name the agent to talk to.", status=400)
     agent = _agent_for_tenant(tenant_id=widget_key.tenant_id, agent_id=agent_id)
     admission_check(tenant=widget_key.tenant)
-    raw = WIDGET_TOKEN_PREFIX + secrets.token_urlsafe(24)
-    expires_at = timezone.now() + timedelta(seconds=WIDGET_TOKEN_SECONDS)
-    with tenant_scope(widget_key.tenant_id):
+    return _client_token_create(
+        agent=agent,
+        kind=ClientToken.Kind.WIDGET,
+        seconds=WIDGET_TOKEN_SECONDS,
+        widget_key=widget_key,
+        origin=origin_normalize(origin or ""),
+        end_user=end_user[:200],
+    )
+
+
+def _client_token_create(*, agent: Agent, kind: str, seconds: int, **fields: object) -> MintedToken:
+    """Store a new single-use token (its hash only) and return it once."""
+    prefix = WIDGET_TOKEN_PREFIX if kind == ClientToken.Kind.WIDGET else EPHEMERAL_PREFIX
+    raw = prefix + secrets.token_urlsafe(24)
+    expires_at = timezone.now() + timedelta(seconds=seconds)
+    with tenant_scope(agent.tenant_id):
         ClientToken.objects.create(
-            tenant_id=widget_key.tenant_id,
-            kind=ClientToken.Kind.WIDGET,
+            tenant_id=agent.tenant_id,
+            kind=kind,
             hashed_token=_hash(raw),
             agent=agent,
-            widget_key=widget_key,
-            origin=origin_normalize(origin or ""),
-            end_user=end_user[:200],
             expires_at=expires_at,
+            **fields,
         )
     return MintedToken(value=raw, expires_at=expires_at, agent=agent)
 
@@ -178,18 +189,9 @@ def ephemeral_key_mint(
             status=400,
         )
     agent = agent_get_for_api_key(api_key=api_key, agent_id=agent_id)
-    raw = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
-    expires_at = timezone.now() + timedelta(seconds=seconds)
-    with tenant_scope(api_key.tenant_id):
-        ClientToken.objects.create(
-            tenant_id=api_key.tenant_id,
-            kind=ClientToken.Kind.EPHEMERAL,
-            hashed_token=_hash(raw),
-            agent=agent,
-            api_key=api_key,
-            expires_at=expires_at,
-        )
-    return MintedToken(value=raw, expires_at=expires_at, agent=agent)
+    return _client_token_create(
+        agent=agent, kind=ClientToken.Kind.EPHEMERAL, seconds=seconds, api_key=api_key
+    )
 
 
 CONSOLE_TOKEN_SECONDS = 60
@@ -208,18 +210,12 @@ def session_live_group(session_id: int) -> str:
 def console_token_mint(*, agent: Agent, end_user: str) -> MintedToken:
     """A single-use socket token for the console's try-it page (a logged-in member)."""
     admission_check(tenant=agent.tenant)
-    raw = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
-    expires_at = timezone.now() + timedelta(seconds=CONSOLE_TOKEN_SECONDS)
-    with tenant_scope(agent.tenant_id):
-        ClientToken.objects.create(
-            tenant_id=agent.tenant_id,
-            kind=ClientToken.Kind.EPHEMERAL,
-            hashed_token=_hash(raw),
-            agent=agent,
-            end_user=end_user,
-            expires_at=expires_at,
-        )
-    return MintedToken(value=raw, expires_at=expires_at, agent=agent)
+    return _client_token_create(
+        agent=agent,
+        kind=ClientToken.Kind.EPHEMERAL,
+        seconds=CONSOLE_TOKEN_SECONDS,
+        end_user=end_user[:200],
+    )
 
 
 def session_request_end(*, session: Session, actor: object | None) -> None:
