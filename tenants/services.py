@@ -122,11 +122,24 @@ def provider_credential_set(
     return credential
 
 
-def credentials_rotate() -> int:
-    """Re-encrypt every stored credential under the first configured key. Returns the count.
+def _rotate_mcp_servers(servers: list) -> list:
+    return [
+        {**server, "authorization_encrypted": crypto.rotate(server["authorization_encrypted"])}
+        if server.get("authorization_encrypted")
+        else server
+        for server in servers or []
+    ]
 
-    Each row is rotated in its own transaction, so an interrupted run can simply be re-run.
+
+def credentials_rotate() -> int:
+    """Re-encrypt every stored secret under the first configured key. Returns the row count.
+
+    Provider keys, Twilio auth tokens, and MCP authorizations in agents and in their versions
+    (rewriting only their ciphertext: a version's meaning does not change). Each row is rotated
+    in its own transaction, so an interrupted run can simply be re-run.
     """
+    from agents.models import Agent, AgentVersion, PhoneNumber
+
     count = 0
     with scopes_disabled():
         for credential_id in ProviderCredential.objects.values_list("pk", flat=True):
@@ -135,6 +148,28 @@ def credentials_rotate() -> int:
                 credential.encrypted_secret = crypto.rotate(credential.encrypted_secret)
                 credential.save(update_fields=["encrypted_secret", "updated_at"])
             count += 1
+        for number_id in PhoneNumber.objects.values_list("pk", flat=True):
+            with transaction.atomic():
+                number = PhoneNumber.objects.select_for_update().get(pk=number_id)
+                number.twilio_auth_token_encrypted = crypto.rotate(
+                    number.twilio_auth_token_encrypted
+                )
+                number.save(update_fields=["twilio_auth_token_encrypted"])
+            count += 1
+        for agent_id in Agent.objects.exclude(mcp_servers=[]).values_list("pk", flat=True):
+            with transaction.atomic():
+                agent = Agent.objects.select_for_update().get(pk=agent_id)
+                Agent.objects.filter(pk=agent_id).update(
+                    mcp_servers=_rotate_mcp_servers(agent.mcp_servers)
+                )
+            count += 1
+        for version_id, config in AgentVersion.objects.values_list("pk", "config"):
+            if any(
+                server.get("authorization_encrypted") for server in config.get("mcp_servers") or []
+            ):
+                config = {**config, "mcp_servers": _rotate_mcp_servers(config["mcp_servers"])}
+                AgentVersion.objects.filter(pk=version_id).update(config=config)
+                count += 1
     return count
 
 

@@ -80,3 +80,43 @@ def test_replacing_a_credential_keeps_one_row(world):
 def test_obviously_wrong_secret_is_refused(world):
     with pytest.raises(services.ServiceError):
         services.provider_credential_set(tenant=world.tenant_a, secret="short")
+
+
+def test_rotation_covers_twilio_tokens_and_mcp_authorizations_in_agents_and_versions(
+    world, settings
+):
+    from agents.configuration import agent_create, agent_mcp_server_add, agent_rollback
+    from agents.models import AgentVersion, PhoneNumber
+    from agents.selectors import policy_for_agent
+
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CREDENTIAL_KEYS = [old_key]
+    agent = agent_create(
+        tenant=world.tenant_a, actor=None, fields={"name": "A", "provider": "local"}
+    )
+    first = agent.live_version
+    agent_mcp_server_add(
+        agent=agent, actor=None,
+        server={"label": "crm", "url": "https://mcp.example", "authorization": "Bearer mcp-secret"},
+    )  # fmt: skip
+    with tenant_scope(world.tenant_a):
+        PhoneNumber.objects.create(
+            tenant=world.tenant_a, number="+14155550100", agent=agent,
+            twilio_auth_token_encrypted=crypto.encrypt("twilio-token-1234"),
+        )  # fmt: skip
+    settings.CREDENTIAL_KEYS = [new_key, old_key]
+    call_command("rotate_credentials")
+    settings.CREDENTIAL_KEYS = [new_key]  # the old key is gone
+    agent.refresh_from_db()
+    assert policy_for_agent(agent=agent, channel="api").mcp_servers[0]["authorization"] == (
+        "Bearer mcp-secret"
+    )
+    with tenant_scope(world.tenant_a):
+        number = PhoneNumber.objects.get()
+        latest = AgentVersion.objects.get(agent=agent, number=2)
+    assert crypto.decrypt(number.twilio_auth_token_encrypted) == "twilio-token-1234"
+    assert crypto.decrypt(latest.config["mcp_servers"][0]["authorization_encrypted"]) == (
+        "Bearer mcp-secret"
+    )
+    agent_rollback(agent=agent, version=latest, actor=None)  # still usable after rotation
+    agent_rollback(agent=agent, version=first, actor=None)
