@@ -75,8 +75,10 @@ def test_admin_creates_an_agent_tries_it_and_reads_the_transcript(
     assert "Cost so far" in driver.page_source
     screenshot(driver, tmp_path, "session-detail")
 
-    pages = ("agents", "widget-keys", "api-keys", "credentials", "phone-numbers", "members", "audit",
-             "usage", "invoices")  # fmt: skip
+    pages = (
+        "agents", "widget-keys", "api-keys", "credentials", "phone-numbers", "members", "audit",
+        "usage", "invoices",
+    )  # fmt: skip
     for page in pages:
         driver.get(f"{base}/t/demo/{page}/")
         assert "Traceback" not in driver.page_source
