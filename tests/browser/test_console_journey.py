@@ -25,7 +25,7 @@ def test_admin_creates_an_agent_tries_it_and_reads_the_transcript(
     platform, make_browser, utterance_wav, tmp_path
 ):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = make_browser(utterance_wav)
     base = platform.origin
@@ -34,7 +34,7 @@ def test_admin_creates_an_agent_tries_it_and_reads_the_transcript(
     driver.find_element(By.ID, "id_username").send_keys(platform.seed["username"])
     driver.find_element(By.ID, "id_password").send_keys(platform.seed["password"])
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert driver.current_url == f"{base}/t/demo/"
+    WebDriverWait(driver, 15).until(lambda d: d.current_url == f"{base}/t/demo/")
     screenshot(driver, tmp_path, "dashboard")
 
     driver.get(f"{base}/t/demo/agents/new/")
@@ -44,6 +44,7 @@ def test_admin_creates_an_agent_tries_it_and_reads_the_transcript(
     instructions.send_keys("Help customers with their orders.")
     screenshot(driver, tmp_path, "agent-new")
     driver.find_element(By.CSS_SELECTOR, "form.card button.primary").click()
+    WebDriverWait(driver, 15).until(lambda d: "created (version 1)" in d.page_source)
     assert "/t/demo/agents/" in driver.current_url
     assert "Agent Order helper created (version 1)." in driver.page_source
     agent_id = int(driver.current_url.rstrip("/").split("/")[-1])
