@@ -80,9 +80,17 @@ class RealtimeConsumer(AsyncConsumer):
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             control = asyncio.create_task(self._control_loop(), name="realtime-control")
+        # Subclasses that translate frames (the phone bridge) keep their own websocket_receive.
+        direct = type(self).websocket_receive is RealtimeConsumer.websocket_receive
         try:
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                bridge = self.bridge
+                if direct and bridge is not None and message["type"] == "websocket.receive":
+                    # The audio path: straight to the bridge, no handler lookup per frame.
+                    await bridge.from_client(message.get("text"), message.get("bytes"))
+                    continue
+                await self.dispatch(message)
         except StopConsumer:
             pass
         finally:
@@ -211,7 +219,7 @@ class RealtimeConsumer(AsyncConsumer):
     # --- the ClientSink the bridge writes to ---------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        await self.send({"type": "websocket.send", "text": text})
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int, reason: str) -> None:
         await self.send({"type": "websocket.close", "code": code, "reason": reason[:120]})

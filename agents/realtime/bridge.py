@@ -455,7 +455,14 @@ class RealtimeBridge:
             )
             return
         self._audio_in_bytes += audio_bytes
-        await self._send_upstream(text)
+        if self._swapping:
+            self._hold(text)
+        else:
+            try:
+                await self.upstream.send(text)
+            except Exception:
+                if self.continuation is not None and not self.closed.is_set():
+                    self._hold(text)  # the pump is about to reconnect
         if self._audio_in_bytes - self._metered_in_bytes >= self._minute_bytes:
             self._meter_minutes()  # persist usage as it happens, not only at the end
 
