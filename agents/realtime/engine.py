@@ -1187,7 +1187,10 @@ class LocalEngineSession:
     def _over_budget(self, resp: _Response, tokens: Tokens) -> bool:
         return resp.max_output_tokens is not None and tokens.total > resp.max_output_tokens
 
-    async def _emit_text_message(self, resp: _Response, text: str) -> str:
+    def _start_assistant_message(
+        self, resp: _Response
+    ) -> tuple[dict[str, Any], int, dict[str, Any]]:
+        """A new assistant message output item: (item, output index, the ids its events carry)."""
         item = {
             "id": new_id("item"),
             "object": "realtime.item",
@@ -1203,6 +1206,10 @@ class LocalEngineSession:
             "output_index": index,
             "content_index": 0,
         }
+        return item, index, ids
+
+    async def _emit_text_message(self, resp: _Response, text: str) -> str:
+        item, index, ids = self._start_assistant_message(resp)
         self._emit(
             {"type": "response.content_part.added", **ids, "part": {"type": "text", "text": ""}}
         )
@@ -1229,21 +1236,7 @@ class LocalEngineSession:
         return status
 
     async def _emit_audio_message(self, resp: _Response, text: str) -> str:
-        item = {
-            "id": new_id("item"),
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        index = self._output_item_start(resp, item)
-        ids = {
-            "response_id": resp.id,
-            "item_id": item["id"],
-            "output_index": index,
-            "content_index": 0,
-        }
+        item, index, ids = self._start_assistant_message(resp)
         self._emit(
             {
                 "type": "response.content_part.added",
