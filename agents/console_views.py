@@ -18,6 +18,7 @@ from agents.models import (
     SessionSummary,
     TranscriptItem,
 )
+from agents.views import agent_public_info
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
 from tenants.access import tenant_object_get
@@ -225,13 +226,7 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
             "subprotocol": "openai-insecure-api-key",
             "expires_at": int(minted.expires_at.timestamp()),
             "socket_path": "/ws/widget/",
-            "agent": {
-                "id": agent.pk,
-                "name": agent.name,
-                "kind": agent.kind,
-                "input_audio_format": agent.input_audio_format,
-                "output_audio_format": agent.output_audio_format,
-            },
+            "agent": agent_public_info(agent),
         },
         status=201,
     )

@@ -14,6 +14,17 @@ from tenants.services import api_key_authenticate
 MAX_BODY_BYTES = 16 * 1024
 
 
+def agent_public_info(agent) -> dict:
+    """What a browser may know of the agent it talks to (never instructions or tools)."""
+    return {
+        "id": agent.pk,
+        "name": agent.name,
+        "kind": agent.kind,
+        "input_audio_format": agent.input_audio_format,
+        "output_audio_format": agent.output_audio_format,
+    }
+
+
 def _error(code: str, message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
@@ -74,13 +85,7 @@ def widget_session(request: HttpRequest) -> HttpResponse:
                 "token": minted.value,
                 "expires_at": int(minted.expires_at.timestamp()),
                 "socket_path": "/ws/widget/",
-                "agent": {
-                    "id": agent.pk,
-                    "name": agent.name,
-                    "kind": agent.kind,
-                    "input_audio_format": agent.input_audio_format,
-                    "output_audio_format": agent.output_audio_format,
-                },
+                "agent": agent_public_info(agent),
             },
             status=201,
         ),

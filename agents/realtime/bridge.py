@@ -624,7 +624,7 @@ class RealtimeBridge:
 
     def _on_item_added(self, item: dict[str, Any]) -> None:
         item_id = item.get("id")
-        sequence = self._sequence_of(item_id)
+        self._sequence_of(item_id)  # its place in the conversation, even before it completes
         item_type = item.get("type")
         if item_type == "message" and item.get("role") in ("user", "system"):
             texts, images = [], 0
@@ -634,40 +634,46 @@ class RealtimeBridge:
                 elif part.get("type") == "input_image":
                     images += 1
             if texts or images:  # an audio item is recorded when its transcript completes
-                self.recorder.transcript(
-                    TranscriptRecord(
-                        item_id=item_id,
-                        sequence=sequence,
-                        role=item["role"],
-                        kind="message",
-                        text=" ".join(texts),
-                        data={"images": images} if images else {},
-                    )
+                self._record(
+                    item_id=item_id,
+                    role=item["role"],
+                    kind="message",
+                    text=" ".join(texts),
+                    data={"images": images} if images else {},
                 )
         elif item_type == "function_call_output" and not str(item_id).startswith(
             TOOL_OUTPUT_PREFIX
         ):
-            self.recorder.transcript(
-                TranscriptRecord(
-                    item_id=item_id,
-                    sequence=sequence,
-                    role="tool",
-                    kind="function_call_output",
-                    text=str(item.get("output") or ""),
-                    data={"call_id": item.get("call_id")},
-                )
+            self._record(
+                item_id=item_id,
+                role="tool",
+                kind="function_call_output",
+                text=str(item.get("output") or ""),
+                data={"call_id": item.get("call_id")},
             )
 
-    def _on_user_transcript(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id")
+    def _record(
+        self, *, item_id: str, role: str, kind: str, text: str = "", data: dict | None = None
+    ) -> None:
+        """Hand a completed item to the recorder, at its place in the conversation."""
         self.recorder.transcript(
             TranscriptRecord(
                 item_id=item_id,
                 sequence=self._sequence_of(item_id),
-                role="user",
-                kind="message",
-                text=event.get("transcript") or "",
+                role=role,
+                kind=kind,
+                text=text,
+                data=data or {},
             )
+        )
+
+    def _on_user_transcript(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id")
+        self._record(
+            item_id=item_id,
+            role="user",
+            kind="message",
+            text=event.get("transcript") or "",
         )
 
     def _on_output_item(self, item: dict[str, Any], response_id: str = "") -> None:
@@ -678,46 +684,37 @@ class RealtimeBridge:
                 part.get("transcript") or part.get("text") or ""
                 for part in item.get("content") or []
             ]
-            self.recorder.transcript(
-                TranscriptRecord(
-                    item_id=item_id,
-                    sequence=self._sequence_of(item_id),
-                    role="assistant",
-                    kind="message",
-                    text=" ".join(text for text in texts if text),
-                    data={"status": item.get("status")},
-                )
+            self._record(
+                item_id=item_id,
+                role="assistant",
+                kind="message",
+                text=" ".join(text for text in texts if text),
+                data={"status": item.get("status")},
             )
         elif item_type == "function_call":
-            self.recorder.transcript(
-                TranscriptRecord(
-                    item_id=item_id,
-                    sequence=self._sequence_of(item_id),
-                    role="assistant",
-                    kind="function_call",
-                    text=item.get("name") or "",
-                    data={
-                        "name": item.get("name"),
-                        "call_id": item.get("call_id"),
-                        "arguments": item.get("arguments"),
-                    },
-                )
+            self._record(
+                item_id=item_id,
+                role="assistant",
+                kind="function_call",
+                text=item.get("name") or "",
+                data={
+                    "name": item.get("name"),
+                    "call_id": item.get("call_id"),
+                    "arguments": item.get("arguments"),
+                },
             )
             self._register_call(item, response_id)
         elif item_type in ("mcp_call", "mcp_list_tools"):
-            self.recorder.transcript(
-                TranscriptRecord(
-                    item_id=item_id,
-                    sequence=self._sequence_of(item_id),
-                    role="tool",
-                    kind=item_type,
-                    text=item.get("name") or item.get("server_label") or "",
-                    data={
-                        key: item.get(key)
-                        for key in ("server_label", "name", "arguments", "output", "error", "tools")
-                        if item.get(key) is not None
-                    },
-                )
+            self._record(
+                item_id=item_id,
+                role="tool",
+                kind=item_type,
+                text=item.get("name") or item.get("server_label") or "",
+                data={
+                    key: item.get(key)
+                    for key in ("server_label", "name", "arguments", "output", "error", "tools")
+                    if item.get(key) is not None
+                },
             )
 
     def _on_response_done(self, response: dict[str, Any]) -> None:
@@ -746,15 +743,12 @@ class RealtimeBridge:
             return
         item_id = f"translation_{self.segment}_{self._translations}"
         self._translations += 1
-        self.recorder.transcript(
-            TranscriptRecord(
-                item_id=item_id,
-                sequence=self._sequence_of(item_id),
-                role="assistant",
-                kind="translation",
-                text=target,
-                data={"source": source, "language": self.policy.target_language},
-            )
+        self._record(
+            item_id=item_id,
+            role="assistant",
+            kind="translation",
+            text=target,
+            data={"source": source, "language": self.policy.target_language},
         )
 
     def _meter_minutes(self, *, final: bool = False) -> None:
@@ -886,15 +880,12 @@ class RealtimeBridge:
             data["latency_ms"] = latency_ms
         if error:
             data["error"] = error
-        self.recorder.transcript(
-            TranscriptRecord(
-                item_id=item_id,
-                sequence=self._sequence_of(item_id),
-                role="tool",
-                kind="function_call_output",
-                text=output,
-                data=data,
-            )
+        self._record(
+            item_id=item_id,
+            role="tool",
+            kind="function_call_output",
+            text=output,
+            data=data,
         )
         event = {
             "type": "conversation.item.create",
