@@ -9,109 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import websockets
 from openai import AsyncOpenAI
 
 from tests.conftest import require_service
-
-ROOT = Path(__file__).resolve().parents[2]
-DAPHNE_MAX_MESSAGE = 65536
-APP_MAX_MESSAGE = 32768
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(environ, *args, timeout=120) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
-class Platform:
-    def __init__(self, environ, tmp_path):
-        self.environ = environ
-        self.port = free_port()
-        manage(environ, "migrate", "--noinput", "-v0", timeout=300)
-        self.seed = json.loads(manage(environ, "seed_demo", "--json"))
-        self.log = open(tmp_path / "daphne.log", "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "daphne"),
-                "-b", "127.0.0.1", "-p", str(self.port),
-                "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE),
-                "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE),
-                "voiceplatform.asgi:application",
-            ],
-            cwd=ROOT, env=environ, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            assert self.process.poll() is None, (tmp_path / "daphne.log").read_text()
-            time.sleep(0.2)
-        raise AssertionError("Daphne did not start")
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=20)
-        self.log.close()
-
-    def shell(self, code: str) -> str:
-        return manage(self.environ, "shell", "-c", code).strip()
-
-    def open_session_id(self) -> int:
-        return int(
-            self.shell(
-                "from tenants.scoping import scopes_disabled; from agents.models import Session\n"
-                "with scopes_disabled(): print(Session.objects.get(ended_at__isnull=True).pk)"
-            ).splitlines()[-1]
-        )
-
-    def session_rows(self) -> list:
-        return json.loads(
-            self.shell(
-                "import json; from tenants.scoping import scopes_disabled; "
-                "from agents.models import Session\n"
-                "with scopes_disabled(): print(json.dumps(list(Session.objects.order_by('pk')"
-                ".values_list('channel', 'end_reason'))))"
-            ).splitlines()[-1]
-        )
-
-
-def base_environ(tmp_path, **extra):
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("VP_", "DATABASE", "REDIS"))
-    }
-    environ.update(
-        {
-            "VP_DATA_DIR": str(tmp_path),
-            "VP_WS_MAX_MESSAGE_BYTES": str(APP_MAX_MESSAGE),
-            "VP_LOG_LEVEL": "WARNING",
-            **extra,
-        }
-    )
-    return environ
+from tests.servers import DAPHNE_MAX_MESSAGE, Platform, base_environ, manage
 
 
 @pytest.fixture

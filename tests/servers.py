@@ -1,0 +1,155 @@
+"""The platform as a real server process (Daphne or uvicorn), for end-to-end tests.
+
+``Platform`` migrates a fresh database, seeds the demo tenant (``manage.py seed_demo --json``
+gives its keys and ids) and serves ``voiceplatform.asgi:application`` on a free port, in
+embedded mode (SQLite, in-memory channel layer, the bundled local engine as upstream) unless
+the environment says otherwise. What ``WebsocketCommunicator`` cannot show needs it: the
+server's own frame limits and close-code rules, real clients over a real socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DAPHNE_MAX_MESSAGE = 65536
+APP_MAX_MESSAGE = 32768
+SERVERS = ("daphne", "uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(environ, *args, timeout=120) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def server_command(server: str, port: int) -> list[str]:
+    """The command line that serves the platform on ``port`` with ``server``."""
+    if server == "daphne":
+        return [
+            str(BIN / "daphne"),
+            "-b", "127.0.0.1", "-p", str(port),
+            "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE),
+            "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE),
+            "voiceplatform.asgi:application",
+        ]  # fmt: skip
+    if server == "uvicorn":
+        return [
+            str(BIN / "uvicorn"),
+            "--host", "127.0.0.1", "--port", str(port),
+            "--ws", "websockets", "--ws-max-size", str(DAPHNE_MAX_MESSAGE),
+            "--lifespan", "off", "--no-access-log",
+            "voiceplatform.asgi:application",
+        ]  # fmt: skip
+    raise ValueError(f"unknown server {server!r}: one of {SERVERS}")
+
+
+class Platform:
+    """A migrated, seeded platform served by ``server`` ("daphne" or "uvicorn")."""
+
+    def __init__(self, environ, tmp_path, server: str = "daphne"):
+        self.environ = environ
+        self.server = server
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        manage(environ, "migrate", "--noinput", "-v0", timeout=300)
+        self.seed = json.loads(manage(environ, "seed_demo", "--json"))
+        self.log_path = Path(tmp_path) / f"{server}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            server_command(server, self.port),
+            cwd=ROOT,
+            env=environ,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            if self.process.poll() is not None:
+                self.log.close()
+                raise AssertionError(f"{server} exited: {self.log_path.read_text()[-4000:]}")
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"{server} did not start")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}"
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        self.log.flush()
+        return self.log_path.read_text()[-chars:]
+
+    def shell(self, code: str) -> str:
+        return manage(self.environ, "shell", "-c", code).strip()
+
+    def open_session_id(self) -> int:
+        return int(
+            self.shell(
+                "from tenants.scoping import scopes_disabled; from agents.models import Session\n"
+                "with scopes_disabled(): print(Session.objects.get(ended_at__isnull=True).pk)"
+            ).splitlines()[-1]
+        )
+
+    def session_rows(self) -> list:
+        return json.loads(
+            self.shell(
+                "import json; from tenants.scoping import scopes_disabled; "
+                "from agents.models import Session\n"
+                "with scopes_disabled(): print(json.dumps(list(Session.objects.order_by('pk')"
+                ".values_list('channel', 'end_reason'))))"
+            ).splitlines()[-1]
+        )
+
+
+def base_environ(tmp_path, **extra):
+    """The test process's environment without platform settings, plus a private data dir."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("VP_", "DATABASE", "REDIS"))
+    }
+    environ.update(
+        {
+            "VP_DATA_DIR": str(tmp_path),
+            "VP_WS_MAX_MESSAGE_BYTES": str(APP_MAX_MESSAGE),
+            "VP_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
+    return environ
