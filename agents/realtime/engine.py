@@ -184,6 +184,42 @@ def _validate(model: Any, event: dict[str, Any]) -> None:
 
 
 @dataclass
+class RateLimits:
+    """OpenAI's per-minute limits, imitated (the engine enforces none): every response counts
+    one request and its total tokens against a fixed budget over a sliding minute."""
+
+    requests_per_minute: int = 5_000
+    tokens_per_minute: int = 400_000
+    clock: Any = time.monotonic
+    _used: list[tuple[float, int]] = field(default_factory=list)
+
+    def updated_event(self, tokens: int) -> dict[str, Any]:
+        """Count one finished response; the ``rate_limits.updated`` event that follows it."""
+        now = self.clock()
+        self._used = [(at, n) for at, n in self._used if now - at < 60.0]
+        self._used.append((now, tokens))
+        reset = round(60.0 - (now - self._used[0][0]), 3)
+        used_tokens = sum(n for _, n in self._used)
+        return {
+            "type": "rate_limits.updated",
+            "rate_limits": [
+                {
+                    "name": "requests",
+                    "limit": self.requests_per_minute,
+                    "remaining": max(0, self.requests_per_minute - len(self._used)),
+                    "reset_seconds": reset,
+                },
+                {
+                    "name": "tokens",
+                    "limit": self.tokens_per_minute,
+                    "remaining": max(0, self.tokens_per_minute - used_tokens),
+                    "reset_seconds": reset,
+                },
+            ],
+        }
+
+
+@dataclass
 class _Response:
     id: str
     instructions: str
@@ -266,6 +302,9 @@ class LocalEngineSession:
         self._prev_segments: list[tuple[str, Tokens]] = []
         self._assistant_audio_sent = False
         self._mcp_listed: dict[str, str] = {}  # server_label -> listed tool config
+        self._rate_limits = RateLimits()
+        self._transcribing: dict[str, asyncio.Task] = {}  # user item id -> its recognition
+        self._last_transcription: asyncio.Task | None = None
         self._translation_tail: asyncio.Task | None = None
         self._translated_in = False  # a source transcript delta was sent
         self._translated_out = False  # a translated transcript delta was sent
@@ -328,6 +367,7 @@ class LocalEngineSession:
         if self._response is not None:
             tasks.append(self._response.task)
         tasks.append(self._translation_tail)
+        tasks.extend(self._transcribing.values())
         for task in tasks:
             if task is not None and task is not current and not task.done():
                 task.cancel()
@@ -713,9 +753,33 @@ class LocalEngineSession:
         }
         self._add_item(item, previous, Tokens(audio=user_audio_tokens(ms)), audio_ms=ms)
         self._emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
-        transcript = await asyncio.to_thread(speech.transcribe, pcm, self._input_rate)
+        # Recognition runs beside the turn (as at OpenAI, the transcript may arrive after
+        # response.created); one after the other, so transcripts keep the turns' order.
+        self._transcribing[item_id] = asyncio.create_task(
+            self._transcribe_turn(
+                item, pcm, ms, self._transcription_config(), self._last_transcription
+            ),
+            name=f"transcribe-{item_id}",
+        )
+        self._last_transcription = self._transcribing[item_id]
+
+    async def _transcribe_turn(
+        self,
+        item: dict[str, Any],
+        pcm: bytes,
+        ms: float,
+        transcription: dict[str, Any] | None,
+        previous: asyncio.Task | None,
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        item_id = item["id"]
+        try:
+            transcript = await asyncio.to_thread(speech.transcribe, pcm, self._input_rate)
+        finally:
+            self._transcribing.pop(item_id, None)
         self._heard[item_id] = transcript
-        transcription = self._transcription_config()
         if transcription:
             item["content"][0]["transcript"] = transcript
             for i, word in enumerate(transcript.split()):
@@ -762,24 +826,24 @@ class LocalEngineSession:
         *,
         audio_ms: float = 0.0,
         emit: bool = True,
-    ) -> None:
+    ) -> str | None:
+        """Insert ``item`` after ``previous_item_id`` ("root": first; None: last); returns
+        the id of the item now before it (None when it is first), as the events carry it."""
         if previous_item_id is None or previous_item_id == "root":
             index = 0 if previous_item_id == "root" else len(self.items)
         else:
             prev = self._find(previous_item_id)
             index = self.items.index(prev) + 1 if prev is not None else len(self.items)
         self.items.insert(index, item)
+        previous = self.items[index - 1]["id"] if index > 0 else None
         self._tokens[item["id"]] = tokens
         if audio_ms:
             self._audio_ms[item["id"]] = audio_ms
         if emit:
             self._emit(
-                {
-                    "type": "conversation.item.added",
-                    "previous_item_id": previous_item_id,
-                    "item": item,
-                }
+                {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
             )
+        return previous
 
     def _item_tokens(self, item: dict[str, Any]) -> tuple[Tokens, float]:
         """Token counts of a client-created item, and its audio duration (ms)."""
@@ -855,7 +919,7 @@ class LocalEngineSession:
             self._heard[item_id] = " ".join(heard)
         if previous is None and self.items:
             previous = self.items[-1]["id"]
-        self._add_item(item, previous, tokens, audio_ms=audio_ms)
+        previous = self._add_item(item, previous, tokens, audio_ms=audio_ms)
         self._emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
 
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
@@ -1012,6 +1076,8 @@ class LocalEngineSession:
         resp.input_tokens = total
         resp.cached_tokens = cached
         self._response = resp
+        # response.created goes out now, before any input transcript (as at OpenAI).
+        self._emit({"type": "response.created", "response": resp.payload("in_progress")})
         resp.task = asyncio.create_task(self._run_response(resp), name=f"response-{resp.id}")
 
     def _responder_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1030,7 +1096,12 @@ class LocalEngineSession:
     async def _run_response(self, resp: _Response) -> None:
         status, details = "completed", None
         try:
-            self._emit({"type": "response.created", "response": resp.payload("in_progress")})
+            # The answer needs what was heard: wait for the input items' recognition.
+            for item in resp.input_items:
+                pending = self._transcribing.get(item.get("id", ""))
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(pending)
             reply = decide(
                 self._responder_items(resp.input_items),
                 instructions=resp.instructions,
@@ -1059,6 +1130,7 @@ class LocalEngineSession:
         finally:
             usage = usage_payload(resp.input_tokens, resp.cached_tokens, resp.output_tokens)
             self._emit({"type": "response.done", "response": resp.payload(status, usage, details)})
+            self._emit(self._rate_limits.updated_event(usage["total_tokens"]))
             if self._response is resp:
                 self._response = None
 
@@ -1263,7 +1335,7 @@ class LocalEngineSession:
             if resp.cancel_reason:
                 status = "cancelled"
                 break
-            upto = len(words) if n == len(chunks) else (n * len(words)) // len(chunks)
+            upto = -(-n * len(words) // len(chunks))  # text leads its audio slightly
             new_text = transcript
             for i in range(sent_words, upto):
                 new_text += words[i] if i == 0 else " " + words[i]

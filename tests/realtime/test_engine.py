@@ -118,7 +118,21 @@ async def test_server_vad_turn_end_to_end(client_cls, turn_pcm, utterance_text):
     ]
     positions = [types.index(t) for t in order]
     assert positions == sorted(positions)
-    assert types.index("input_audio_buffer.speech_stopped") < types.index("response.created")
+    # OpenAI's order: the response starts as soon as the turn ends; the input transcript
+    # follows it (the answer, which needs the words, waits for it); the first words of the
+    # answer's transcript come before its first audio.
+    stop = types.index("input_audio_buffer.speech_stopped")
+    assert types[stop : stop + 5] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.created",
+    ]
+    transcribed = types.index("conversation.item.input_audio_transcription.completed")
+    assert types.index("response.created") < transcribed < types.index("response.output_item.added")
+    first_text = types.index("response.output_audio_transcript.delta")
+    assert first_text < types.index("response.output_audio.delta")
 
     transcript_done = next(
         e for e in events if e["type"] == "response.output_audio_transcript.done"
@@ -147,6 +161,12 @@ async def test_server_vad_turn_end_to_end(client_cls, turn_pcm, utterance_text):
         text_out=tok(expected_answer),
         audio_out=math.ceil(out_ms / 50),
     )
+    limits = await client.recv()
+    total = usage_of(done)["total_tokens"]
+    assert limits["rate_limits"] == [
+        {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 60.0},
+        {"name": "tokens", "limit": 400000, "remaining": 400000 - total, "reset_seconds": 60.0},
+    ]
     await client.conn.close()
 
 
@@ -415,6 +435,7 @@ async def test_truncate(client_cls):
     events = await client.until("response.done")
     item_id = events[-1]["response"]["output"][0]["id"]
     full_ms = audio_ms(events)
+    assert (await client.recv())["type"] == "rate_limits.updated"
 
     await client.send(
         type="conversation.item.truncate", item_id="item_nope", content_index=0, audio_end_ms=10
@@ -545,8 +566,52 @@ async def test_audio_item_create_retrieve_delete_and_mcp_tool(client_cls, uttera
         text_out=tok(text),
         audio_out=0,
     )
+    assert (await client.recv())["type"] == "rate_limits.updated"
     await client.send(type="conversation.item.delete", item_id="item_audio1")
     deleted = await client.recv()
     assert deleted == {**deleted, "type": "conversation.item.deleted", "item_id": "item_audio1"}
     await client.send(type="conversation.item.delete", item_id="item_audio1")
     assert (await client.recv())["error"]["code"] == "item_not_found"
+
+
+async def test_rate_limits_updated_after_each_response(client_cls):
+    client, _ = await open_client(client_cls)
+    await client.update(output_modalities=["text"], instructions="Hi.")
+    totals = []
+    for said in ("one", "two"):
+        await client.send(type="conversation.item.create", item=user_message(said))
+        await client.send(type="response.create")
+        totals.append(usage_of((await client.until("response.done"))[-1])["total_tokens"])
+        limits = await client.recv()
+        assert limits["type"] == "rate_limits.updated"
+    requests, tokens = limits["rate_limits"]
+    assert (requests["name"], requests["limit"], requests["remaining"]) == ("requests", 5000, 4998)
+    assert (tokens["name"], tokens["limit"]) == ("tokens", 400000)
+    assert tokens["remaining"] == 400000 - sum(totals)
+    assert 59.0 < requests["reset_seconds"] <= 60.0  # the window began with the first response
+    assert tokens["reset_seconds"] == requests["reset_seconds"]
+
+
+async def test_previous_item_id_is_null_or_a_real_item(client_cls):
+    client, _ = await open_client(client_cls)
+    await client.update(output_modalities=["text"])
+    await client.send(type="conversation.item.create", item={**user_message("a"), "id": "item_a"})
+    first = await client.until("conversation.item.done")
+    assert [e["previous_item_id"] for e in first] == [None, None]
+    # "root" inserts at the start: the item has no item before it.
+    await client.send(
+        type="conversation.item.create",
+        previous_item_id="root",
+        item={**user_message("b"), "id": "item_b"},
+    )
+    root = await client.until("conversation.item.done")
+    assert [e["previous_item_id"] for e in root] == [None, None]
+    await client.send(type="conversation.item.create", item={**user_message("c"), "id": "item_c"})
+    last = await client.until("conversation.item.done")
+    assert [e["previous_item_id"] for e in last] == ["item_a", "item_a"]  # order: b, a, c
+    await client.send(type="response.create")
+    events = await client.until("response.done")
+    added = next(e for e in events if e["type"] == "conversation.item.added")
+    assert added["previous_item_id"] == "item_c"
+    answer = next(e for e in events if e["type"] == "conversation.item.done")
+    assert answer["previous_item_id"] == "item_c"
