@@ -149,6 +149,10 @@ VP_UPSTREAM_CONNECT_TIMEOUT = env.float("VP_UPSTREAM_CONNECT_TIMEOUT", 10.0, min
 VP_LOCAL_ENGINE_MAX_SESSION_SECONDS = env.float(
     "VP_LOCAL_ENGINE_MAX_SESSION_SECONDS", 3600.0, minimum=1.0
 )
+# The local engine streams its spoken answers in real time (as a listener hears them), so that
+# barge-in and truncation behave as they do in a conversation; off, it sends them as fast as they
+# are synthesized (fast tests).
+VP_LOCAL_ENGINE_REALTIME_PACING = env.bool("VP_LOCAL_ENGINE_REALTIME_PACING", default=True)
 
 # Long conversations: rotate to a fresh upstream session before the provider's limit (at a
 # moment of silence when one comes, forced after the grace period), or when the context fills.
