@@ -192,6 +192,22 @@ async def test_client_tool_round_trip(daphne):
 # --- transcription and translation sessions --------------------------------------------------
 
 
+def answers_update(session_type: str):
+    """The ``session.updated`` answering the client's update: the one that shows what it asked
+    (near-field noise reduction; ``de`` output). Another ``session.updated`` first is a test
+    failure (counted at the end); an ``error`` first fails at once, with the event."""
+
+    def matches(event: dict) -> bool:
+        if event["type"] != "session.updated":
+            return False
+        audio = event["session"].get("audio") or {}
+        if session_type == "translation":
+            return (audio.get("output") or {}).get("language") == "de"
+        return (audio.get("input") or {}).get("noise_reduction") == {"type": "near_field"}
+
+    return matches
+
+
 TRANSCRIPTION_UPDATE = {
     "type": "transcription",
     "audio": {
@@ -221,7 +237,7 @@ async def test_transcription_session_configured_by_session_update(daphne, uttera
         assert created["type"] == "session.created"
         assert created["session"]["type"] == "transcription"
         await connection.session.update(session=TRANSCRIPTION_UPDATE)
-        updated = (await events.until("session.updated"))[-1]["session"]
+        updated = (await events.until(answers_update("transcription")))[-1]["session"]
         assert updated["type"] == "transcription"
         audio_input = updated["audio"]["input"]
         assert audio_input["transcription"]["model"] == "gpt-realtime-whisper"
@@ -240,6 +256,7 @@ async def test_transcription_session_configured_by_session_update(daphne, uttera
     assert "order" in turn[-1]["transcript"]
     assert not events.of_type("response.created")
     assert "response.created" not in types(after)
+    assert len(events.of_type("session.updated")) == 1, "one answer to one session.update"
     assert events.errors() == []
 
 
@@ -261,7 +278,7 @@ async def test_translation_session_chooses_its_output_language(daphne, utterance
                 }
             }
         )
-        updated = (await events.until("session.updated"))[-1]["session"]
+        updated = (await events.until(answers_update("translation")))[-1]["session"]
         assert updated["audio"]["output"]["language"] == "de"
         assert updated["audio"]["input"]["transcription"] == {"model": "gpt-realtime-whisper"}
         for chunk in chunks_b64(utterance_pcm, 24000 * 2 // 5):  # 200 ms, as OpenAI advises
@@ -272,6 +289,7 @@ async def test_translation_session_chooses_its_output_language(daphne, utterance
     assert "order" in heard
     assert joined(translated, "session.output_transcript.delta") == f"[de] {heard}"
     assert any(e["type"] == "session.output_audio.delta" for e in translated)
+    assert len(events.of_type("session.updated")) == 1, "one answer to one session.update"
     assert events.errors() == []
 
 
