@@ -64,6 +64,7 @@ def upstream_connector(
                 model,
                 max_session_seconds=settings.VP_LOCAL_ENGINE_MAX_SESSION_SECONDS,
                 intent=intent or None,
+                realtime_pacing=settings.VP_LOCAL_ENGINE_REALTIME_PACING,
             )
 
         return provider, connect

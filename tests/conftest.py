@@ -57,3 +57,10 @@ def world(db) -> World:
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _unpaced_local_engine(settings):
+    """The local engine answers as fast as it synthesizes in tests (real-time pacing is the
+    deployment default); tests of barge-in turn pacing on where they need it."""
+    settings.VP_LOCAL_ENGINE_REALTIME_PACING = False

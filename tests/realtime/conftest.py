@@ -107,3 +107,9 @@ def event_validator():
 def _fast_password_hashing() -> None:
     """Overrides tests/conftest.py's Django-only autouse fixture: these tests need no Django
     (and must run with ``-p no:django``)."""
+
+
+@pytest.fixture(autouse=True)
+def _unpaced_local_engine() -> None:
+    """Overrides tests/conftest.py's Django-only autouse fixture: here each test passes
+    ``realtime_pacing`` to the engine itself."""
