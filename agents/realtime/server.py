@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.exceptions import ConnectionClosed
 
 from . import speech
-from .engine import DEFAULT_MODEL, LocalEngineSession
+from .engine import DEFAULT_MODEL, open_session
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _handler_factory(max_session_seconds: float, realtime_pacing: bool) -> Any:
         intent = (query.get("intent") or [None])[0]
         if url.path.rstrip("/") == TRANSLATIONS_PATH:
             intent = "translation"
-        session = LocalEngineSession(
+        session = open_session(
             model,
             max_session_seconds=max_session_seconds,
             intent=intent,
