@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import math
+import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -615,3 +616,48 @@ async def test_previous_item_id_is_null_or_a_real_item(client_cls):
     assert added["previous_item_id"] == "item_c"
     answer = next(e for e in events if e["type"] == "conversation.item.done")
     assert answer["previous_item_id"] == "item_c"
+
+
+async def test_paced_audio_is_sent_no_faster_than_real_time(client_cls):
+    client, _ = await open_client(client_cls, realtime_pacing=True)
+    await client.send(type="conversation.item.create", item=user_message("hi"))
+    await client.send(type="response.create")
+    await client.until("response.output_audio.delta")
+    started = time.monotonic()
+    events = await client.until("response.output_audio.done")
+    elapsed_ms = (time.monotonic() - started) * 1000
+    first_chunk_ms = 100  # each delta is sent, then its end is waited for
+    sent_ms = audio_ms([*client.events])
+    assert sent_ms > 1000  # "You said: hi." is over a second of speech
+    # Every delta after the first waits for the audio before it to be due.
+    assert elapsed_ms >= sent_ms - 2 * first_chunk_ms
+    assert len([e for e in events if e["type"] == "response.output_audio.delta"]) >= 10
+
+
+async def test_barge_in_on_paced_audio_then_truncate(client_cls, turn_pcm):
+    """What a client does when the user interrupts: the engine cancels the answer mid-way,
+    the client truncates the item at what it played."""
+    client, _ = await open_client(client_cls, realtime_pacing=True)
+    await client.update(audio={"input": {"turn_detection": None}})
+    said = "tell me a rather long story about the local engine and its many audio frames"
+    await client.send(type="conversation.item.create", item=user_message(said))
+    await client.send(type="response.create")
+    await client.until("response.output_audio.delta")
+    await client.until("response.output_audio.delta")
+    await client.send(type="response.cancel")
+    events = await client.until("response.done")
+    done = events[-1]["response"]
+    assert (done["status"], done["status_details"]["reason"]) == ("cancelled", "client_cancelled")
+    item = done["output"][0]
+    assert item["status"] == "incomplete"
+    sent_ms = audio_ms(client.events)
+    assert 200 <= sent_ms < 1500  # paced: the answer is several seconds long
+    played_ms = 150
+    await client.send(
+        type="conversation.item.truncate",
+        item_id=item["id"],
+        content_index=0,
+        audio_end_ms=played_ms,
+    )
+    truncated = (await client.until("conversation.item.truncated"))[-1]
+    assert (truncated["item_id"], truncated["audio_end_ms"]) == (item["id"], played_ms)
