@@ -159,7 +159,7 @@ def test_transcription_and_translation_session_updates():
             },
         },
     }
-    new = realtime_update(config, update, assistant_audio_sent=False)
+    new = realtime_update(config, update, model="gpt-realtime-2", assistant_audio_sent=False)
     assert new["audio"]["input"] == update["session"]["audio"]["input"]
 
     translation = default_translation_session("sess_2", "gpt-realtime-translate", 0)
@@ -189,3 +189,21 @@ def test_transcription_and_translation_session_updates():
             translation, {"type": "session.update", "session": {"instructions": "x"}}
         )
     assert (error.value.code, error.value.param) == ("unknown_parameter", "session.instructions")
+
+
+def test_switching_session_type_keeps_the_model():
+    def update(config: dict, kind: str) -> dict:
+        event = {"type": "session.update", "session": {"type": kind}}
+        return realtime_update(config, event, model="gpt-realtime-2", assistant_audio_sent=False)
+
+    transcription = update(default_realtime_session("sess_1", "gpt-realtime-2", 0), "transcription")
+    assert (transcription["type"], transcription["object"]) == (
+        "transcription",
+        "realtime.transcription_session",
+    )
+    realtime = update(transcription, "realtime")
+    assert (realtime["type"], realtime["model"], realtime["id"]) == (
+        "realtime",
+        "gpt-realtime-2",
+        "sess_1",
+    )

@@ -98,9 +98,10 @@ def _session_of(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def realtime_update(
-    config: dict[str, Any], event: dict[str, Any], *, assistant_audio_sent: bool
+    config: dict[str, Any], event: dict[str, Any], *, model: str, assistant_audio_sent: bool
 ) -> dict[str, Any]:
-    """The configuration after a realtime or transcription ``session.update``."""
+    """The configuration after a realtime or transcription ``session.update`` (it may switch
+    between the two; ``model`` is the session's, set at creation)."""
     from openai.types.realtime import SessionUpdateEvent
 
     session = _session_of(event)
@@ -130,7 +131,7 @@ def realtime_update(
                 fmt.setdefault("rate", 24000)
     if update["type"] != config["type"]:
         kind = "transcription" if update["type"] == "transcription" else "realtime"
-        base = initial_config(kind, config["id"], config.get("model", ""), config["expires_at"])
+        base = initial_config(kind, config["id"], model, config["expires_at"])
     else:
         base = config
     new = deep_merge(base, update)

@@ -131,7 +131,7 @@ class LocalEngineSession(EngineShell):
     async def _on_session_update(self, event: dict[str, Any]) -> None:
         old_input = self.config["audio"]["input"]
         self.config = session_config.realtime_update(
-            self.config, event, assistant_audio_sent=self._assistant_audio_sent
+            self.config, event, model=self.model, assistant_audio_sent=self._assistant_audio_sent
         )
         new_input = self.config["audio"]["input"]
         new_format = new_input.get("format") != old_input.get("format")

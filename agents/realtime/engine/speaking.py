@@ -51,16 +51,13 @@ def speech_chunks(
 
 
 class Pacer:
-    """Waits until audio time ``ms`` (since :meth:`start`) is due in real time; unpaced, it
-    only yields to the event loop."""
+    """Waits until audio time ``ms`` (since the pacer was made) is due in real time; unpaced,
+    it only yields to the event loop."""
 
     def __init__(self, paced: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.paced = paced
         self.clock = clock
         self.started = clock()
-
-    def start(self) -> None:
-        self.started = self.clock()
 
     async def until(self, ms: float) -> None:
         if self.paced:
