@@ -28,7 +28,7 @@ from agents import services
 from agents.compaction import Seed, session_seed
 from agents.models import Agent, Session
 from agents.realtime import frames
-from agents.realtime.bridge import Continuation, RealtimeBridge, upstream_failure
+from agents.realtime.bridge import Continuation, RealtimeBridge
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.realtime.tools import WebhookExecutor
 from agents.recording import DatabaseRecorder
@@ -151,6 +151,7 @@ class RealtimeConsumer(AsyncConsumer):
             recorder=self.recorder,
             max_duration_s=access.tenant.max_session_minutes * 60,
             max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
+            max_client_message_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
             continuation=self._continuation(access, session),
             spend_guard=guard,
             tool_executor=WebhookExecutor(
@@ -166,15 +167,7 @@ class RealtimeConsumer(AsyncConsumer):
             await self.channel_layer.group_add(
                 services.session_group(session.pk), self.channel_name
             )
-        try:
-            await self.bridge.start()
-        except Exception as error:
-            code, message, close_code = upstream_failure(error)
-            logger.warning("upstream connection failed: %s (%s)", type(error).__name__, code)
-            await self.send_text(
-                frames.dumps(frames.error_event(code, message, error_type="server_error"))
-            )
-            await self.bridge.close("upstream_error", code=close_code, message=code)
+        if not await self.bridge.start():
             await self._end("upstream_error")
             return
         self._watch = asyncio.create_task(self._watch_bridge())
@@ -209,12 +202,8 @@ class RealtimeConsumer(AsyncConsumer):
 
     async def session_end(self, message: dict) -> None:
         """Cross-process control: an admin (or a quota) ends this session."""
-        reason = message.get("reason") or Session.EndReason.ENDED_BY_ADMIN
         if self.bridge is not None:
-            await self.send_text(
-                frames.dumps(frames.error_event("session_ended", message.get("message") or reason))
-            )
-            await self.bridge.close(reason, code=4000, message=reason)
+            await self.bridge.end("session_ended", message.get("message") or "")
 
     # --- the ClientSink the bridge writes to ---------------------------------------------------
 
@@ -231,7 +220,10 @@ class RealtimeConsumer(AsyncConsumer):
             return
         self._ended = True
         if self.bridge is not None:
-            await self.bridge.close(reason)
+            if reason == Session.EndReason.CLIENT_CLOSED:
+                await self.bridge.close(reason)
+            else:
+                await self.bridge.end(reason)
             reason = self.bridge.end_reason or reason
         if self.channel_layer is not None and self.session_id is not None:
             with contextlib.suppress(Exception):

@@ -137,6 +137,8 @@ class Session(TenantOwnedModel):
         POLICY = "policy_violation", "Policy violation"
         SERVER_SHUTDOWN = "server_shutdown", "Server shutdown"
         ABANDONED = "abandoned", "Abandoned (no heartbeat)"
+        SLOW_READER = "slow_reader", "Client stopped reading"
+        INTERNAL_ERROR = "internal_error", "Internal error"
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
     agent_version = models.ForeignKey(

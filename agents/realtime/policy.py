@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import catalogue
+from agents.realtime.relay.intake import session_problem
 
 CHANNEL_WIDGET = "widget"
 CHANNEL_API = "api"
@@ -47,10 +48,18 @@ API_EVENTS = WIDGET_EVENTS | {
     "conversation.item.retrieve",
 }
 TRANSCRIPTION_EVENTS = frozenset(
-    {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"}
+    {
+        "session.update",
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "input_audio_buffer.clear",
+    }
 )
 # Translation sessions speak their own protocol (the SDK's realtime.translations).
-TRANSLATION_EVENTS = frozenset({"session.input_audio_buffer.append", "session.close"})
+TRANSLATION_EVENTS = frozenset(
+    {"session.update", "session.input_audio_buffer.append", "session.close"}
+)
+TRANSLATION_LANGUAGES = frozenset(code for code, _ in catalogue.TRANSLATION_LANGUAGES)
 WIDGET_USER_CONTENT = frozenset({"input_text", "input_image"})
 # Fields of response.create that only the platform (or a backend) may set.
 RESPONSE_OVERRIDES = frozenset(
@@ -279,12 +288,56 @@ def _clamp_max_output_tokens(policy: SessionPolicy, container: dict[str, Any]) -
             container["max_output_tokens"] = limit
 
 
+def _check_schema(policy: SessionPolicy, session: Any) -> dict[str, Any]:
+    expected = "translation" if policy.is_translation else session_type(policy)
+    problem = session_problem(session, expected_type=expected)
+    if problem is not None:
+        code, message, param = problem
+        raise PolicyViolation(code, message, param=param)
+    return copy.deepcopy(session)
+
+
+def session_type(policy: SessionPolicy) -> str:
+    return "transcription" if policy.is_transcription else "realtime"
+
+
+def _clamp_transcription_update(policy: SessionPolicy, session: dict[str, Any]) -> dict[str, Any]:
+    """Language, prompt, format, turn detection and noise reduction are the client's; the
+    model is the agent's."""
+    audio_input = _object(
+        _object(session, "audio", "session.audio"), "input", "session.audio.input"
+    )
+    transcription = _object(audio_input, "transcription", "session.audio.input.transcription")
+    if audio_input and "transcription" in audio_input:
+        audio_input["transcription"] = {**transcription, "model": policy.model}
+    session.pop("model", None)
+    return {"type": "session.update", "session": session}
+
+
+def _clamp_translation_update(policy: SessionPolicy, session: dict[str, Any]) -> dict[str, Any]:
+    """The output language among those the model offers; the source transcription model fixed."""
+    audio = _object(session, "audio", "session.audio")
+    language = _object(audio, "output", "session.audio.output").get("language")
+    if language is not None and language not in TRANSLATION_LANGUAGES:
+        raise PolicyViolation(
+            "invalid_value",
+            f"output language {language!r} is not offered; choose one of "
+            + ", ".join(sorted(TRANSLATION_LANGUAGES)),
+            param="session.audio.output.language",
+        )
+    audio_input = _object(audio, "input", "session.audio.input")
+    if audio_input.get("transcription") is not None:
+        audio_input["transcription"] = {"model": "gpt-realtime-whisper"}
+    return {"type": "session.update", "session": session}
+
+
 def _clamp_session_update(policy: SessionPolicy, session: Any) -> dict[str, Any]:
-    if not isinstance(session, dict):
-        raise PolicyViolation("invalid_value", "session must be an object", param="session")
-    session = copy.deepcopy(session)
+    session = _check_schema(policy, session)
+    if policy.is_translation:
+        return _clamp_translation_update(policy, session)
+    if policy.is_transcription:
+        return _clamp_transcription_update(policy, session)
     session.pop("model", None)  # the agent's model is fixed
-    session["type"] = "realtime"
     audio = _object(session, "audio", "session.audio")
     output = _object(audio, "output", "session.audio.output")
     _object(audio, "input", "session.audio.input")

@@ -36,6 +36,8 @@ class FakeUpstream:
     def __init__(self, session_id: str = "sess_fake_1") -> None:
         self.received: list[str] = []
         self.closed = False
+        self.session_id = session_id
+        self.answer_updates = True
         self._events: asyncio.Queue = asyncio.Queue()
         self.push({"type": "session.created", "session": {"id": session_id, "type": "realtime"}})
 
@@ -49,6 +51,11 @@ class FakeUpstream:
         if self.closed:
             raise ConnectionClosedOK(Close(1000, ""), Close(1000, ""))
         self.received.append(message)
+        event = json.loads(message)
+        if event.get("type") == "session.update" and self.answer_updates:
+            # As a real server: the configured session comes back in session.updated.
+            session = {"id": self.session_id, **event["session"]}
+            self.push({"type": "session.updated", "session": session})
 
     async def recv(self) -> str:
         item = await self._events.get()

@@ -223,7 +223,7 @@ async def test_audio_faster_than_real_time_is_refused_then_closed():
     for _ in range(600):  # a flood
         await bridge.from_client(frame)
     assert bridge.closed.is_set()
-    assert client.closed == (1008, "audio flood: sent far faster than real time")
+    assert client.closed == (4008, "audio_flood")
     assert bridge.end_reason == "policy_violation"
     assert upstream.received_types().count("input_audio_buffer.append") == 300
     assert bridge.audio_in_ms == 6000
@@ -288,7 +288,7 @@ async def test_upstream_drop_mid_response_keeps_completed_usage_and_tells_the_cl
     await bridge.wait_closed()
     assert [usage.key for usage in recorder.usages] == ["resp_1"]
     assert client.errors() == ["upstream_closed"]
-    assert client.closed == (1011, "upstream closed")
+    assert client.closed == (4011, "upstream_closed")
     assert bridge.end_reason == "upstream_closed"
 
 
@@ -307,7 +307,7 @@ async def test_session_expired_is_reported_and_closes_going_away():
     upstream.drop(1001, "session expired")
     await bridge.wait_closed()
     assert client.errors() == ["session_expired", "session_expired"]
-    assert client.closed == (1001, "session expired")
+    assert client.closed == (4001, "session_expired")
     assert bridge.end_reason == "session_expired"
 
 
@@ -332,7 +332,7 @@ async def test_max_duration_ends_the_session():
     await bridge.start()
     await asyncio.wait_for(bridge.wait_closed(), timeout=2)
     assert client.errors() == ["session_max_duration"]
-    assert client.closed == (1000, "maximum duration")
+    assert client.closed == (4001, "session_max_duration")
     assert upstream.closed
 
 
@@ -358,12 +358,38 @@ async def test_api_clients_may_update_the_session_within_policy():
     assert forwarded["max_output_tokens"] == 500
     assert forwarded["instructions"] == "Be brief."
     await bridge.from_client(
-        json.dumps({"type": "session.update", "session": {"audio": {"output": {"voice": "bob"}}}})
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"output": {"voice": "bob"}}},
+            }
+        )
     )
     await bridge.from_client(
-        json.dumps({"type": "session.update", "session": {"reasoning": {"effort": "max"}}})
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "reasoning": {"effort": "max"}},
+            }
+        )
     )
     assert client.errors() == ["invalid_value", "invalid_value"]
+    # As OpenAI answers: a session without its type, and fields the API does not know.
+    await bridge.from_client(json.dumps({"type": "session.update", "session": {}}))
+    await bridge.from_client(
+        json.dumps(
+            {
+                "type": "session.update",
+                "event_id": "evt_9",
+                "session": {"type": "realtime", "audio": {"input": {"volume": 3}}},
+            }
+        )
+    )
+    errors = [event["error"] for event in client.events() if event["type"] == "error"][2:]
+    assert [(e["code"], e["param"], e["event_id"]) for e in errors] == [
+        ("missing_required_parameter", "session.type", None),
+        ("unknown_parameter", "session.audio.input.volume", "evt_9"),
+    ]
     assert upstream.received_types().count("session.update") == 2
     await bridge.close("client_closed")
 
@@ -403,8 +429,8 @@ async def test_transcription_sessions_meter_audio_minutes_per_commit():
     await bridge.from_client(json.dumps({"type": "response.create"}))  # not for transcription
     await bridge.close("client_closed")
     assert [(u.key, u.audio_ms, u.status) for u in recorder.usages] == [
-        ("sess_fake_1:audio:48000", 1000, "committed"),
-        ("sess_fake_1:audio:57600", 200, "final"),
+        ("sess_fake_1:audio:1000ms", 1000, "committed"),
+        ("sess_fake_1:audio:1200ms", 200, "final"),
     ]
     assert client.errors() == ["event_not_allowed"]
 
@@ -496,7 +522,7 @@ async def test_spend_cap_finishes_the_crossing_response_then_stops_spending():
     assert [usage.key for usage in recorder.usages] == ["r1", "r2"]
     assert [e["type"] for e in client.events()][-3:] == ["response.done", "response.done", "error"]
     assert client.errors() == ["budget_exhausted"]
-    assert client.closed == (4402, "budget exhausted")
+    assert client.closed == (4402, "budget_exhausted")
     assert bridge.end_reason == "budget_exhausted"
     assert upstream.closed
     assert upstream.received_types() == ["session.update", "response.create", "response.create"]

@@ -171,7 +171,7 @@ async def test_refused_credentials_at_reconnect_are_final():
     first.drop(1006)
     await asyncio.wait_for(bridge.wait_closed(), 3)
     assert client.errors() == ["upstream_auth_failed"]
-    assert client.closed == (1011, "upstream_auth_failed")
+    assert client.closed == (4011, "upstream_auth_failed")
     assert len(upstreams.plan) == 1  # it did not try again
 
 
@@ -184,7 +184,7 @@ async def test_a_flapping_upstream_ends_the_session_instead_of_looping():
     await asyncio.wait_for(bridge.wait_closed(), 3)
     assert len(upstreams.opened) == 3
     assert client.errors() == ["upstream_closed"]
-    assert client.closed == (1011, "upstream closed")
+    assert client.closed == (4011, "upstream_closed")
 
 
 async def test_rotation_waits_for_a_quiet_moment():

@@ -136,11 +136,12 @@ async def until(conn, event_type: str, timeout: float = 20) -> list[Any]:
             return events
 
 
-async def open_session(conn) -> tuple[Any, Any]:
-    created, updated = await conn.recv(), await conn.recv()
+async def open_session(conn) -> Any:
+    """The first event is session.created with the agent's configuration folded in; no
+    unsolicited session.updated follows (the client did not ask for one)."""
+    created = await conn.recv()
     assert created.type == "session.created"
-    assert updated.type == "session.updated"
-    return created, updated
+    return created
 
 
 def user_text(text: str) -> dict:
@@ -212,9 +213,9 @@ def assert_usage_row(row: UsageEvent, done: Any) -> None:
 async def test_text_turn_is_answered_and_recorded(server_port, api_setup):
     tenant = api_setup["world"].tenant_a
     async with sdk_connect(server_port, api_setup["raw_key"]) as conn:
-        created, updated = await open_session(conn)
-        assert updated.session.model == MODEL
-        assert updated.session.instructions == INSTRUCTIONS  # a backend may see its own
+        created = await open_session(conn)
+        assert created.session.model == MODEL
+        assert created.session.instructions == INSTRUCTIONS  # a backend may see its own
         events = await text_turn(conn, "hello platform")
         done = events[-1]
         assert done.response.status == "completed"
@@ -251,9 +252,9 @@ async def test_audio_turn_with_server_vad(server_port, api_setup, turn_pcm):
     chunk = 960  # 20 ms of PCM16 at 24 kHz
     sent_bytes = 0
     async with sdk_connect(server_port, api_setup["raw_key"]) as conn:
-        _, updated = await open_session(conn)
-        assert updated.session.audio.input.turn_detection.type == "server_vad"
-        assert updated.session.audio.input.transcription.model == "gpt-realtime-whisper"
+        created = await open_session(conn)
+        assert created.session.audio.input.turn_detection.type == "server_vad"
+        assert created.session.audio.input.transcription.model == "gpt-realtime-whisper"
         # 3.5 s of audio, inside the 5 s burst allowance: no need to pace it.
         for start in range(0, len(turn_pcm), chunk):
             piece = turn_pcm[start : start + chunk]
@@ -499,8 +500,7 @@ async def test_malformed_session_update_gets_an_error_and_the_session_survives(
     url = f"ws://127.0.0.1:{server_port}/v1/realtime?model={MODEL}"
     headers = {"Authorization": f"Bearer {api_setup['raw_key']}"}
     async with websockets.connect(url, additional_headers=headers) as ws:
-        for expected in ("session.created", "session.updated"):
-            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == expected
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
         await ws.send(json.dumps({"type": "session.update", "session": session}))
         error = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert error["type"] == "error"

@@ -214,13 +214,18 @@ async def test_client_tool_round_trip_and_unknown_call_ids_refused():
     await settle()
     assert scripted.calls == []  # client-side: the platform does not run it
     assert any(e.get("item", {}).get("call_id") == "c9" for e in client.events())  # forwarded
-    answer = {"type": "function_call_output", "call_id": "c9", "output": '{"ok":true}'}
-    output = {"type": "conversation.item.create", "item": answer}
+    answer = {"id": "item_mine", "type": "function_call_output", "call_id": "c9",
+              "output": '{"ok":true}'}  # fmt: skip
+    output = {"type": "conversation.item.create", "event_id": "evt_1", "item": answer}
     await bridge.from_client(json.dumps({**output, "item": {**output["item"], "call_id": "c404"}}))
     await bridge.from_client(json.dumps(output))
     await bridge.from_client(json.dumps(output))  # a second answer to the same call
     await settle()
     assert client.errors() == ["unknown_call_id", "unknown_call_id"]
+    # As with OpenAI: the output goes up as the client sent it (its item id kept), and the
+    # next response is the client's to ask for; the platform adds no response.create.
+    assert [json.loads(message) for message in upstream.received[1:]] == [output]
+    await bridge.from_client(json.dumps({"type": "response.create"}))
     assert upstream.received_types()[1:] == ["conversation.item.create", "response.create"]
     await bridge.close("client_closed")
 
@@ -245,12 +250,22 @@ async def test_barge_in_during_a_tool_call_keeps_the_conversation_going():
     upstream.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
     await settle()
     assert upstream.received_types()[1:] == ["conversation.item.create", "response.create"]
-    # If the upstream still says a response is active, that is absorbed, not shown.
-    upstream.push({"type": "error", "error": {"type": "invalid_request_error",
-                                              "code": "conversation_already_has_active_response",
-                                              "message": "busy"}})  # fmt: skip
+    # If the upstream says a response is active to the platform's own request, that is
+    # absorbed, not shown, and asked again after the next response; the same error answering
+    # a client's event reaches the client.
+    own = json.loads(upstream.received[-1])["event_id"]
+    busy = {"type": "invalid_request_error", "code": "conversation_already_has_active_response",
+            "message": "busy"}  # fmt: skip
+    upstream.push({"type": "error", "error": {**busy, "event_id": own}})
+    upstream.push({"type": "error", "error": {**busy, "event_id": "evt_client"}})
     await settle()
-    assert client.errors() == ["conversation_already_has_active_response"]
+    assert client.errors() == ["conversation_already_has_active_response"] * 2
+    upstream.push({"type": "response.created", "response": {"id": "r3"}})
+    upstream.push({"type": "response.done", "response": {"id": "r3", "status": "completed"}})
+    await settle()
+    assert upstream.received_types()[1:] == [
+        "conversation.item.create", "response.create", "response.create",
+    ]  # fmt: skip
     assert not bridge.closed.is_set()
     await bridge.close("client_closed")
 

@@ -87,7 +87,7 @@ def test_a_session_crossing_the_budget_stops_is_told_why_and_overshoots_by_one_r
     assert [usage.key for usage in recorder.usages] == ["r1", "r2"]  # both billed
     assert upstream.received_types() == ["session.update", "response.create", "response.create"]
     assert client.errors() == ["budget_exhausted"]
-    assert client.closed == (CLOSE_BUDGET_EXHAUSTED, "budget exhausted")
+    assert client.closed == (CLOSE_BUDGET_EXHAUSTED, "budget_exhausted")
     assert bridge.end_reason == "budget_exhausted"
     assert upstream.closed
     overshoot = -guard.allowances[0].remaining

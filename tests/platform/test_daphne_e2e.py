@@ -80,8 +80,7 @@ async def frame_limits(platform: Platform) -> tuple[str, int | None]:
     url = f"ws://127.0.0.1:{platform.port}/v1/realtime?model=gpt-realtime-2"
     headers = {"Authorization": f"Bearer {platform.seed['api_key']}"}
     async with websockets.connect(url, additional_headers=headers) as connection:
-        await connection.recv()  # session.created
-        await connection.recv()  # session.updated
+        await connection.recv()  # session.created (the configured session; nothing follows)
         # Over the app's limit, under Daphne's: a clear error, and the session goes on.
         await connection.send(json.dumps({"type": "conversation.item.create", "x": "y" * 40000}))
         error = json.loads(await connection.recv())
@@ -122,8 +121,7 @@ def test_daphne_on_postgresql_and_redis_with_cross_process_end(services_platform
         url = f"ws://127.0.0.1:{services_platform.port}/v1/realtime?model=gpt-realtime-2"
         headers = {"Authorization": f"Bearer {services_platform.seed['api_key']}"}
         async with websockets.connect(url, additional_headers=headers) as connection:
-            await connection.recv()
-            await connection.recv()
+            await asyncio.wait_for(connection.recv(), timeout=10)  # session.created
             session_id = await asyncio.to_thread(services_platform.open_session_id)
             layer = RedisChannelLayer(hosts=["redis://127.0.0.1:6379/13"], prefix="vp:channels:")
             await layer.group_send(

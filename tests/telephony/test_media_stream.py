@@ -207,9 +207,9 @@ async def test_a_call_completes_a_turn(application, phone, utterance_ulaw, ulaw_
     assert user.text in assistant.text
     assert [event.session_id for event in usage] == [session.pk]
     # The upstream was configured for μ-law both ways, whatever the agent says.
-    (updated,) = upstream_events("session.updated")
-    assert updated["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
-    assert updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    (created,) = upstream_events("session.created")
+    assert created["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert created["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
     # The upstream's audio went to Twilio byte for byte.
     assert b"".join(base64.b64decode(event["delta"]) for event in deltas) == audio
 

@@ -1,0 +1,110 @@
+"""What the relay talks to, and the records it hands over. No I/O here, only shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ClientSink(Protocol):
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Upstream(Protocol):
+    async def send(self, message: str) -> None: ...
+
+    async def recv(self) -> str | bytes: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TranscriptRecord:
+    item_id: str
+    sequence: int
+    role: str
+    kind: str
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One billable unit: a ``response.done`` (tokens) or a span of metered audio."""
+
+    key: str
+    model: str
+    status: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    audio_ms: int = 0
+
+
+class Recorder(Protocol):
+    """Receives what must be stored. Every method must return at once (it may only enqueue)."""
+
+    def upstream_session(
+        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
+    ) -> None: ...
+
+    def transcript(self, record: TranscriptRecord) -> None: ...
+
+    def usage(self, record: UsageRecord) -> None: ...
+
+    def audio(self, *, in_ms: int, out_ms: int) -> None: ...
+
+
+class NullRecorder:
+    """Stores nothing (benchmarks and tests that only look at the wire)."""
+
+    def upstream_session(
+        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
+    ) -> None:
+        pass
+
+    def transcript(self, record: TranscriptRecord) -> None:
+        pass
+
+    def usage(self, record: UsageRecord) -> None:
+        pass
+
+    def audio(self, *, in_ms: int, out_ms: int) -> None:
+        pass
+
+
+class ToolExecutor(Protocol):
+    async def call(self, tool: dict[str, Any], *, call_id: str, arguments: str) -> Any:
+        """Run a webhook tool; the result has ``output``, ``latency_ms`` and ``error``."""
+        ...
+
+
+class SpendGuard(Protocol):
+    """Live spend cap of a session. Both methods are in-memory and return at once."""
+
+    def allows_response(self) -> bool:
+        """May another response start? (checked before forwarding a client's response.create)"""
+        ...
+
+    def on_usage(self, record: UsageRecord) -> bool:
+        """Count a response's usage; False once the cap is reached."""
+        ...
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How a conversation outlives its upstream sessions.
+
+    ``seed`` returns an object with ``summary`` (str) and ``turns`` (objects with ``role`` and
+    ``text``): what a new segment starts from.
+    """
+
+    seed: Callable[[], Awaitable[Any]]
+    rotate_after_s: float | None = 3300.0
+    rotate_grace_s: float = 240.0
+    token_threshold: int | None = 100_000
+    reconnect_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    rate_limited_backoff_s: float = 5.0
