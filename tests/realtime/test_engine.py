@@ -488,14 +488,27 @@ async def test_transcription_session(client_cls, turn_pcm, utterance_text):
     client = client_cls(await connect_local("gpt-realtime-2", intent="transcription"))
     created = await client.recv()
     assert created["session"]["type"] == "transcription"
-    await client.send(
-        type="session.update",
-        session={
-            "type": "transcription",
-            "audio": {"input": {"transcription": {"model": "gpt-realtime-whisper"}}},
+    # OpenAI's transcription session.update, as Pipecat and LiveKit send it.
+    audio_input = {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "transcription": {"model": "gpt-realtime-whisper", "language": "en", "prompt": "orders"},
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 500,
         },
+        "noise_reduction": {"type": "near_field"},
+    }
+    await client.send(
+        type="session.update", session={"type": "transcription", "audio": {"input": audio_input}}
     )
-    await client.until("session.updated")
+    updated = (await client.until("session.updated"))[-1]["session"]
+    assert updated["type"] == "transcription"
+    assert updated["audio"]["input"] == {
+        **audio_input,
+        "turn_detection": {**created["session"]["audio"]["input"]["turn_detection"]},
+    }
     await client.append_audio(turn_pcm)
     events = await client.until("conversation.item.input_audio_transcription.completed")
     completed = events[-1]
