@@ -29,6 +29,7 @@ from agents.compaction import Seed, session_seed
 from agents.models import Agent, Session
 from agents.realtime import frames
 from agents.realtime.bridge import Continuation, RealtimeBridge
+from agents.realtime.client_output import ClientOutput
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.realtime.tools import WebhookExecutor
 from agents.recording import DatabaseRecorder
@@ -72,6 +73,7 @@ class RealtimeConsumer(AsyncConsumer):
         self.scope = scope
         self.base_send = send
         self.bridge: RealtimeBridge | None = None
+        self.output: ClientOutput | None = None
         self.recorder: DatabaseRecorder | None = None
         self.session_id: int | None = None
         self._ended = False
@@ -124,7 +126,8 @@ class RealtimeConsumer(AsyncConsumer):
         except services.AccessDenied as denied:
             await self._refuse(denied, self._offered_subprotocol())
             return
-        await self.send({"type": "websocket.accept", "subprotocol": access.subprotocol})
+        await self._accept(access.subprotocol)
+        self.output.attach()
         self.session_id = session.pk
         await self._start_bridge(access, session)
 
@@ -208,10 +211,29 @@ class RealtimeConsumer(AsyncConsumer):
     # --- the ClientSink the bridge writes to ---------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+        if self.output is not None:
+            await self.output.send_text(text)
+        else:
+            await self.base_send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int, reason: str) -> None:
-        await self.send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        if self.output is not None:
+            await self.output.close(code, reason)
+        else:
+            await self.send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    async def _accept(self, subprotocol: str | None) -> None:
+        await self.send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self.output = ClientOutput(
+            self.base_send,
+            budget_bytes=settings.VP_WS_SEND_BUFFER_BYTES,
+            stall_s=settings.VP_WS_SEND_STALL_SECONDS,
+            on_slow_reader=self._on_slow_reader,
+        )
+
+    def _on_slow_reader(self) -> None:
+        if self.bridge is not None:
+            asyncio.get_running_loop().create_task(self.bridge.end("slow_reader"))
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -219,6 +241,8 @@ class RealtimeConsumer(AsyncConsumer):
         if self._ended:
             return
         self._ended = True
+        if self.output is not None:
+            self.output.detach()
         if self.bridge is not None:
             if reason == Session.EndReason.CLIENT_CLOSED:
                 await self.bridge.close(reason)
@@ -243,7 +267,7 @@ class RealtimeConsumer(AsyncConsumer):
     async def _refuse(self, denied: services.AccessDenied, subprotocol: str | None) -> None:
         """Accept only to say why, then close with a code (4401, 4403, 4404, 4429…)."""
         self._ended = True
-        await self.send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await self._accept(subprotocol)
         await self.send_text(frames.dumps(frames.error_event(denied.code, denied.message)))
         await self.close(denied.close_code, denied.code)
 
@@ -292,20 +316,49 @@ class ApiConsumer(RealtimeConsumer):
     channel = CHANNEL_API
 
     def authenticate(self) -> Access:
-        authorization = self.header(b"authorization") or ""
-        scheme, _, raw_key = authorization.partition(" ")
-        api_key = api_key_authenticate(raw_key.strip()) if scheme.lower() == "bearer" else None
-        if api_key is None:
+        if "realtime=v1" in (self.header(b"openai-beta") or "").replace(" ", ""):
+            # As OpenAI since the GA protocol: the beta shape is refused, not half-served.
             raise services.AccessDenied(
-                "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
+                "beta_api_shape_disabled",
+                "The Realtime API beta shape (OpenAI-Beta: realtime=v1) is no longer supported; "
+                "remove the header and use the GA event names.",
+                status=400,
+                close_code=4400,
             )
         query = self.query()
         # /v1/realtime/translations is the translation endpoint, as OpenAI's.
         translations = self.scope.get("path", "").rstrip("/").endswith("/translations")
+        raw_key = self._presented_key()
+        if raw_key.startswith(services.EPHEMERAL_PREFIX):
+            # A client secret minted by POST /v1/realtime/client_secrets names its agent.
+            token = services.client_token_consume(raw=raw_key, origin=None)
+            end_user = query.get("user") or f"client_secret:{token.pk}"
+            return Access(
+                tenant=token.tenant, agent=token.agent, end_user=end_user,
+                subprotocol=self._offered_subprotocol(),
+            )  # fmt: skip
+        api_key = api_key_authenticate(raw_key) if raw_key else None
+        if api_key is None:
+            raise services.AccessDenied(
+                "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
+            )
         agent = services.agent_get_for_api_key(
             api_key=api_key,
             agent_id=query.get("agent"),
             intent="translation" if translations else query.get("intent", ""),
         )
         end_user = query.get("user") or f"api_key:{api_key.pk}"
-        return Access(tenant=api_key.tenant, agent=agent, end_user=end_user, subprotocol=None)
+        return Access(
+            tenant=api_key.tenant, agent=agent, end_user=end_user,
+            subprotocol=self._offered_subprotocol(),
+        )  # fmt: skip
+
+    def _presented_key(self) -> str:
+        """``Authorization: Bearer <key>``, or the subprotocol browsers use for client secrets."""
+        scheme, _, raw_key = (self.header(b"authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and raw_key.strip():
+            return raw_key.strip()
+        for protocol in self.scope.get("subprotocols") or []:
+            if protocol.startswith(EPHEMERAL_SUBPROTOCOL):
+                return protocol[len(EPHEMERAL_SUBPROTOCOL) :]
+        return ""

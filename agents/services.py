@@ -181,7 +181,7 @@ def _client_token_create(*, agent: Agent, kind: str, seconds: int, **fields: obj
 def ephemeral_key_mint(
     *, api_key: ApiKey, agent_id: object | None, seconds: int = EPHEMERAL_DEFAULT_SECONDS
 ) -> MintedToken:
-    """A short-lived client secret a backend hands to a browser (single use)."""
+    """A short-lived client secret a backend hands to a browser (usable until it expires)."""
     if not 10 <= seconds <= EPHEMERAL_MAX_SECONDS:
         raise AccessDenied(
             "invalid_expiry",
@@ -240,13 +240,14 @@ def session_request_end(*, session: Session, actor: object | None) -> None:
 
 
 def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
-    """Spend a widget token or ephemeral key: valid, unexpired, unused, right origin. Once."""
+    """Spend a single-use token (widget: right origin too; console try-it; phone stream): once.
+    A client secret a backend minted is valid until it expires, while its API key stands."""
     if not raw.startswith((WIDGET_TOKEN_PREFIX, EPHEMERAL_PREFIX)):
         raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
     now = timezone.now()
     with scopes_disabled():  # the token itself names its tenant
         token = (
-            ClientToken.objects.select_related("tenant", "agent")
+            ClientToken.objects.select_related("tenant", "agent", "api_key")
             .filter(hashed_token=_hash(raw))
             .first()
         )
@@ -254,6 +255,15 @@ def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
             raise AccessDenied(
                 "invalid_token", "Invalid or expired session token.", close_code=4401
             )
+        if token.api_key is not None:  # a client secret a tenant backend minted
+            if not token.api_key.is_active:
+                raise AccessDenied(
+                    "invalid_token", "The key that minted this secret was revoked.",
+                    close_code=4401,
+                )  # fmt: skip
+            # As OpenAI's client secrets: any number of sessions until it expires.
+            ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
+            return token
         if token.kind == ClientToken.Kind.WIDGET and not origin_is_allowed(origin, [token.origin]):
             raise AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403)
         # Atomic single use: only one socket can flip used_at from empty.

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from agents import services
+from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
+from agents.selectors import policy_for_agent
 from tenants.services import api_key_authenticate
 
 MAX_BODY_BYTES = 16 * 1024
@@ -115,14 +118,36 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
         minted = services.ephemeral_key_mint(api_key=api_key, agent_id=agent_id, seconds=seconds)
     except services.AccessDenied as denied:
         return _error(denied.code, denied.message, denied.status)
-    agent = minted.agent
+    expires_at = int(minted.expires_at.timestamp())
     return JsonResponse(
         {
             "value": minted.value,
-            "expires_at": int(minted.expires_at.timestamp()),
-            "session": {"type": "realtime", "model": agent.model, "agent": agent.pk},
+            "expires_at": expires_at,
+            "session": client_secret_session(minted.agent, expires_at=expires_at),
         }
     )
+
+
+def client_secret_session(agent, *, expires_at: int) -> dict:
+    """The session a client secret opens, in the shape of OpenAI's answer (the SDK's
+    ``ClientSecretCreateResponse``, or its translation twin): the agent's configuration as the
+    backend's socket would get it, MCP credentials stripped."""
+    policy = policy_for_agent(agent=agent, channel=CHANNEL_API)
+    config = sanitize_session_event(policy, {"session": session_config(policy)})["session"]
+    session_id = "sess_vp_" + secrets.token_hex(12)
+    if policy.is_translation:
+        return {"id": session_id, "type": "translation", "model": agent.model,
+                "expires_at": expires_at, "audio": config["audio"]}  # fmt: skip
+    kind = "transcription" if policy.is_transcription else "realtime"
+    return {
+        "id": session_id,
+        "object": "realtime.transcription_session"
+        if policy.is_transcription
+        else "realtime.session",
+        **config,
+        "type": kind,
+        "expires_at": expires_at,
+    }
 
 
 def widget_demo(request: HttpRequest) -> HttpResponse:

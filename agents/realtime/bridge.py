@@ -110,6 +110,8 @@ _ITEM_EVENTS = ("conversation.item.added", "conversation.item.created", "convers
 ERROR_REPORT_INTERVAL_S = 1.0
 # How long a new upstream may take to say session.created and to confirm the platform's update.
 HANDSHAKE_TIMEOUT_S = 15.0
+# How long the ending's error event and close may take to go out to a client.
+CLOSE_SEND_TIMEOUT_S = 2.0
 # An upstream that drops this soon after opening counts as flapping; after as many such drops
 # in a row as reconnect attempts are allowed, the session ends instead of looping.
 QUICK_DROP_S = 10.0
@@ -265,21 +267,23 @@ class RealtimeBridge:
         return greeting, early
 
     async def end(self, code: str, message: str = "") -> None:
-        """End the session as the close table says: one error event, then the close."""
+        """End the session as the close table says: one error event, then the close.
+
+        The upstream is closed and the usage recorded first: a client that cannot take the
+        error event (it stopped reading) must not keep the upstream open.
+        """
         if self.closed.is_set():
             return
         row = ending(code)
         if code not in CLOSE_TABLE:
             logger.error("no close table row for %r: ending as internal_error", code)
         self.end_reason = self.end_reason or row.end_reason
-        await self._send_client_quietly(
-            frames.dumps(
-                frames.error_event(row.code, message or row.message, error_type=row.error_type)
-            )
-        )
         await self._teardown()
+        error = frames.error_event(row.code, message or row.message, error_type=row.error_type)
         with contextlib.suppress(Exception):
-            await self.client.close(row.close_code, row.code)
+            async with asyncio.timeout(CLOSE_SEND_TIMEOUT_S):
+                await self.client.send_text(frames.dumps(error))
+                await self.client.close(row.close_code, row.code)
 
     async def close(self, reason: str = "client_closed") -> None:
         """The client is gone (or its consumer is): stop everything, tell nobody."""

@@ -980,6 +980,7 @@
           this.currentResponse = null;
           this.state.responseActive = false;
         }
+        this.followUpToolCalls();
         break;
       case "response.output_audio_transcript.delta":
       case "response.audio_transcript.delta":
@@ -1044,8 +1045,17 @@
     }
   };
 
+  // As with OpenAI: once every client-side call is answered and no response is running, the
+  // client asks for the next response (the platform adds none of its own for these calls).
+  Widget.prototype.followUpToolCalls = function () {
+    if (!this.toolFollowUpWanted || this.pendingToolCalls || this.state.responseActive) return;
+    this.toolFollowUpWanted = false;
+    this.send({ type: "response.create" });
+  };
+
   Widget.prototype.runClientTool = function (call) {
     var self = this;
+    this.pendingToolCalls = (this.pendingToolCalls || 0) + 1;
     var args = {};
     try {
       args = call.arguments ? JSON.parse(call.arguments) : {};
@@ -1069,6 +1079,9 @@
           type: "conversation.item.create",
           item: { type: "function_call_output", call_id: call.call_id, output: output },
         });
+        self.pendingToolCalls -= 1;
+        self.toolFollowUpWanted = true;
+        self.followUpToolCalls();
       });
   };
 

@@ -17,11 +17,12 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 from django.utils import timezone
+from openai.types.realtime import ClientSecretCreateResponse
 from pydantic import TypeAdapter
 
 from agents.models import Agent, Session
 from billing.models import UsageEvent
-from tenants.models import ClientToken
+from tenants.models import ApiKey, ClientToken
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import api_key_issue, widget_key_create, widget_key_revoke
 
@@ -554,8 +555,13 @@ async def test_audio_flood_is_cut_off(shop, fake_openai):
 # --- ephemeral keys (POST /v1/realtime/client_secrets) -------------------------------------
 
 
+def api_key_revoke_all(tenant):
+    with tenant_scope(tenant):
+        ApiKey.objects.update(revoked_at=timezone.now())
+
+
 @transactional
-async def test_ephemeral_key_opens_one_widget_socket(shop):
+async def test_client_secret_opens_widget_sockets_until_its_key_is_revoked(shop):
     _, raw_key = await sync_to_async(api_key_issue)(
         tenant=shop["world"].tenant_a, name="backend", default_agent=shop["agent"]
     )
@@ -568,10 +574,11 @@ async def test_ephemeral_key_opens_one_widget_socket(shop):
     assert response.status_code == 200
     body = response.json()
     assert body["value"].startswith("vp_ek_")
-    assert body["session"] == {"type": "realtime", "model": MODEL, "agent": shop["agent"].pk}
+    session = ClientSecretCreateResponse.model_validate(body).session  # OpenAI's shape
+    assert (session.type, session.model, session.object) == ("realtime", MODEL, "realtime.session")
     assert int(time.time()) + 58 <= body["expires_at"] <= int(time.time()) + 60
 
-    # Any page may use it (the backend vouches for it), but only once.
+    # Any page may use it (the backend vouches for it), until it expires.
     first = widget_socket(
         body["value"], origin="https://anywhere.example", prefix="openai-insecure-api-key."
     )
@@ -590,10 +597,20 @@ async def test_ephemeral_key_opens_one_widget_socket(shop):
         body["value"], origin="https://anywhere.example", prefix="openai-insecure-api-key."
     )
     try:
-        await assert_refused(second, "invalid_token", 4401)
+        connected, _ = await second.connect(timeout=SOCKET_TIMEOUT)
+        assert connected and (await receive(second))["type"] == "session.created"
     finally:
         await second.disconnect()
-    assert await counts() == {"sessions": 1, "tokens": 1, "used_tokens": 1, "usage": 0}
+    # Revoking the key that minted it revokes the secret.
+    await sync_to_async(api_key_revoke_all)(shop["world"].tenant_a)
+    third = widget_socket(
+        body["value"], origin="https://anywhere.example", prefix="openai-insecure-api-key."
+    )
+    try:
+        await assert_refused(third, "invalid_token", 4401)
+    finally:
+        await third.disconnect()
+    assert await counts() == {"sessions": 2, "tokens": 1, "used_tokens": 1, "usage": 0}
 
 
 @transactional
