@@ -80,6 +80,9 @@ def upstream_connector(
             open_timeout=settings.VP_UPSTREAM_CONNECT_TIMEOUT,
             ping_interval=20,
             ping_timeout=20,
+            # Closing tells the provider at once; waiting long for its answer would only delay
+            # the client's close (an upstream mid-stream answers late).
+            close_timeout=1,
             compression=None,
         )
 

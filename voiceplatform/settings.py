@@ -145,7 +145,7 @@ VP_WS_MAX_MESSAGE_BYTES = env.int("VP_WS_MAX_MESSAGE_BYTES", 1024 * 1024, minimu
 # Output a client may fall behind by before it is closed as a slow reader (4010): about 30 s of
 # 24 kHz audio. Servers whose send waits instead (uvicorn) close after a send stalled this long.
 VP_WS_SEND_BUFFER_BYTES = env.int("VP_WS_SEND_BUFFER_BYTES", 2 * 1024 * 1024, minimum=65536)
-VP_WS_SEND_STALL_SECONDS = env.float("VP_WS_SEND_STALL_SECONDS", 30.0, minimum=1.0)
+VP_WS_SEND_STALL_SECONDS = env.float("VP_WS_SEND_STALL_SECONDS", 15.0, minimum=1.0)
 
 # The OpenAI Realtime endpoint (tests aim it at a scripted fake) and the local engine's limit.
 VP_OPENAI_REALTIME_URL = env.str("VP_OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime")

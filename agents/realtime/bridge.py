@@ -158,6 +158,8 @@ class RealtimeBridge:
         self._timers: list[asyncio.TimerHandle] = []
         self._last_error_report = 0.0
         self._budget_reached = False
+        self._ending = False
+        self._ending_task: asyncio.Task | None = None  # kept referenced until it is done
         # The parts that hold state.
         self.meter = AudioMeter(
             input_bytes_per_ms=policy.input_bytes_per_ms,
@@ -272,8 +274,9 @@ class RealtimeBridge:
         The upstream is closed and the usage recorded first: a client that cannot take the
         error event (it stopped reading) must not keep the upstream open.
         """
-        if self.closed.is_set():
+        if self.closed.is_set() or self._ending:
             return
+        self._ending = True
         row = ending(code)
         if code not in CLOSE_TABLE:
             logger.error("no close table row for %r: ending as internal_error", code)
@@ -289,6 +292,7 @@ class RealtimeBridge:
         """The client is gone (or its consumer is): stop everything, tell nobody."""
         if self.closed.is_set():
             return
+        self._ending = True
         self.end_reason = self.end_reason or reason
         await self._teardown()
 
@@ -309,7 +313,7 @@ class RealtimeBridge:
         self.recorder.audio(in_ms=self.audio_in_ms, out_ms=self.audio_out_ms)
 
     def _end_soon(self, code: str) -> None:
-        asyncio.get_running_loop().create_task(self.end(code))
+        self._ending_task = asyncio.get_running_loop().create_task(self.end(code))
 
     async def wait_closed(self) -> None:
         await self.closed.wait()
@@ -333,7 +337,7 @@ class RealtimeBridge:
 
     async def from_client(self, text: str | None = None, data: bytes | None = None) -> None:
         """Handle one client frame. Bad input gets an ``error`` event; the session goes on."""
-        if self.closed.is_set() or self.upstream is None:
+        if self.closed.is_set() or self._ending or self.upstream is None:
             return
         try:
             await self._from_client(text)
@@ -436,7 +440,9 @@ class RealtimeBridge:
     async def _client_audio(self, text: str, audio_bytes: int) -> None:
         verdict = self.meter.admit(audio_bytes)
         if verdict == metering.FLOOD:
-            await self.end("audio_flood")
+            # Ended beside the client's receive loop, which must go on draining the socket:
+            # some servers (uvicorn) complete a close only once the application reads again.
+            self._ending_task = asyncio.get_running_loop().create_task(self.end("audio_flood"))
             return
         if verdict == metering.DROP:
             await self._client_error(

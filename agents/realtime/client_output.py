@@ -1,13 +1,16 @@
 """What goes out to one client socket: a send budget in bytes, and closes that carry a reason.
 
-ASGI gives an application no backpressure: Daphne writes every message into Twisted's buffer
-whether the client reads or not, so one client that stops reading grows the process without
-bound. Where the server is Daphne, this registers a push producer on the connection's transport
-(Twisted's own flow-control interface): the transport says when its buffer is full (paused) and
-when it has drained (resumed). Bytes sent while paused are what the client is behind by; past
-the budget the client is a slow reader and the session ends. Servers whose ``send`` waits for
-the socket instead (uvicorn) hold at most one message per connection; there a send stalled for
-longer than ``stall_s`` is the same verdict.
+ASGI gives an application no backpressure: Daphne and uvicorn both write every message into
+their transport's buffer whether the client reads or not, so one client that stops reading grows
+the process without bound. So this looks at the transport behind ``send``:
+
+* Daphne: a push producer registered on the connection's Twisted transport (Twisted's own
+  flow-control interface) hears when its buffer is full (paused) and drained (resumed); bytes
+  sent while paused are what the client is behind by;
+* uvicorn: the asyncio transport's ``get_write_buffer_size()`` is what it is behind by;
+* any other server: a send that stalls for longer than ``stall_s`` is the same verdict.
+
+Past the budget the client is a slow reader: the session ends (4010) and the upstream closes.
 
 Daphne also drops the reason of an ASGI close; with the protocol at hand, the close goes out
 with its reason, as on other servers.
@@ -24,6 +27,13 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0
+
+
+def _asyncio_transport(send: Any) -> Any | None:
+    """The asyncio transport of a server whose ``send`` is a bound method of its protocol
+    (uvicorn, both WebSocket implementations): its write buffer is what the client is behind."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return transport if hasattr(transport, "get_write_buffer_size") else None
 
 
 def _daphne_protocol(send: Any) -> Any | None:
@@ -51,20 +61,32 @@ class ClientOutput:
         self._on_slow_reader = on_slow_reader
         self._clock = clock
         self._protocol = _daphne_protocol(send)
+        self._transport = _asyncio_transport(send)
+
         self.paused = False
         self.behind_bytes = 0  # sent while the transport said its buffer was full
         self._send_started: float | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._verdict = False
+        self._previous: Any = None
 
     def attach(self) -> None:
         """Start watching (after the socket is accepted)."""
         if self._protocol is not None:
             try:
-                self._protocol.registerProducer(self, True)
-            except Exception:  # another producer: fall back to the stall watch
+                self._watch_transport(self._protocol.transport)
+            except Exception:  # an unknown transport: fall back to the stall watch
                 logger.warning("could not watch the client's output buffer", exc_info=True)
         self._watch = asyncio.get_running_loop().call_later(WATCH_INTERVAL_S, self._check_stall)
+
+    def _watch_transport(self, transport: Any) -> None:
+        """Become the transport's producer. The HTTP channel that accepted the upgrade is still
+        registered there: it is told everything it was told before (it pauses reading the
+        client while the output buffer is full)."""
+        self._previous = getattr(transport, "producer", None)
+        if self._previous is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     def detach(self) -> None:
         if self._watch is not None:
@@ -75,27 +97,40 @@ class ClientOutput:
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
         self.paused = True
+        if self._previous is not None:
+            self._previous.pauseProducing()
 
     def resumeProducing(self) -> None:  # noqa: N802
         self.paused = False
         self.behind_bytes = 0
+        if self._previous is not None:
+            self._previous.resumeProducing()
 
     def stopProducing(self) -> None:  # noqa: N802
         self.paused = False
+        if self._previous is not None:
+            self._previous.stopProducing()
 
     # --- sending ---------------------------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        if self._verdict and not text.startswith('{"type":"error"'):
-            return  # the session is ending: only its error event still goes out
-        if self.paused:
-            self.behind_bytes += len(text)
-            if self.behind_bytes > self._budget:
-                self._slow_reader()
-                return
+        if self._verdict:
+            if not text.startswith('{"type":"error"'):
+                return  # the session is ending: only its error event still goes out
+        elif self._behind(len(text)) > self._budget:
+            self._slow_reader()
+            return
         self._send_started = self._clock()
         await self._send({"type": "websocket.send", "text": text})
         self._send_started = None
+
+    def _behind(self, size: int) -> int:
+        """Bytes the client is behind by, counting a message of ``size`` about to be sent."""
+        if self.paused:
+            self.behind_bytes += size
+        elif self._transport is not None:
+            self.behind_bytes = self._transport.get_write_buffer_size()
+        return self.behind_bytes
 
     async def close(self, code: int, reason: str) -> None:
         reason = reason[:120]

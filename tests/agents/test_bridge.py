@@ -222,6 +222,7 @@ async def test_audio_faster_than_real_time_is_refused_then_closed():
     assert client.errors() == ["audio_rate_exceeded"]
     for _ in range(600):  # a flood
         await bridge.from_client(frame)
+    await settle()
     assert bridge.closed.is_set()
     assert client.closed == (4008, "audio_flood")
     assert bridge.end_reason == "policy_violation"
