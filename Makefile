@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test lint pytest bench bench-reconnect migrate
+.PHONY: install run test lint pytest bench bench-reconnect bench-slow-reader migrate
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "VoicePlatform needs Python 3.11 (set PYTHON=...)")'
@@ -36,3 +36,6 @@ bench: install
 
 bench-reconnect: install
 	$(PY) -m bench.reconnect $(BENCH_ARGS)
+
+bench-slow-reader: install
+	$(PY) -m bench.slow_reader $(BENCH_ARGS)
