@@ -128,8 +128,10 @@ async def run_steps(channel: str, sequence: list[tuple[str, str]]) -> None:
     async def connect():
         return upstream
 
-    tools = ({"name": "c1", "execution": "client", "timeout_seconds": 60},
-             {"name": "r1", "execution": "webhook", "webhook_url": "https://t.example/"})  # fmt: skip
+    tools = (
+        {"name": "c1", "execution": "client", "timeout_seconds": 60},
+        {"name": "r1", "execution": "webhook", "webhook_url": "https://t.example/"},
+    )
     bridge = RealtimeBridge(
         policy=make_policy(channel=channel, tools=tools), client=client, connect_upstream=connect,
         recorder=recorder, tool_executor=ScriptedExecutor(), clock=Clock(),
