@@ -207,6 +207,37 @@ async def test_audio_is_forwarded_verbatim_and_metered():
     assert upstream.closed
 
 
+@pytest.mark.parametrize(
+    ("stored", "switched", "chunk_bytes"),
+    [("audio/pcmu", {"type": "audio/pcm", "rate": 24000}, 960),
+     ("audio/pcm", {"type": "audio/pcmu"}, 160)],
+    ids=["g711-agent-switched-to-pcm", "pcm-agent-switched-to-g711"],
+)  # fmt: skip
+async def test_audio_is_metered_in_the_sessions_effective_format(stored, switched, chunk_bytes):
+    """A client may switch the input format with session.update (SDKs switch to PCM 24 kHz):
+    metering and the real-time limiter follow what the upstream says the session now is."""
+    clock = Clock()
+    policy = make_policy(channel="api", input_audio_format=stored, output_audio_format=stored)
+    bridge, upstream, client, recorder = await started_bridge(policy, clock=clock)
+    audio = {"input": {"format": switched}, "output": {"format": switched}}
+    update = {"type": "session.update", "session": {"type": "realtime", "audio": audio}}
+    await bridge.from_client(json.dumps(update))
+    await settle()  # the fake upstream answers session.updated with the new formats
+    chunk = base64.b64encode(b"\x01" * chunk_bytes).decode()  # 20 ms in the new format
+    frame = json.dumps({"type": "input_audio_buffer.append", "audio": chunk})
+    for _second in range(10):  # ten seconds of audio at real-time pace
+        clock.now += 1.0
+        for _ in range(50):
+            await bridge.from_client(frame)
+    assert client.errors() == []
+    assert bridge.audio_in_ms == 10_000
+    upstream.push({"type": "response.output_audio.delta", "response_id": "r", "delta": chunk})
+    await settle()
+    assert bridge.audio_out_ms == 20
+    await bridge.close("client_closed")
+    assert recorder.audio_totals == (10_000, 20)
+
+
 async def test_audio_faster_than_real_time_is_refused_then_closed():
     clock = Clock()
     bridge, upstream, client, _ = await started_bridge(clock=clock)
