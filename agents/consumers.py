@@ -230,6 +230,8 @@ class RealtimeConsumer(AsyncConsumer):
             stall_s=settings.VP_WS_SEND_STALL_SECONDS,
             on_slow_reader=self._on_slow_reader,
         )
+        if type(self).send_text is RealtimeConsumer.send_text:
+            self.send_text = self.output.send_text  # the bridge's sink, one call less per frame
 
     def _on_slow_reader(self) -> None:
         if self.bridge is not None:

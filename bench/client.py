@@ -1,8 +1,9 @@
 """Load generator: sessions streaming 20 ms PCM16 24 kHz frames at real-time pace.
 
 Run by the orchestrator (``bench.runner``) as ``python -m bench.client --url ... --sessions N``.
-Protocol on stdio: the client connects every session (``session.created``, then
-``session.updated``), prints ``READY <json>``, waits for ``GO <epoch>`` on stdin, streams from
+Protocol on stdio: the client connects every session (``session.created``; against a plain
+relay it configures the session and waits for ``session.updated``), prints ``READY <json>``,
+waits for ``GO <epoch>`` on stdin, streams from
 that instant on an absolute schedule (t0 + phase_i + k * 20 ms, phases spread evenly over the
 20 ms), drains the outstanding echoes and prints ``RESULT <json>``.
 
@@ -161,7 +162,7 @@ async def _open(args, session: Session, host: str, port: int, path: str) -> None
                 {"type": "session.update", "session": {"type": "realtime", "instructions": "bench"}}
             )
         )
-    await expect("session.updated")
+        await expect("session.updated")
 
 
 def _percentile(values: list[int], q: float) -> float:

@@ -50,7 +50,22 @@ def setup(data_dir: str) -> tuple[int, str]:
     return tenant.pk, raw_key
 
 
-async def converse(raw_key: str, count: int) -> None:
+async def segments_recorded(tenant_id: int, count: int, timeout: float = 30) -> None:
+    from channels.db import database_sync_to_async
+
+    from agents.models import SessionSegment
+    from tenants.scoping import tenant_scope
+
+    def recorded() -> int:
+        with tenant_scope(tenant_id):
+            return SessionSegment.objects.count()
+
+    async with asyncio.timeout(timeout):
+        while await database_sync_to_async(recorded)() < count:
+            await asyncio.sleep(0.02)
+
+
+async def converse(tenant_id: int, raw_key: str, count: int) -> None:
     from channels.testing import WebsocketCommunicator
 
     from voiceplatform.asgi import application
@@ -69,7 +84,7 @@ async def converse(raw_key: str, count: int) -> None:
             if event["type"] == event_type:
                 return event
 
-    await until("session.updated")
+    await until("session.created")
     for turn in range(count):
         text = f"Turn {turn}: my order number is {4000 + turn} for delivery on Friday."
         item = {
@@ -80,7 +95,8 @@ async def converse(raw_key: str, count: int) -> None:
         await communicator.send_json_to({"type": "conversation.item.create", "item": item})
         await communicator.send_json_to({"type": "response.create"})
         await until("response.done")
-        await until("session.updated")  # the rotation at the quiet moment after the answer
+        # The rotation comes at the quiet moment after the answer; the client does not see it.
+        await segments_recorded(tenant_id, turn + 2)
         print(f"  reconnect {turn + 1}/{count}", file=sys.stderr, end="\r")
     await communicator.disconnect()
 
@@ -92,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vp-reconnect-") as data_dir:
         tenant_id, raw_key = setup(data_dir)
         started = time.monotonic()
-        asyncio.run(converse(raw_key, args.count))
+        asyncio.run(converse(tenant_id, raw_key, args.count))
         from agents.models import SessionSegment
         from tenants.scoping import tenant_scope
 

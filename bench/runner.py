@@ -266,12 +266,12 @@ def warm_up(url: str, bearer: str, plain: bool, frames: int = 10) -> None:
                 raise RuntimeError(f"warm-up session: error event {json.dumps(event)[:400]}")
             return event
 
-        next_event()
+        next_event()  # session.created (the platform's carries the configured session)
         if plain:
             ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
-        while next_event().get("type") != "session.updated":
-            if len(seen) > 20:
-                raise RuntimeError(f"warm-up session: no session.updated in {seen}")
+            while next_event().get("type") != "session.updated":
+                if len(seen) > 20:
+                    raise RuntimeError(f"warm-up session: no session.updated in {seen}")
         for _ in range(frames):
             ws.send('{"type":"input_audio_buffer.append","audio":"' + audio + '"}')
             time.sleep(0.02)

@@ -340,6 +340,11 @@ class RealtimeBridge:
         if self.closed.is_set() or self._ending or self.upstream is None:
             return
         try:
+            if text is not None and len(text) <= self._max_frame_chars:
+                append = frames.append_audio(text)
+                if append is not None and append[0] == self.policy.append_type:
+                    await self._client_audio(text, append[1])  # the hot path
+                    return
             await self._from_client(text)
         except Exception:
             logger.exception("a client event could not be handled")
@@ -514,8 +519,15 @@ class RealtimeBridge:
                     if self.closed.is_set() or not await self._continue_after(error):
                         return
                     continue
-                if isinstance(message, str):
-                    await self._relay_upstream(message)
+                if not isinstance(message, str):
+                    continue
+                event_type = frames.peek_type(message)
+                if event_type in _AUDIO_DELTAS:  # the hot path: no decode, no extra await
+                    self.meter.add_output(frames.delta_bytes(message))
+                    if len(message) <= self._max_client_chars:
+                        await self.client.send_text(message)
+                        continue
+                await self._relay_upstream(message, event_type)
                 if self._budget_reached:
                     await self.end("budget_exhausted")
                     return
@@ -527,13 +539,12 @@ class RealtimeBridge:
             logger.exception("the relay failed; ending the session")
             await self.end("internal_error")
 
-    async def _relay_upstream(self, message: str) -> None:
-        event_type = frames.peek_type(message)
-        if event_type in _AUDIO_DELTAS:
-            self.meter.add_output(frames.delta_bytes(message))
-            await self._send_client(message)
-            return
-        if event_type in _RELAY_ONLY:
+    async def _relay_upstream(self, message: str, event_type: str | None = "") -> None:
+        if event_type == "":
+            event_type = frames.peek_type(message)
+            if event_type in _AUDIO_DELTAS:
+                self.meter.add_output(frames.delta_bytes(message))
+        if event_type in _AUDIO_DELTAS or event_type in _RELAY_ONLY:
             await self._send_client(message)
             return
         event = frames.loads_object(message)

@@ -101,6 +101,17 @@ class ScriptedUpstream:
         done = {**response, "status": "completed", "usage": usage}
         await connection.send(json.dumps({"type": "response.done", "response": done}))
 
+    async def _huge(self, connection) -> None:
+        """A 3.5 MB conversation item carrying audio, as OpenAI sends, then a normal answer."""
+        await connection.recv()
+        item = {"id": "item_big", "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "audio": "A" * 3_500_000,
+                             "transcript": "hello"}]}  # fmt: skip
+        await connection.send(json.dumps({"type": "conversation.item.added", "event_id": "e",
+                                          "previous_item_id": None, "item": item}))  # fmt: skip
+        await self._respond(connection, "resp_after_big")
+        await connection.wait_closed()
+
     async def _drop(self, connection) -> None:
         await connection.recv()  # the client's first event
         connection.transport.abort()  # no close frame: a dropped connection
@@ -363,3 +374,20 @@ async def test_slow_reader_is_closed_and_the_upstream_with_it(closes, upstream):
     assert errors == ["slow_reader"]
     assert (client.close_code, client.close_reason) == (4010, "slow_reader")
     assert upstream.connections == connections  # and nothing reconnected behind its back
+
+
+async def test_an_upstream_event_too_large_for_the_client_socket_loses_its_audio(closes, upstream):
+    """Larger than the server may send (Daphne fails the send): the relay strips the audio the
+    client already has from the deltas and goes on; the answer after it arrives and is billed."""
+    upstream.mode = "huge"
+    async with connect(closes) as connection:
+        assert json.loads(await connection.recv())["type"] == "session.created"
+        await connection.send(json.dumps({"type": "response.create"}))
+        events = []
+        while not events or events[-1]["type"] != "response.done":
+            events.append(json.loads(await asyncio.wait_for(connection.recv(), 10)))
+    big = next(event for event in events if event["type"] == "conversation.item.added")
+    assert big["item"]["content"] == [{"type": "input_audio", "audio": None, "transcript": "hello"}]
+    assert [event["type"] for event in events if event["type"] == "error"] == []
+    assert events[-1]["response"]["id"] == "resp_after_big"
+    assert last_session_end(closes) == "client_closed"
