@@ -25,6 +25,7 @@ run: migrate
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 pytest: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
 
 from agents import catalogue
 from agents.models import VERSIONED_FIELDS, Agent, AgentVersion
@@ -151,9 +153,6 @@ def agent_set_status(*, agent: Agent, actor: AbstractBaseUser | None, status: st
 
 def function_tool_clean(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate a function tool definition (parameters must be a valid JSON Schema)."""
-    from jsonschema import SchemaError
-    from jsonschema.validators import validator_for
-
     name = str(raw.get("name") or "").strip()
     if not name or not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
         raise ValidationError({"name": "Use letters, digits, _ or -, at most 64 characters."})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
 
 from agents import services
 from agents.models import Session
@@ -32,8 +33,6 @@ class SessionLiveConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     def _session_id(self, tenant_slug: str, session_id: str) -> int | None:
-        from django.http import Http404
-
         try:
             membership = membership_get_for_user(user=self.scope["user"], tenant_slug=tenant_slug)
         except Http404:

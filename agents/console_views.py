@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import date
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -158,8 +161,6 @@ def agent_tools(request: HttpRequest, agent_id: int) -> HttpResponse:
     current = next((tool for tool in agent.tools if tool.get("name") == editing), None)
     initial = None
     if current:
-        import json
-
         initial = {**current, "parameters": json.dumps(current.get("parameters"), indent=2)}
     tool_form = FunctionToolForm(
         request.POST if request.POST.get("form") == "tool" else None, initial=initial
@@ -254,8 +255,6 @@ def session_list(request: HttpRequest) -> HttpResponse:
         sessions = sessions.filter(end_reason=filters["end_reason"])
     if filters["date"]:
         try:
-            from datetime import date
-
             day = date.fromisoformat(filters["date"])
         except ValueError:
             messages.error(request, "The date must look like 2026-11-21.")

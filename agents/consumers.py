@@ -138,7 +138,11 @@ class RealtimeConsumer(AsyncConsumer):
         )
         policy = policy_for_agent(agent=access.agent, channel=self.channel)
         guard = await database_sync_to_async(spend_guard_for)(
-            tenant_id=access.tenant.pk, agent_id=access.agent.pk, widget_key_id=access.widget_key_id
+            tenant_id=access.tenant.pk,
+            agent_id=access.agent.pk,
+            model=access.agent.model,
+            provider=access.agent.provider,
+            widget_key_id=access.widget_key_id,
         )
         self.recorder = DatabaseRecorder(
             tenant_id=access.tenant.pk,

@@ -20,8 +20,10 @@ from django.utils import timezone
 
 from agents import services
 from agents.compaction import SUMMARY_EVERY_ITEMS
-from agents.realtime.bridge import TranscriptRecord, UsageRecord
+from agents.realtime.relay.contracts import TranscriptRecord
+from agents.tasks import session_summarize
 from billing.services import usage_event_record
+from billing.usage import UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +32,6 @@ _RETRIES = 3
 
 
 def _enqueue_summary(session_id: int, tenant_id: int) -> None:
-    from agents.tasks import session_summarize
-
     session_summarize.delay(session_id, tenant_id)
 
 

@@ -12,12 +12,24 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.models import Agent, Session, TranscriptItem
+from agents.models import (
+    Agent,
+    AgentVersion,
+    PhoneNumber,
+    Session,
+    SessionSegment,
+    TranscriptItem,
+)
 from billing.selectors import tenant_month_spend
+from billing.tasks import enqueue_session_tally
+from tenants import crypto
+from tenants.audit import audit_record
 from tenants.models import ApiKey, ClientToken, Tenant, WidgetKey
 from tenants.origins import origin_is_allowed, origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -224,11 +236,6 @@ def session_request_end(*, session: Session, actor: object | None) -> None:
     The end itself is recorded by that process; a session no process holds any more is ended
     by the abandoned-session sweep.
     """
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    from tenants.audit import audit_record
-
     layer = get_channel_layer()
     if layer is not None:
         async_to_sync(layer.group_send)(
@@ -305,8 +312,6 @@ def session_add_upstream(
     gap_ms: int | None = None,
 ) -> None:
     """Record a new upstream segment of the session (idempotent on the upstream id)."""
-    from agents.models import SessionSegment
-
     with tenant_scope(tenant_id), transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session_id)
         if upstream_session_id in session.upstream_session_ids:
@@ -331,8 +336,6 @@ def session_end(
 
     The session's cost is tallied soon after (the billing sweep catches up if the broker is down).
     """
-    from billing.tasks import enqueue_session_tally
-
     with tenant_scope(tenant_id):
         updated = Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
             ended_at=timezone.now(),
@@ -382,3 +385,46 @@ def transcript_item_record(
                 )
         except IntegrityError:  # a concurrent writer stored it first
             pass
+
+
+def _rotate_mcp_servers(servers: list) -> list:
+    return [
+        {**server, "authorization_encrypted": crypto.rotate(server["authorization_encrypted"])}
+        if server.get("authorization_encrypted")
+        else server
+        for server in servers or []
+    ]
+
+
+def agent_secrets_rotate() -> int:
+    """Re-encrypt the agents app's secrets under the first configured key; the row count.
+
+    Twilio auth tokens, and MCP authorizations in agents and in their versions (rewriting only
+    their ciphertext: a version's meaning does not change). Each row is rotated in its own
+    transaction, so an interrupted run can simply be re-run.
+    """
+    count = 0
+    with scopes_disabled():
+        for number_id in PhoneNumber.objects.values_list("pk", flat=True):
+            with transaction.atomic():
+                number = PhoneNumber.objects.select_for_update().get(pk=number_id)
+                number.twilio_auth_token_encrypted = crypto.rotate(
+                    number.twilio_auth_token_encrypted
+                )
+                number.save(update_fields=["twilio_auth_token_encrypted"])
+            count += 1
+        for agent_id in Agent.objects.exclude(mcp_servers=[]).values_list("pk", flat=True):
+            with transaction.atomic():
+                agent = Agent.objects.select_for_update().get(pk=agent_id)
+                Agent.objects.filter(pk=agent_id).update(
+                    mcp_servers=_rotate_mcp_servers(agent.mcp_servers)
+                )
+            count += 1
+        for version_id, config in AgentVersion.objects.values_list("pk", "config"):
+            if any(
+                server.get("authorization_encrypted") for server in config.get("mcp_servers") or []
+            ):
+                config = {**config, "mcp_servers": _rotate_mcp_servers(config["mcp_servers"])}
+                AgentVersion.objects.filter(pk=version_id).update(config=config)
+                count += 1
+    return count

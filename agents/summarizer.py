@@ -17,6 +17,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from openai import OpenAI
+
 MAX_SUMMARY_CHARS = 2000
 
 SUMMARY_INSTRUCTIONS = (
@@ -111,8 +113,6 @@ def summarize_with_openai(
     timeout: float = 20.0,
 ) -> tuple[str, str]:
     """(prompt, summary) from the Responses API. Raises on any API error."""
-    from openai import OpenAI
-
     prompt = openai_prompt(previous, turns)
     client = OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=1)
     response = client.responses.create(

@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from agents import services
+from agents.compaction import summary_refresh
 
 
 @shared_task(name="agents.sessions_sweep_abandoned", ignore_result=True)
@@ -14,6 +15,4 @@ def sessions_sweep_abandoned() -> int:
 @shared_task(name="agents.session_summarize", ignore_result=True, soft_time_limit=60, time_limit=90)
 def session_summarize(session_id: int, tenant_id: int) -> None:
     """Keep the session's rolling summary current (enqueued every few transcript items)."""
-    from agents.compaction import summary_refresh
-
     summary_refresh(session_id=session_id, tenant_id=tenant_id)

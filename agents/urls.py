@@ -4,7 +4,6 @@ from agents import telephony_views, views
 
 urlpatterns = [
     path("widget/session", views.widget_session, name="widget-session"),
-    path("widget/demo/", views.widget_demo, name="widget-demo"),
     path("twilio/voice", telephony_views.twilio_voice, name="twilio-voice"),
     path("v1/realtime/client_secrets", views.client_secrets, name="client-secrets"),
 ]

@@ -148,18 +148,3 @@ def client_secret_session(agent, *, expires_at: int) -> dict:
         "type": kind,
         "expires_at": expires_at,
     }
-
-
-def widget_demo(request: HttpRequest) -> HttpResponse:
-    """A page that embeds the widget, as a tenant's site would (``?key=…&agent=…``).
-
-    Without a key it uses the demo tenant's widget key, so that ``make run`` has something to
-    talk to at once.
-    """
-    from django.shortcuts import render
-
-    from tenants.demo import demo_widget_key
-
-    key = request.GET.get("key") or demo_widget_key()
-    agent = request.GET.get("agent", "")
-    return render(request, "widget/demo.html", {"widget_key": key, "agent_id": agent})

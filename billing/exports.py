@@ -95,6 +95,7 @@ def usage_csv_rows(events: Iterable[UsageEvent]) -> Iterator[str]:
 
 def invoice_pdf(invoice: Invoice, lines: list[InvoiceLine], *, tenant_name: str) -> bytes:
     """A plain A4 invoice: header, lines, totals (reportlab's built-in Helvetica)."""
+    # ReportLab is heavy and only a PDF export needs it: imported here, not at start-up.
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.styles import getSampleStyleSheet

@@ -184,6 +184,12 @@ class SpendCap(TenantOwnedModel):
             ),
         ]
 
+    @classmethod
+    def agent_model(cls) -> type[models.Model]:
+        """The agents app's Agent, as the foreign key names it: billing sits below agents and
+        does not import it."""
+        return cls._meta.get_field("agent").related_model
+
     def __str__(self) -> str:
         target = f"agent {self.agent_id}" if self.agent_id else f"widget key {self.widget_key_id}"
         return f"${self.daily_limit_usd}/day for {target}"

@@ -271,18 +271,19 @@ def invoice_close_month(
 
 def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
     """Lines per usage month, agent, model, provider, price version and token type."""
-    from agents.models import Agent
-
     book = price_book_load()
     rows = (
         UsageEvent.objects.filter(invoice=invoice)
         .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
-        .values("agent_id", "model", "provider", "day")
+        .values("agent_id", "agent__name", "model", "provider", "day")
         .annotate(**{name: Sum(name) for name in COUNT_FIELDS})
         .order_by()
     )
     totals: dict[tuple, _LineTotal] = {}
+    names: dict[int, str] = {}
     for row in rows:
+        if row["agent_id"] is not None:
+            names[row["agent_id"]] = row["agent__name"]
         rates = book.rates_for(model=row["model"], provider=row["provider"], day=row["day"])
         effective_from = (
             None
@@ -308,8 +309,6 @@ def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
                 totals[key] = _LineTotal(quantity, unit_price, effective_from)
             else:
                 line.quantity += quantity
-    agent_ids = {key[1] for key in totals if key[1] is not None}
-    names = dict(Agent.objects.filter(pk__in=agent_ids).values_list("pk", "name"))
     lines = []
 
     def order(key: tuple) -> tuple:

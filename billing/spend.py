@@ -21,7 +21,6 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from agents.realtime.bridge import UsageRecord
 from billing import pricing
 from billing.models import SpendCap
 from billing.selectors import (
@@ -31,6 +30,7 @@ from billing.selectors import (
     tenant_month_spend,
 )
 from billing.services import token_counts_from_response
+from billing.usage import UsageRecord
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
@@ -75,14 +75,17 @@ class SessionSpendGuard:
 
 
 def spend_guard_for(
-    *, tenant_id: int, agent_id: int, widget_key_id: int | None = None
+    *,
+    tenant_id: int,
+    agent_id: int,
+    model: str,
+    provider: str,
+    widget_key_id: int | None = None,
 ) -> SessionSpendGuard | None:
-    """The guard of a new session, or None when no cap applies to it (sync, reads the DB)."""
-    from agents.models import Agent
-
+    """The guard of a new session of an agent running ``model`` at ``provider``, or None when
+    no cap applies to it (sync, reads the DB)."""
     tenant = Tenant.objects.get(pk=tenant_id)
     with tenant_scope(tenant_id):
-        agent = Agent.objects.get(pk=agent_id)
         caps = list(SpendCap.objects.filter(agent_id=agent_id))
         if widget_key_id is not None:
             caps += list(SpendCap.objects.filter(widget_key_id=widget_key_id))
@@ -103,10 +106,10 @@ def spend_guard_for(
     book = price_book_load()
     today = timezone.now().date()
     try:
-        rates = book.rates_for(model=agent.model, provider=agent.provider, day=today)
+        rates = book.rates_for(model=model, provider=provider, day=today)
     except pricing.MissingPrice:
         # An unpriced model under a cap: refuse to spend rather than spend blind.
-        logger.error("no price for %s: a capped session cannot spend", agent.model)
+        logger.error("no price for %s: a capped session cannot spend", model)
         allowances.append(Allowance("unpriced model", Decimal(0)))
         rates = pricing.LOCAL_ENGINE
     terms = plan_terms(tenant_id=tenant_id)

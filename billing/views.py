@@ -11,7 +11,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from agents.models import Agent
 from billing import charts, exports, pricing, services
 from billing.models import Invoice, InvoiceLine, SpendCap
 from billing.selectors import (
@@ -65,11 +64,17 @@ def usage(request: HttpRequest) -> HttpResponse:
         "token_chart": charts.tokens_by_type(summary.tokens_by_type),
         "month_spend": tenant_month_spend(tenant_id=tenant.pk),
         "caps": caps,
-        "agents": Agent.objects.filter(status=Agent.Status.ACTIVE).order_by("name"),
+        "agents": capped_agents(),
         "widget_keys": WidgetKey.objects.filter(revoked_at__isnull=True).order_by("name"),
         "token_types": pricing.TOKEN_TYPES,
     }
     return render(request, "console/billing/usage.html", context)
+
+
+def capped_agents():
+    """The tenant's active agents, which a spend cap may target."""
+    agent = SpendCap.agent_model()
+    return agent.objects.filter(status=agent.Status.ACTIVE).order_by("name")
 
 
 @require_GET
@@ -102,7 +107,7 @@ def spend_cap_save(request: HttpRequest) -> HttpResponse:
     target = request.POST.get("target", "")
     kind, _, raw_id = target.partition(":")
     if kind == "agent":
-        target_ids = {"agent_id": tenant_object_get(Agent, pk=raw_id).pk}
+        target_ids = {"agent_id": tenant_object_get(SpendCap.agent_model(), pk=raw_id).pk}
     elif kind == "widget_key":
         target_ids = {"widget_key_id": tenant_object_get(WidgetKey, pk=raw_id).pk}
     else:

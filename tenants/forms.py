@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from django import forms
 
+from tenants.models import ApiKey, Role
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
 
 def _active_agents():
-    from agents.models import Agent
-
-    return Agent.objects.filter(status=Agent.Status.ACTIVE).order_by("name")
+    agent = ApiKey.agent_model()
+    return agent.objects.filter(status=agent.Status.ACTIVE).order_by("name")
 
 
 class ApiKeyForm(forms.Form):
@@ -61,8 +61,6 @@ class InvitationForm(forms.Form):
     role = forms.ChoiceField(choices=[])
 
     def __init__(self, *args, **kwargs):
-        from tenants.models import Role
-
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = Role.choices
 

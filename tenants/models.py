@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from decimal import Decimal
 
 from django.conf import settings
@@ -9,8 +10,6 @@ from tenants.scoping import TenantOwnedModel
 
 
 def new_signing_secret() -> str:
-    import secrets
-
     return "whsec_" + secrets.token_urlsafe(32)
 
 
@@ -137,6 +136,12 @@ class ApiKey(TenantOwnedModel):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @classmethod
+    def agent_model(cls) -> type[models.Model]:
+        """The agents app's Agent, as the foreign key names it: tenants is the bottom layer and
+        imports no other app."""
+        return cls._meta.get_field("default_agent").related_model
 
 
 class WidgetKey(TenantOwnedModel):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # tenants.models imports this module: a type-only import breaks the cycle
     from tenants.models import Tenant
 
 

@@ -14,7 +14,15 @@ from django.utils.text import slugify
 
 from tenants import crypto
 from tenants.audit import audit_record
-from tenants.models import ApiKey, Membership, ProviderCredential, Role, Tenant, WidgetKey
+from tenants.models import (
+    ApiKey,
+    Invitation,
+    Membership,
+    ProviderCredential,
+    Role,
+    Tenant,
+    WidgetKey,
+)
 from tenants.origins import origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
 
@@ -122,24 +130,12 @@ def provider_credential_set(
     return credential
 
 
-def _rotate_mcp_servers(servers: list) -> list:
-    return [
-        {**server, "authorization_encrypted": crypto.rotate(server["authorization_encrypted"])}
-        if server.get("authorization_encrypted")
-        else server
-        for server in servers or []
-    ]
-
-
 def credentials_rotate() -> int:
-    """Re-encrypt every stored secret under the first configured key. Returns the row count.
+    """Re-encrypt the tenants' provider keys under the first configured key; the row count.
 
-    Provider keys, Twilio auth tokens, and MCP authorizations in agents and in their versions
-    (rewriting only their ciphertext: a version's meaning does not change). Each row is rotated
-    in its own transaction, so an interrupted run can simply be re-run.
+    Each row is rotated in its own transaction, so an interrupted run can simply be re-run
+    (the agents app rotates its own secrets: ``agents.services.agent_secrets_rotate``).
     """
-    from agents.models import Agent, AgentVersion, PhoneNumber
-
     count = 0
     with scopes_disabled():
         for credential_id in ProviderCredential.objects.values_list("pk", flat=True):
@@ -148,28 +144,6 @@ def credentials_rotate() -> int:
                 credential.encrypted_secret = crypto.rotate(credential.encrypted_secret)
                 credential.save(update_fields=["encrypted_secret", "updated_at"])
             count += 1
-        for number_id in PhoneNumber.objects.values_list("pk", flat=True):
-            with transaction.atomic():
-                number = PhoneNumber.objects.select_for_update().get(pk=number_id)
-                number.twilio_auth_token_encrypted = crypto.rotate(
-                    number.twilio_auth_token_encrypted
-                )
-                number.save(update_fields=["twilio_auth_token_encrypted"])
-            count += 1
-        for agent_id in Agent.objects.exclude(mcp_servers=[]).values_list("pk", flat=True):
-            with transaction.atomic():
-                agent = Agent.objects.select_for_update().get(pk=agent_id)
-                Agent.objects.filter(pk=agent_id).update(
-                    mcp_servers=_rotate_mcp_servers(agent.mcp_servers)
-                )
-            count += 1
-        for version_id, config in AgentVersion.objects.values_list("pk", "config"):
-            if any(
-                server.get("authorization_encrypted") for server in config.get("mcp_servers") or []
-            ):
-                config = {**config, "mcp_servers": _rotate_mcp_servers(config["mcp_servers"])}
-                AgentVersion.objects.filter(pk=version_id).update(config=config)
-                count += 1
     return count
 
 
@@ -300,8 +274,6 @@ def invitation_create(
     *, tenant: Tenant, email: str, role: str, actor: AbstractBaseUser | None
 ) -> tuple[object, str]:
     """An invitation link token (returned once; only its hash is stored)."""
-    from tenants.models import Invitation
-
     if role not in Role.values:
         raise ServiceError(f"unknown role {role!r}")
     raw = INVITATION_PREFIX + secrets.token_urlsafe(24)
@@ -323,8 +295,6 @@ def invitation_create(
 
 def invitation_find(raw: str):
     """The pending, unexpired invitation for a link token, or None."""
-    from tenants.models import Invitation
-
     with scopes_disabled():
         return (
             Invitation.objects.select_related("tenant")
@@ -340,8 +310,6 @@ def invitation_find(raw: str):
 @transaction.atomic
 def invitation_accept(*, raw: str, user: AbstractBaseUser) -> Membership:
     """Join the tenant with the invited role (once)."""
-    from tenants.models import Invitation
-
     invitation = invitation_find(raw)
     if invitation is None:
         raise ServiceError("This invitation link is invalid, used or expired.")

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents.models import Agent
 from tenants import services
 from tenants.access import memberships_for_user, tenant_object_get
 from tenants.console import tenant_view
-from tenants.forms import ApiKeyForm, ProviderCredentialForm, WidgetKeyForm
-from tenants.models import ApiKey, ProviderCredential, WidgetKey
+from tenants.forms import (
+    AcceptInvitationForm,
+    ApiKeyForm,
+    InvitationForm,
+    ProviderCredentialForm,
+    WidgetKeyForm,
+    WidgetOriginsForm,
+)
+from tenants.models import (
+    ApiKey,
+    AuditEvent,
+    Invitation,
+    Membership,
+    ProviderCredential,
+    Role,
+    WidgetKey,
+)
 
 
 @login_required
@@ -27,10 +42,15 @@ def console_home(request: HttpRequest) -> HttpResponse:
     return redirect("tenant-dashboard", tenant_slug=last if last in slugs else slugs[0])
 
 
+def active_agent_count() -> int:
+    agent = ApiKey.agent_model()
+    return agent.objects.filter(status=agent.Status.ACTIVE).count()
+
+
 @tenant_view()
 def tenant_dashboard(request: HttpRequest) -> HttpResponse:
     context = {
-        "agent_count": Agent.objects.filter(status=Agent.Status.ACTIVE).count(),
+        "agent_count": active_agent_count(),
         "api_key_count": ApiKey.objects.filter(revoked_at__isnull=True).count(),
         "widget_key_count": WidgetKey.objects.filter(revoked_at__isnull=True).count(),
         "credential": ProviderCredential.objects.first(),
@@ -86,7 +106,6 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
 
 @tenant_view()
 def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
-    from tenants.forms import WidgetOriginsForm
 
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
     form = WidgetOriginsForm(
@@ -155,8 +174,6 @@ def credentials(request: HttpRequest) -> HttpResponse:
 
 @tenant_view()
 def member_list(request: HttpRequest) -> HttpResponse:
-    from tenants.forms import InvitationForm
-    from tenants.models import Invitation, Membership, Role
 
     form = InvitationForm(request.POST or None)
     invitation_link = None
@@ -186,7 +203,6 @@ def member_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @tenant_view(configure=True)
 def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
-    from tenants.models import Membership
 
     membership = tenant_object_get(Membership, pk=membership_id)
     try:
@@ -206,7 +222,6 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 @require_POST
 @tenant_view(configure=True)
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
-    from tenants.models import Membership
 
     membership = tenant_object_get(Membership, pk=membership_id)
     try:
@@ -220,7 +235,6 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 @tenant_view()
 def audit_log(request: HttpRequest) -> HttpResponse:
-    from tenants.models import AuditEvent
 
     events = AuditEvent.objects.select_related("actor").order_by("-created_at", "-pk")[:200]
     return render(request, "console/audit.html", {"events": events})
@@ -228,9 +242,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     """The invitation link: log in or set a password, then join the tenant."""
-    from django.contrib.auth import get_user_model, login
-
-    from tenants.forms import AcceptInvitationForm
 
     invitation = services.invitation_find(token)
     if invitation is None:

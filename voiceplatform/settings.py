@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "tenants",
     "agents",
     "billing",
+    "voiceplatform",  # cross-app commands (seed_demo, rotate_credentials)
 ]
 
 MIDDLEWARE = [

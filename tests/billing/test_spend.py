@@ -18,6 +18,10 @@ from tests.agents.fakes import FakeClient, FakeUpstream
 from tests.billing.conftest import record, usage
 
 
+def agent_of(agent):
+    return {"agent_id": agent.pk, "model": agent.model, "provider": agent.provider}
+
+
 class ListRecorder:
     """Keeps the usage records; ignores the rest (whatever its arguments)."""
 
@@ -76,7 +80,7 @@ def test_a_session_crossing_the_budget_stops_is_told_why_and_overshoots_by_one_r
     # $1.00 budget; $0.36 already spent this month (5,625 audio out × $64 / 1M).
     record(world.tenant_a, support, "earlier", timezone.now(), audio_out=5_625)
     set_budget(world.tenant_a, Decimal("1.00"))
-    guard = spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=support.pk)
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support))
     assert guard.allowances[0].remaining == Decimal("0.64")
     responses = [
         response_done("r1", audio_out=5_000),  # $0.32: $0.32 left
@@ -98,10 +102,10 @@ def test_a_session_crossing_the_budget_stops_is_told_why_and_overshoots_by_one_r
 
 def test_no_guard_without_caps_and_a_spent_budget_refuses_at_once(world, agents_a):
     support = agents_a["support"]
-    assert spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=support.pk) is None
+    assert spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support)) is None
     record(world.tenant_a, support, "earlier", timezone.now(), audio_out=1_000_000)  # $64
     set_budget(world.tenant_a, Decimal("64.00"))
-    guard = spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=support.pk)
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support))
     assert not guard.allows_response()
     assert guard.exhausted == ["monthly budget"]
 
@@ -111,7 +115,7 @@ def test_the_guard_counts_billed_amounts_under_the_plan(world, agents_a):
     with tenant_scope(world.tenant_a):
         TenantPlan.objects.create(tenant=world.tenant_a, markup_percent=25)
     set_budget(world.tenant_a, Decimal("1.00"))
-    guard = spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=support.pk)
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support))
     # 10,000 audio out = $0.64 provider cost, $0.80 billed: $0.20 left.
     assert guard.on_usage(UsageRecord(key="r", model="gpt-realtime-2",
                                       usage=usage(audio_out=10_000)))  # fmt: skip
@@ -129,21 +133,21 @@ def test_agent_and_widget_key_daily_caps(world, agents_a):
     now = timezone.now()
     record(world.tenant_a, support, "a1", now, audio_out=15_625)  # $1.00 of support today
     record(world.tenant_a, faq, "w1", now, widget_key=widget_key, audio_out=125_000)  # $0.30
-    guard = spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=support.pk,
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support),
                             widget_key_id=widget_key.pk)  # fmt: skip
     assert {a.label: a.remaining for a in guard.allowances} == {
         "agent daily cap": Decimal("1.00"),
         "widget key daily cap": Decimal("0.20"),
     }
     # FAQ has no cap of its own; through another widget key nothing applies.
-    assert spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=faq.pk) is None
+    assert spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(faq)) is None
     # $0.256 crosses the widget key's cap first.
     assert not guard.on_usage(UsageRecord(key="r", model="gpt-realtime-2",
                                           usage=usage(audio_out=4_000)))  # fmt: skip
     assert guard.exhausted == ["widget key daily cap"]
     spend_cap_set(tenant_id=world.tenant_a.pk, agent_id=support.pk, daily_limit_usd=None)
     spend_cap_set(tenant_id=world.tenant_a.pk, widget_key_id=widget_key.pk, daily_limit_usd=None)
-    assert spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=support.pk,
+    assert spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support),
                            widget_key_id=widget_key.pk) is None  # fmt: skip
 
 
@@ -153,7 +157,7 @@ def test_local_engine_sessions_spend_nothing(world):
     local = agent_create(tenant=world.tenant_a, actor=None,
                          fields={"name": "Offline", "provider": "local"})  # fmt: skip
     set_budget(world.tenant_a, Decimal("0.01"))
-    guard = spend_guard_for(tenant_id=world.tenant_a.pk, agent_id=local.pk)
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(local))
     assert guard.on_usage(UsageRecord(key="r", model=local.model,
                                       usage=usage(audio_out=10_000_000)))  # fmt: skip
     assert guard.spent == 0

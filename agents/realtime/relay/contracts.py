@@ -6,6 +6,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from billing.usage import UsageRecord
+
+__all__ = [
+    "ClientSink", "Continuation", "NullRecorder", "Recorder", "SpendGuard", "ToolExecutor",
+    "TranscriptRecord", "Upstream", "UsageRecord",
+]  # fmt: skip
+
 
 class ClientSink(Protocol):
     async def send_text(self, text: str) -> None: ...
@@ -29,17 +36,6 @@ class TranscriptRecord:
     kind: str
     text: str = ""
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class UsageRecord:
-    """One billable unit: a ``response.done`` (tokens) or a span of metered audio."""
-
-    key: str
-    model: str
-    status: str = ""
-    usage: dict[str, Any] = field(default_factory=dict)
-    audio_ms: int = 0
 
 
 class Recorder(Protocol):

@@ -1,6 +1,8 @@
+import json as json_module
+
 from django.core.management.base import BaseCommand
 
-from tenants.demo import demo_seed
+from voiceplatform.demo import DEMO_ORIGINS, demo_seed
 
 
 class Command(BaseCommand):
@@ -16,12 +18,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, json: bool = False, origins=None, **options):
-        from tenants.demo import DEMO_ORIGINS
-
         seed = demo_seed(origins=DEMO_ORIGINS + (origins or []))
         if json:
-            import json as json_module
-
             self.stdout.write(json_module.dumps(seed.as_dict()))
             return
         self.stdout.write(
