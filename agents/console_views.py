@@ -6,7 +6,7 @@ import json
 from datetime import date
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -38,11 +38,6 @@ TOKEN_LABELS = {
     "output_text_tokens": "Text out",
     "output_audio_tokens": "Audio out",
 }
-
-
-def _require_configure(request: HttpRequest) -> None:
-    if not request.membership.can_configure:
-        raise PermissionDenied("Only owners and admins can change agents.")
 
 
 def _form_errors_from(error: ValidationError, form) -> None:
@@ -78,12 +73,11 @@ def agent_create(request: HttpRequest) -> HttpResponse:
     return render(request, "console/agents/form.html", {"form": form, "agent": None})
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def agent_edit(request: HttpRequest, agent_id: int) -> HttpResponse:
     agent = tenant_object_get(Agent, pk=agent_id)
     form = AgentForm(request.POST or None, instance=agent)
     if request.method == "POST":
-        _require_configure(request)
         if form.is_valid():
             try:
                 version = configuration.agent_update(
@@ -154,7 +148,7 @@ def agent_rollback(request: HttpRequest, agent_id: int, version_id: int) -> Http
     return redirect("agent-versions", request.tenant.slug, agent.pk)
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def agent_tools(request: HttpRequest, agent_id: int) -> HttpResponse:
     agent = tenant_object_get(Agent, pk=agent_id)
     editing = request.GET.get("edit", "")
@@ -167,7 +161,6 @@ def agent_tools(request: HttpRequest, agent_id: int) -> HttpResponse:
     )
     mcp_form = McpServerForm(request.POST if request.POST.get("form") == "mcp" else None)
     if request.method == "POST":
-        _require_configure(request)
         try:
             if request.POST.get("form") == "tool" and tool_form.is_valid():
                 configuration.agent_tool_save(

@@ -222,12 +222,10 @@ class PhoneNumberForm(forms.Form):
         return token
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def phone_number_list(request: HttpRequest) -> HttpResponse:
     form = PhoneNumberForm(request.POST or None)
     if request.method == "POST":
-        if not request.membership.can_configure:
-            return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
             try:
                 phone_number = phone_number_create(

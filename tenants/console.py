@@ -20,10 +20,16 @@ from tenants.scoping import tenant_scope
 View = Callable[..., HttpResponse]
 
 
-def tenant_view(*, configure: bool = False, finance: bool = False) -> Callable[[View], View]:
-    """Decorate a console view taking ``tenant_slug``.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-    ``configure``: owner/admin only. ``finance``: owner/finance only. Other members get 403;
+
+def tenant_view(
+    *, configure: bool = False, configure_changes: bool = False, finance: bool = False
+) -> Callable[[View], View]:
+    """Decorate a console view taking ``tenant_slug``: the one place roles are checked.
+
+    ``configure``: owner/admin only. ``configure_changes``: every member may read, only
+    owners/admins may change (POST). ``finance``: owner/finance only. Other members get 403;
     non-members get 404.
     """
 
@@ -32,7 +38,8 @@ def tenant_view(*, configure: bool = False, finance: bool = False) -> Callable[[
         @wraps(view)
         def wrapper(request: HttpRequest, tenant_slug: str, *args: Any, **kwargs: Any) -> Any:
             membership = membership_get_for_user(user=request.user, tenant_slug=tenant_slug)
-            if configure and not membership.can_configure:
+            changing = request.method not in SAFE_METHODS
+            if (configure or (configure_changes and changing)) and not membership.can_configure:
                 raise PermissionDenied("Only owners and admins can change this.")
             if finance and not membership.can_see_finance:
                 raise PermissionDenied("Only owners and finance members can see this.")

@@ -58,13 +58,11 @@ def tenant_dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "console/dashboard.html", context)
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def api_key_list(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     new_key = None
     if request.method == "POST":
-        if not request.membership.can_configure:
-            return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
             _, new_key = services.api_key_issue(
                 tenant=request.tenant, name=form.cleaned_data["name"]
@@ -84,12 +82,10 @@ def api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpResponse:
     return redirect("api-key-list", tenant_slug=request.tenant.slug)
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def widget_key_list(request: HttpRequest) -> HttpResponse:
     form = WidgetKeyForm(request.POST or None)
     if request.method == "POST":
-        if not request.membership.can_configure:
-            return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
             widget_key = services.widget_key_create(
                 tenant=request.tenant,
@@ -104,7 +100,7 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
     return render(request, "console/widget_keys.html", context)
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
 
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
@@ -113,8 +109,6 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
         initial={"allowed_origins": "\n".join(widget_key.allowed_origins)},
     )
     if request.method == "POST":
-        if not request.membership.can_configure:
-            return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
             services.widget_key_update_origins(
                 widget_key=widget_key,
@@ -149,12 +143,10 @@ def widget_key_revoke(request: HttpRequest, widget_key_id: int) -> HttpResponse:
     return redirect("widget-key-list", tenant_slug=request.tenant.slug)
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def credentials(request: HttpRequest) -> HttpResponse:
     form = ProviderCredentialForm(request.POST or None)
     if request.method == "POST":
-        if not request.membership.can_configure:
-            return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
             try:
                 credential = services.provider_credential_set(
@@ -172,14 +164,12 @@ def credentials(request: HttpRequest) -> HttpResponse:
 # --- members and audit ------------------------------------------------------------------
 
 
-@tenant_view()
+@tenant_view(configure_changes=True)
 def member_list(request: HttpRequest) -> HttpResponse:
 
     form = InvitationForm(request.POST or None)
     invitation_link = None
     if request.method == "POST":
-        if not request.membership.can_configure:
-            return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
             _, raw = services.invitation_create(
                 tenant=request.tenant,
