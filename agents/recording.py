@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -20,7 +22,7 @@ from django.utils import timezone
 
 from agents import services
 from agents.compaction import SUMMARY_EVERY_ITEMS
-from agents.realtime.relay.contracts import TranscriptRecord
+from agents.realtime.relay.contracts import SegmentRecord, TranscriptRecord
 from agents.tasks import session_summarize
 from billing.services import usage_event_record
 from billing.usage import UsageRecord
@@ -28,6 +30,23 @@ from billing.usage import UsageRecord
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class StampedUsage:
+    usage: UsageRecord
+    occurred_at: datetime
+
+
+Record = SegmentRecord | TranscriptRecord | StampedUsage
+
+
+def _live_item(record: TranscriptRecord) -> dict[str, Any]:
+    """A transcript item as the console's live view shows it."""
+    return {"item_id": record.item_id, "sequence": record.sequence, "role": record.role,
+            "kind": record.kind, "text": record.text, "data": record.data}  # fmt: skip
+
+
 _RETRIES = 3
 
 
@@ -51,7 +70,7 @@ class DatabaseRecorder:
         self.session_id = session_id
         self.agent_id = agent_id
         self.provider = provider
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Record | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._heartbeat_seconds = heartbeat_seconds
@@ -63,56 +82,20 @@ class DatabaseRecorder:
         self._writer = asyncio.create_task(self._write_loop(), name="recorder-writer")
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="recorder-heartbeat")
 
-    # --- the Recorder protocol (non-blocking) ---------------------------------------------
+    # --- the Recorder protocol (non-blocking: typed records go on the queue) -----------------
 
-    def upstream_session(
-        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
-    ) -> None:
-        self._queue.put_nowait(
-            (
-                "upstream",
-                {
-                    "upstream_session_id": upstream_session_id,
-                    "reason": reason,
-                    "seed_summary": seed_summary,
-                    "gap_ms": gap_ms,
-                },
-            )
-        )
+    def record_segment(self, record: SegmentRecord) -> None:
+        self._queue.put_nowait(record)
 
-    def transcript(self, record: TranscriptRecord) -> None:
-        if not record.item_id:
-            return
-        self._queue.put_nowait(
-            (
-                "transcript",
-                {
-                    "item_id": record.item_id,
-                    "sequence": record.sequence,
-                    "role": record.role,
-                    "kind": record.kind,
-                    "text": record.text,
-                    "data": record.data,
-                },
-            )
-        )
+    def record_transcript(self, record: TranscriptRecord) -> None:
+        if record.item_id:
+            self._queue.put_nowait(record)
 
-    def usage(self, record: UsageRecord) -> None:
-        self._queue.put_nowait(
-            (
-                "usage",
-                {
-                    "key": record.key,
-                    "model": record.model,
-                    "status": record.status,
-                    "usage": record.usage,
-                    "audio_ms": record.audio_ms,
-                    "occurred_at": timezone.now(),
-                },
-            )
-        )
+    def record_usage(self, record: UsageRecord) -> None:
+        # Stamped now: a record written late (database trouble) still counts for when it happened.
+        self._queue.put_nowait(StampedUsage(record, timezone.now()))
 
-    def audio(self, *, in_ms: int, out_ms: int) -> None:
+    def record_audio(self, *, in_ms: int, out_ms: int) -> None:
         self._audio = (in_ms, out_ms)
 
     def set_audio_source(self, source: Any) -> None:
@@ -122,48 +105,68 @@ class DatabaseRecorder:
     # --- writing ----------------------------------------------------------------------------
 
     @database_sync_to_async
-    def _write(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "usage":
+    def _write(self, record: Record) -> None:
+        if isinstance(record, StampedUsage):
+            usage = record.usage
             usage_event_record(
                 tenant_id=self.tenant_id,
                 session_id=self.session_id,
                 agent_id=self.agent_id,
                 widget_key_id=self.widget_key_id,
                 provider=self.provider,
-                **payload,
+                key=usage.key,
+                model=usage.model,
+                status=usage.status,
+                usage=usage.usage,
+                audio_ms=usage.audio_ms,
+                occurred_at=record.occurred_at,
             )
-        elif kind == "transcript":
+        elif isinstance(record, TranscriptRecord):
             services.transcript_item_record(
-                tenant_id=self.tenant_id, session_id=self.session_id, **payload
+                tenant_id=self.tenant_id,
+                session_id=self.session_id,
+                item_id=record.item_id,
+                sequence=record.sequence,
+                role=record.role,
+                kind=record.kind,
+                text=record.text,
+                data=record.data,
             )
-        elif kind == "upstream":
+        else:
             services.session_add_upstream(
-                tenant_id=self.tenant_id, session_id=self.session_id, **payload
+                tenant_id=self.tenant_id,
+                session_id=self.session_id,
+                upstream_session_id=record.upstream_session_id,
+                reason=record.reason,
+                seed_summary=record.seed_summary,
+                gap_ms=record.gap_ms,
             )
 
-    async def _write_with_retry(self, kind: str, payload: dict[str, Any]) -> None:
+    async def _write_with_retry(self, record: Record) -> None:
         for attempt in range(_RETRIES):
             try:
-                await self._write(kind, payload)
-                if kind == "usage" and self.on_usage_written is not None:
+                await self._write(record)
+                if isinstance(record, StampedUsage) and self.on_usage_written is not None:
                     self.on_usage_written()
-                if kind == "transcript":
-                    await self._notify_live({"type": "live.transcript", "item": payload})
+                if isinstance(record, TranscriptRecord):
+                    await self._notify_live({"type": "live.transcript", "item": _live_item(record)})
                     await self._maybe_summarize()
-                elif kind == "upstream" and payload["reason"] != "initial":
-                    await self._notify_live({"type": "live.segment", "reason": payload["reason"]})
+                elif isinstance(record, SegmentRecord) and record.reason != "initial":
+                    await self._notify_live({"type": "live.segment", "reason": record.reason})
                 return
             except Exception:
-                logger.exception("could not store %s (attempt %d)", kind, attempt + 1)
+                logger.exception(
+                    "could not store %s (attempt %d)", type(record).__name__, attempt + 1
+                )
                 await asyncio.sleep(0.2 * (attempt + 1))
-        logger.error("dropped %s record of session %s after retries", kind, self.session_id)
+        logger.error("dropped %r of session %s after retries", record, self.session_id)
 
     async def _write_loop(self) -> None:
         while True:
             entry = await self._queue.get()
             if entry is None:
                 return
-            await self._write_with_retry(*entry)
+            await self._write_with_retry(entry)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -64,6 +64,7 @@ from agents.realtime.relay.contracts import (
     Continuation,
     NullRecorder,
     Recorder,
+    SegmentRecord,
     SpendGuard,
     ToolExecutor,
     TranscriptRecord,
@@ -209,9 +210,7 @@ class RealtimeBridge:
             await self.end("upstream_unavailable")
             return False
         self.upstream_session_id = str((created.get("session") or {}).get("id") or "")
-        self.recorder.upstream_session(
-            self.upstream_session_id, reason="initial", seed_summary="", gap_ms=None
-        )
+        self.recorder.record_segment(SegmentRecord(self.upstream_session_id, "initial"))
         await self._send_client(frames.dumps(created))
         for message in early:
             await self._relay_upstream(message)
@@ -310,7 +309,7 @@ class RealtimeBridge:
                 await self.upstream.close()
         self._record(self.transcript.flush_translation(segment=self.segment))
         self._meter_minutes(final=True)
-        self.recorder.audio(in_ms=self.audio_in_ms, out_ms=self.audio_out_ms)
+        self.recorder.record_audio(in_ms=self.audio_in_ms, out_ms=self.audio_out_ms)
 
     def _end_soon(self, code: str) -> None:
         self._ending_task = asyncio.get_running_loop().create_task(self.end(code))
@@ -719,7 +718,7 @@ class RealtimeBridge:
 
     def _record(self, record: TranscriptRecord | None) -> None:
         if record is not None:
-            self.recorder.transcript(record)
+            self.recorder.record_transcript(record)
 
     def _bill_response(self, response_id: str, response: dict[str, Any]) -> None:
         usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
@@ -729,7 +728,7 @@ class RealtimeBridge:
             status=str(response.get("status") or ""),
             usage=usage,
         )
-        self.recorder.usage(record)
+        self.recorder.record_usage(record)
         if self.spend_guard is not None and not self.spend_guard.on_usage(record):
             self._budget_reached = True
         threshold = self.continuation.token_threshold if self.continuation else None
@@ -744,7 +743,7 @@ class RealtimeBridge:
         span, total = self.meter.take_span()
         if span <= 0:
             return
-        self.recorder.usage(
+        self.recorder.record_usage(
             UsageRecord(
                 key=f"{self.upstream_session_id}:audio:{total}ms",
                 model=self.policy.model,
@@ -977,8 +976,8 @@ class RealtimeBridge:
         gap_ms = (self._clock() - started) * 1000
         self.gaps_ms.append(gap_ms)
         self._segment_started = self._clock()
-        self.recorder.upstream_session(
-            self.upstream_session_id, reason=reason, seed_summary=summary, gap_ms=round(gap_ms)
+        self.recorder.record_segment(
+            SegmentRecord(self.upstream_session_id, reason, summary, round(gap_ms))
         )
         logger.info("segment %d (%s) ready after %.0f ms", self.segment, reason, gap_ms)
         if self.policy.channel == CHANNEL_WIDGET:

@@ -19,17 +19,17 @@ class ListRecorder:
         self.segments = []
         self.audio_totals = None
 
-    def upstream_session(self, upstream_session_id, *, reason, seed_summary, gap_ms):
-        self.upstream_sessions.append(upstream_session_id)
-        self.segments.append((upstream_session_id, reason, seed_summary))
+    def record_segment(self, record):
+        self.upstream_sessions.append(record.upstream_session_id)
+        self.segments.append((record.upstream_session_id, record.reason, record.seed_summary))
 
-    def transcript(self, record: TranscriptRecord):
+    def record_transcript(self, record: TranscriptRecord):
         self.transcripts.append(record)
 
-    def usage(self, record: UsageRecord):
+    def record_usage(self, record: UsageRecord):
         self.usages.append(record)
 
-    def audio(self, *, in_ms, out_ms):
+    def record_audio(self, *, in_ms, out_ms):
         self.audio_totals = (in_ms, out_ms)
 
 

@@ -28,7 +28,7 @@ class ListRecorder:
     def __init__(self):
         self.usages = []
 
-    def usage(self, record):
+    def record_usage(self, record):
         self.usages.append(record)
 
     def __getattr__(self, name):

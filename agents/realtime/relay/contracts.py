@@ -9,7 +9,8 @@ from typing import Any, Protocol
 from billing.usage import UsageRecord
 
 __all__ = [
-    "ClientSink", "Continuation", "NullRecorder", "Recorder", "SpendGuard", "ToolExecutor",
+    "ClientSink", "Continuation", "NullRecorder", "Recorder", "SegmentRecord", "SpendGuard",
+    "ToolExecutor",
     "TranscriptRecord", "Upstream", "UsageRecord",
 ]  # fmt: skip
 
@@ -38,35 +39,41 @@ class TranscriptRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SegmentRecord:
+    """One upstream session of the conversation (the first, or one it continued in)."""
+
+    upstream_session_id: str
+    reason: str  # "initial", "max_duration", "context_window", "upstream_drop"…
+    seed_summary: str = ""
+    gap_ms: int | None = None
+
+
 class Recorder(Protocol):
     """Receives what must be stored. Every method must return at once (it may only enqueue)."""
 
-    def upstream_session(
-        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
-    ) -> None: ...
+    def record_segment(self, record: SegmentRecord) -> None: ...
 
-    def transcript(self, record: TranscriptRecord) -> None: ...
+    def record_transcript(self, record: TranscriptRecord) -> None: ...
 
-    def usage(self, record: UsageRecord) -> None: ...
+    def record_usage(self, record: UsageRecord) -> None: ...
 
-    def audio(self, *, in_ms: int, out_ms: int) -> None: ...
+    def record_audio(self, *, in_ms: int, out_ms: int) -> None: ...
 
 
 class NullRecorder:
     """Stores nothing (benchmarks and tests that only look at the wire)."""
 
-    def upstream_session(
-        self, upstream_session_id: str, *, reason: str, seed_summary: str, gap_ms: int | None
-    ) -> None:
+    def record_segment(self, record: SegmentRecord) -> None:
         pass
 
-    def transcript(self, record: TranscriptRecord) -> None:
+    def record_transcript(self, record: TranscriptRecord) -> None:
         pass
 
-    def usage(self, record: UsageRecord) -> None:
+    def record_usage(self, record: UsageRecord) -> None:
         pass
 
-    def audio(self, *, in_ms: int, out_ms: int) -> None:
+    def record_audio(self, *, in_ms: int, out_ms: int) -> None:
         pass
 
 
