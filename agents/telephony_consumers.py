@@ -23,6 +23,7 @@ from agents import services
 from agents.consumers import Access, RealtimeConsumer
 from agents.models import Session
 from agents.realtime import frames
+from agents.realtime.policy import CHANNEL_PHONE
 from agents.telephony import (
     PHONE_AUDIO_FORMAT,
     StreamStart,
@@ -34,7 +35,6 @@ from agents.telephony import (
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PHONE = Session.Channel.PHONE.value
 # Tokens the voice webhook mints carry this end user prefix (with the caller's hashed number):
 # an ephemeral key minted for a browser or the console does not open a phone session.
 PHONE_END_USER_PREFIX = "phone:"

@@ -65,7 +65,6 @@ SEED_RATES: dict[str, Rates] = {
     "gpt-realtime-translate": Rates(per_minute=_d("0.034")),
 }
 SEED_EFFECTIVE_FROM = date(2025, 1, 1)
-DEFAULT_RATES = SEED_RATES  # the old name, kept for callers that predate the price book
 LOCAL_ENGINE = Rates()
 
 

@@ -10,7 +10,7 @@ under the agent's limit.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agents import catalogue
@@ -99,7 +99,6 @@ class SessionPolicy:
     tool_preambles: bool = False
     # Upper bound of audio a client may send ahead of real time, in milliseconds.
     audio_burst_ms: int = 5000
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_bytes_per_ms(self) -> int:
