@@ -1,6 +1,16 @@
 from django.apps import AppConfig
+from django.conf import settings
+
+from agents.realtime import outbound
 
 
 class AgentsConfig(AppConfig):
     name = "agents"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The realtime core has no Django import: it gets the deployment's limits here.
+        outbound.configure(
+            concurrency_per_tenant=settings.VP_OUTBOUND_CONCURRENCY_PER_TENANT,
+            resolver_threads=settings.VP_OUTBOUND_RESOLVER_THREADS,
+        )

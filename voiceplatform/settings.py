@@ -176,6 +176,11 @@ VP_OPENAI_API_BASE = env.str("VP_OPENAI_API_BASE", "https://api.openai.com/v1")
 # Tool webhooks may not target this network (loopback, private ranges) in production, so a
 # tenant cannot reach internal services through the platform; the embedded mode allows it.
 VP_ALLOW_PRIVATE_WEBHOOKS = env.bool("VP_ALLOW_PRIVATE_WEBHOOKS", not PRODUCTION)
+# Requests to tenant-supplied URLs (webhooks, MCP checks): how many one tenant may have in flight
+# per process (the rest of its calls wait inside their own timeout, other tenants' go ahead),
+# and the threads that resolve their host names (never the default pool the upstream shares).
+VP_OUTBOUND_CONCURRENCY_PER_TENANT = env.int("VP_OUTBOUND_CONCURRENCY_PER_TENANT", 4, minimum=1)
+VP_OUTBOUND_RESOLVER_THREADS = env.int("VP_OUTBOUND_RESOLVER_THREADS", 8, minimum=1)
 
 # Databases. Under ASGI, persistent connections leak across threads: CONN_MAX_AGE stays 0 and
 # PostgreSQL connections come from psycopg 3's pool instead.

@@ -7,25 +7,26 @@ the tool's ``webhook_url`` with two headers:
 * ``X-VP-Signature``: ``v1=`` + hex HMAC-SHA256 of ``"{timestamp}.{body}"`` under the tenant's
   signing secret (shown in the console), so the tenant can check origin and freshness.
 
-The call has the tool's timeout, is retried only on network errors (never after the server
-answered), and its answer is capped in size. Whatever happens, the model gets an output: the
-answer, or ``{"error": {"type": …, "message": …}}`` it can talk about.
+The request goes through :mod:`agents.realtime.outbound` (resolved once, every address checked,
+the checked address dialled, no redirect followed, fully async, at most a few calls in flight
+per tenant). The call has the tool's timeout (waiting for the tenant's slot included), is
+retried only when it could not connect (never once the request went out), and its answer is
+capped in size. Whatever happens, the model gets an output: the answer, or
+``{"error": {"type": …, "message": …}}`` it can talk about.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from agents.realtime import outbound
 
 MAX_RESPONSE_BYTES = 64 * 1024
 NETWORK_RETRIES = 2
@@ -48,38 +49,31 @@ def error_output(kind: str, message: str) -> str:
     return json.dumps({"error": {"type": kind, "message": message}})
 
 
-class ForbiddenAddress(Exception):
-    pass
-
-
-def _check_address(url: str, *, allow_private: bool) -> None:
-    """Refuse webhooks aimed at this network (loopback, private, link-local) unless allowed."""
-    if allow_private:
-        return
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError as error:
-        raise urllib.error.URLError(error) from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_reserved
-        ):
-            raise ForbiddenAddress(f"{host} resolves to a private address")
-
-
 @dataclass
 class WebhookExecutor:
+    """Runs webhook tools for one session. ``tenant_id`` keys the per-tenant concurrency limit;
+    ``resolver``, ``limiter`` and ``ssl_context`` default to the process's shared ones."""
+
     signing_secret: str
     session_id: int
     agent_id: int
     allow_private_addresses: bool = False
     max_response_bytes: int = MAX_RESPONSE_BYTES
     retries: int = NETWORK_RETRIES
+    tenant_id: Hashable | None = None
+    resolver: outbound.Resolver | None = None
+    limiter: outbound.TenantLimiter | None = None
+    ssl_context: ssl.SSLContext | None = None
+    client: outbound.OutboundClient = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client = outbound.OutboundClient(
+            allow_private=self.allow_private_addresses,
+            resolver=self.resolver,
+            limiter=self.limiter,
+            max_response_bytes=self.max_response_bytes,
+            ssl_context=self.ssl_context,
+        )
 
     async def call(self, tool: dict[str, Any], *, call_id: str, arguments: str) -> ToolResult:
         started = time.monotonic()
@@ -97,71 +91,45 @@ class WebhookExecutor:
             }
         ).encode()
         timeout = float(tool.get("timeout_seconds") or DEFAULT_TIMEOUT_S)
-        output, error = await asyncio.to_thread(
-            self._post, tool.get("webhook_url", ""), body, timeout
-        )
+        output, error = await self._post(str(tool.get("webhook_url") or ""), body, timeout)
         return ToolResult(
             output=output, latency_ms=round((time.monotonic() - started) * 1000), error=error
         )
 
-    def _post(self, url: str, body: bytes, timeout: float) -> tuple[str, str]:
-        """(output, error kind or "") — runs in a worker thread."""
-        deadline = time.monotonic() + timeout
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return error_output(
-                    "timeout", f"the tool did not answer within {timeout:g} s"
-                ), "timeout"
-            timestamp = str(int(time.time()))
-            request = urllib.request.Request(
-                url,
-                data=body,
-                method="POST",
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": "VoicePlatform-Tools/1",
-                    "X-VP-Timestamp": timestamp,
-                    "X-VP-Signature": signature(self.signing_secret, timestamp, body),
-                },
+    async def _post(self, url: str, body: bytes, timeout: float) -> tuple[str, str]:
+        """(output, error kind or "")."""
+        timestamp = str(int(time.time()))
+        headers = [
+            ("Content-Type", "application/json"),
+            ("User-Agent", "VoicePlatform-Tools/1"),
+            ("X-VP-Timestamp", timestamp),
+            ("X-VP-Signature", signature(self.signing_secret, timestamp, body)),
+        ]
+        try:
+            response = await self.client.request(
+                "POST", url, tenant=self.tenant_id, timeout=timeout, body=body,
+                headers=headers, connect_retries=self.retries,
+            )  # fmt: skip
+        except outbound.OutboundError as error:
+            return error_output(error.kind, _tool_message(error, timeout)), error.kind
+        if response.status >= 400:  # the server answered: never retried
+            return (
+                error_output("http_error", f"the tool's server answered HTTP {response.status}"),
+                "http_error",
             )
-            try:
-                _check_address(url, allow_private=self.allow_private_addresses)
-                with urllib.request.urlopen(request, timeout=remaining) as response:  # noqa: S310
-                    data = response.read(self.max_response_bytes + 1)
-            except ForbiddenAddress as error:
-                return error_output("forbidden_address", str(error)), "forbidden_address"
-            except urllib.error.HTTPError as error:  # the server answered: never retried
-                return (
-                    error_output("http_error", f"the tool's server answered HTTP {error.code}"),
-                    "http_error",
-                )
-            except TimeoutError:
-                return (
-                    error_output("timeout", f"the tool did not answer within {timeout:g} s"),
-                    "timeout",
-                )
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                attempt += 1
-                if attempt > self.retries:
-                    reason = getattr(error, "reason", error)
-                    return error_output(
-                        "network_error", f"could not reach the tool: {reason}"
-                    ), "network_error"
-                time.sleep(min(0.2 * attempt, max(deadline - time.monotonic(), 0)))
-                continue
-            if len(data) > self.max_response_bytes:
-                return (
-                    error_output(
-                        "response_too_large",
-                        f"the tool's answer exceeded {self.max_response_bytes} bytes",
-                    ),
-                    "response_too_large",
-                )
-            text = data.decode("utf-8", errors="replace")
-            try:
-                json.loads(text)
-            except ValueError:
-                text = json.dumps({"result": text})
-            return text, ""
+        text = response.body.decode("utf-8", errors="replace")
+        try:
+            json.loads(text)
+        except ValueError:
+            text = json.dumps({"result": text})
+        return text, ""
+
+
+def _tool_message(error: outbound.OutboundError, timeout: float) -> str:
+    if error.kind == "timeout":
+        return f"the tool did not answer within {timeout:g} s"
+    if error.kind == "network_error":
+        return f"could not reach the tool: {error.message}"
+    if error.kind == "response_too_large":
+        return f"the tool's answer {error.message.removeprefix('the answer ')}"
+    return f"the tool's webhook: {error.message}"
