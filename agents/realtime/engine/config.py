@@ -55,7 +55,8 @@ def initial_config(kind: str, session_id: str, model: str, expires_at: int) -> d
 def input_format(config: dict[str, Any]) -> str:
     if config.get("type") == "translation":
         return "audio/pcm"  # translation input is always 24 kHz PCM16 mono
-    return config["audio"]["input"]["format"]["type"]
+    format_type: str = config["audio"]["input"]["format"]["type"]
+    return format_type
 
 
 def turn_detector(
@@ -66,11 +67,11 @@ def turn_detector(
         return None
     if turn_detection.get("type") == "semantic_vad":
         # eagerness -> how long a pause ends the turn
-        silence = {"low": 1200, "medium": 800, "high": 400}.get(
+        pause_ms = {"low": 1200, "medium": 800, "high": 400}.get(
             turn_detection.get("eagerness") or "auto", 800
         )
         return speech.VoiceActivityDetector(
-            input_rate=input_rate, silence_duration_ms=silence, prefix_padding_ms=300
+            input_rate=input_rate, silence_duration_ms=pause_ms, prefix_padding_ms=300
         )
     threshold = turn_detection.get("threshold")
     silence = turn_detection.get("silence_duration_ms")

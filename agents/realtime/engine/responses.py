@@ -47,7 +47,7 @@ class Response:
     output_items: list[dict[str, Any]] = field(default_factory=list)
     output_tokens: Tokens = Tokens()
     cancel_reason: str | None = None
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
 
     def payload(
         self, status: str, usage: dict[str, Any] | None = None, details: Any = None

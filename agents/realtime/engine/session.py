@@ -103,8 +103,8 @@ class LocalEngineSession(EngineShell):
         self._rate_limits = RateLimits()
         self._assistant_audio_sent = False
         self._mcp_listed: dict[str, str] = {}  # server_label -> listed tool config
-        self._recognising: dict[str, asyncio.Task] = {}  # user item id -> its recognition
-        self._last_recognition: asyncio.Task | None = None
+        self._recognising: dict[str, asyncio.Task[None]] = {}  # user item id -> its recognition
+        self._last_recognition: asyncio.Task[None] | None = None
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -122,7 +122,7 @@ class LocalEngineSession(EngineShell):
     def _turn_detection(self) -> dict[str, Any]:
         return self.config["audio"]["input"].get("turn_detection") or {}
 
-    def background_tasks(self) -> list[asyncio.Task | None]:
+    def background_tasks(self) -> list[asyncio.Task[None] | None]:
         response = self._response.task if self._response is not None else None
         return [response, *self._recognising.values()]
 
@@ -233,7 +233,7 @@ class LocalEngineSession(EngineShell):
         pcm: bytes,
         ms: float,
         transcription: dict[str, Any] | None,
-        previous: asyncio.Task | None,
+        previous: asyncio.Task[None] | None,
     ) -> None:
         if previous is not None:
             with contextlib.suppress(Exception):
@@ -346,7 +346,8 @@ class LocalEngineSession(EngineShell):
 
     async def _run_response(self, stream: ResponseStream) -> None:
         resp = stream.resp
-        status, details = "completed", None
+        status = "completed"
+        details: dict[str, Any] | None = None
         try:
             # The answer needs what was heard: wait for the input items' recognition.
             for item in resp.input_items:

@@ -59,7 +59,7 @@ class EngineShell:
         self._closed = False
         self._in: asyncio.Queue[str | None] = asyncio.Queue()
         self._out: asyncio.Queue[str | None] = asyncio.Queue()
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -112,7 +112,7 @@ class EngineShell:
             if task is not None and task is not current and not task.done():
                 task.cancel()
 
-    def background_tasks(self) -> list[asyncio.Task | None]:
+    def background_tasks(self) -> list[asyncio.Task[None] | None]:
         """Tasks of the session besides its worker, cancelled on close."""
         return []
 

@@ -64,11 +64,11 @@ class TranslationSession(EngineShell):
             session_config.translation_turn_detection(), TRANSLATION_RATE
         )
         self.input = InputAudio(TRANSLATION_RATE, detector)
-        self._speaking: asyncio.Task | None = None  # the last utterance's output
+        self._speaking: asyncio.Task[None] | None = None  # the last utterance's output
         self._said_input = False  # a source transcript delta was sent
         self._said_output = False  # a translated transcript delta was sent
 
-    def background_tasks(self) -> list[asyncio.Task | None]:
+    def background_tasks(self) -> list[asyncio.Task[None] | None]:
         return [self._speaking]
 
     async def _on_update(self, event: dict[str, Any]) -> None:
@@ -116,7 +116,7 @@ class TranslationSession(EngineShell):
         )
 
     async def _speak(
-        self, previous: asyncio.Task | None, transcript: str, language: str, elapsed: int
+        self, previous: asyncio.Task[None] | None, transcript: str, language: str, elapsed: int
     ) -> None:
         if previous is not None:
             with contextlib.suppress(Exception):
