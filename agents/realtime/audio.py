@@ -28,7 +28,7 @@ FORMAT_SAMPLE_WIDTH: dict[str, int] = {"audio/pcm": 2, "audio/pcmu": 1, "audio/p
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
-def pcm16_to_array(pcm: bytes) -> array.array:
+def pcm16_to_array(pcm: bytes) -> array.array[int]:
     """Little-endian PCM16 bytes -> ``array('h')`` (a trailing odd byte is dropped)."""
     samples = array.array("h")
     samples.frombytes(pcm[: len(pcm) - (len(pcm) % 2)])
@@ -37,7 +37,7 @@ def pcm16_to_array(pcm: bytes) -> array.array:
     return samples
 
 
-def array_to_pcm16(samples: array.array) -> bytes:
+def array_to_pcm16(samples: array.array[int]) -> bytes:
     """``array('h')`` -> little-endian PCM16 bytes."""
     if _BIG_ENDIAN:  # pragma: no cover
         samples = array.array("h", samples)

@@ -48,7 +48,7 @@ def _daphne_protocol(send: Any) -> Any | None:
 class ClientOutput:
     def __init__(
         self,
-        send: Callable[[dict], Awaitable[None]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
         *,
         budget_bytes: int,
         stall_s: float,

@@ -74,7 +74,9 @@ class _Espeak:
         self._lib = lib
         self._voice: str | None = None
 
-    def _on_audio(self, wav, n_samples, _events) -> int:  # noqa: ANN001 - ctypes callback
+    def _on_audio(
+        self, wav: ctypes._Pointer[ctypes.c_short], n_samples: int, _events: int | None
+    ) -> int:  # the _SynthCallback signature: short *wav, int numsamples, espeak_EVENT *events
         if n_samples > 0:
             self._chunks.append(ctypes.string_at(wav, n_samples * 2))
         return 0
