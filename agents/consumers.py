@@ -166,6 +166,7 @@ class RealtimeConsumer(AsyncConsumer):
                 session_id=session.pk,
                 agent_id=access.agent.pk,
                 allow_private_addresses=settings.VP_ALLOW_PRIVATE_WEBHOOKS,
+                tenant_id=access.tenant.pk,
             ),
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
