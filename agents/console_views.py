@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents import catalogue, configuration, services
+from agents import access, catalogue, configuration, services, tokens
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
 from agents.models import (
     Agent,
@@ -209,8 +209,8 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
     """A single-use socket token for the console's own try-it widget (any member)."""
     agent = tenant_object_get(Agent, pk=agent_id, status=Agent.Status.ACTIVE)
     try:
-        minted = services.console_token_mint(agent=agent, end_user=f"console:{request.user.pk}")
-    except services.AccessDenied as denied:
+        minted = tokens.console_token_mint(agent=agent, end_user=f"console:{request.user.pk}")
+    except access.AccessDenied as denied:
         return JsonResponse(
             {"error": {"code": denied.code, "message": denied.message}}, status=denied.status
         )

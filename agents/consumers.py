@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -25,8 +24,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from agents import services
+from agents.access import Access, AccessDenied, api_socket_access, widget_socket_access
 from agents.compaction import Seed, session_seed
-from agents.models import Agent, Session
+from agents.models import Session
 from agents.realtime import frames
 from agents.realtime.bridge import Continuation, RealtimeBridge
 from agents.realtime.client_output import ClientOutput
@@ -36,22 +36,8 @@ from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
 from billing.spend import spend_guard_for
-from tenants.models import Tenant
-from tenants.services import api_key_authenticate
 
 logger = logging.getLogger(__name__)
-
-TOKEN_SUBPROTOCOL = "vp-token."
-EPHEMERAL_SUBPROTOCOL = "openai-insecure-api-key."
-
-
-@dataclass(frozen=True)
-class Access:
-    tenant: Tenant
-    agent: Agent
-    end_user: str
-    subprotocol: str | None
-    widget_key_id: int | None = None
 
 
 class RealtimeConsumer(AsyncConsumer):
@@ -123,7 +109,7 @@ class RealtimeConsumer(AsyncConsumer):
                 tenant=access.tenant, agent=access.agent, channel=self.channel,
                 end_user=access.end_user,
             )  # fmt: skip
-        except services.AccessDenied as denied:
+        except AccessDenied as denied:
             await self._refuse(denied, self._offered_subprotocol())
             return
         await self._accept(access.subprotocol)
@@ -271,7 +257,7 @@ class RealtimeConsumer(AsyncConsumer):
         offered = self.scope.get("subprotocols") or []
         return "realtime" if "realtime" in offered else None
 
-    async def _refuse(self, denied: services.AccessDenied, subprotocol: str | None) -> None:
+    async def _refuse(self, denied: AccessDenied, subprotocol: str | None) -> None:
         """Accept only to say why, then close with a code (4401, 4403, 4404, 4429…)."""
         self._ended = True
         await self._accept(subprotocol)
@@ -297,25 +283,10 @@ class WidgetConsumer(RealtimeConsumer):
     channel = CHANNEL_WIDGET
 
     def authenticate(self) -> Access:
-        offered = self.scope.get("subprotocols") or []
-        raw = next(
-            (
-                protocol.split(".", 1)[1]
-                for protocol in offered
-                if protocol.startswith((TOKEN_SUBPROTOCOL, EPHEMERAL_SUBPROTOCOL))
-            ),
-            "",
-        )
-        token = services.client_token_consume(raw=raw, origin=self.header(b"origin"))
-        if token.end_user.startswith("phone:"):  # minted for a phone call's media stream
-            raise services.AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
-        end_user = token.end_user or f"ip:{self.client_ip()}"
-        return Access(
-            tenant=token.tenant,
-            agent=token.agent,
-            end_user=end_user,
-            subprotocol="realtime" if "realtime" in offered else None,
-            widget_key_id=token.widget_key_id,
+        return widget_socket_access(
+            offered=self.scope.get("subprotocols") or [],
+            origin=self.header(b"origin"),
+            client_ip=self.client_ip(),
         )
 
 
@@ -323,49 +294,11 @@ class ApiConsumer(RealtimeConsumer):
     channel = CHANNEL_API
 
     def authenticate(self) -> Access:
-        if "realtime=v1" in (self.header(b"openai-beta") or "").replace(" ", ""):
-            # As OpenAI since the GA protocol: the beta shape is refused, not half-served.
-            raise services.AccessDenied(
-                "beta_api_shape_disabled",
-                "The Realtime API beta shape (OpenAI-Beta: realtime=v1) is no longer supported; "
-                "remove the header and use the GA event names.",
-                status=400,
-                close_code=4400,
-            )
-        query = self.query()
-        # /v1/realtime/translations is the translation endpoint, as OpenAI's.
-        translations = self.scope.get("path", "").rstrip("/").endswith("/translations")
-        raw_key = self._presented_key()
-        if raw_key.startswith(services.EPHEMERAL_PREFIX):
-            # A client secret minted by POST /v1/realtime/client_secrets names its agent.
-            token = services.client_token_consume(raw=raw_key, origin=None)
-            end_user = query.get("user") or f"client_secret:{token.pk}"
-            return Access(
-                tenant=token.tenant, agent=token.agent, end_user=end_user,
-                subprotocol=self._offered_subprotocol(),
-            )  # fmt: skip
-        api_key = api_key_authenticate(raw_key) if raw_key else None
-        if api_key is None:
-            raise services.AccessDenied(
-                "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
-            )
-        agent = services.agent_get_for_api_key(
-            api_key=api_key,
-            agent_id=query.get("agent"),
-            intent="translation" if translations else query.get("intent", ""),
+        return api_socket_access(
+            authorization=self.header(b"authorization") or "",
+            offered=self.scope.get("subprotocols") or [],
+            beta=self.header(b"openai-beta") or "",
+            query=self.query(),
+            # /v1/realtime/translations is the translation endpoint, as OpenAI's.
+            translations=self.scope.get("path", "").rstrip("/").endswith("/translations"),
         )
-        end_user = query.get("user") or f"api_key:{api_key.pk}"
-        return Access(
-            tenant=api_key.tenant, agent=agent, end_user=end_user,
-            subprotocol=self._offered_subprotocol(),
-        )  # fmt: skip
-
-    def _presented_key(self) -> str:
-        """``Authorization: Bearer <key>``, or the subprotocol browsers use for client secrets."""
-        scheme, _, raw_key = (self.header(b"authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and raw_key.strip():
-            return raw_key.strip()
-        for protocol in self.scope.get("subprotocols") or []:
-            if protocol.startswith(EPHEMERAL_SUBPROTOCOL):
-                return protocol[len(EPHEMERAL_SUBPROTOCOL) :]
-        return ""

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from agents import services
 from agents.compaction import summary_refresh
+from tenants.tasks import TenantTask
 
 
 @shared_task(name="agents.sessions_sweep_abandoned", ignore_result=True)
@@ -12,7 +13,13 @@ def sessions_sweep_abandoned() -> int:
     return services.sessions_sweep_abandoned()
 
 
-@shared_task(name="agents.session_summarize", ignore_result=True, soft_time_limit=60, time_limit=90)
+@shared_task(
+    base=TenantTask,
+    name="agents.session_summarize",
+    ignore_result=True,
+    soft_time_limit=60,
+    time_limit=90,
+)
 def session_summarize(session_id: int, tenant_id: int) -> None:
     """Keep the session's rolling summary current (enqueued every few transcript items)."""
     summary_refresh(session_id=session_id, tenant_id=tenant_id)

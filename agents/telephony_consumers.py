@@ -20,7 +20,8 @@ import logging
 from channels.db import database_sync_to_async
 
 from agents import services
-from agents.consumers import Access, RealtimeConsumer
+from agents.access import Access, AccessDenied, phone_stream_access
+from agents.consumers import RealtimeConsumer
 from agents.models import Session
 from agents.realtime import frames
 from agents.realtime.policy import CHANNEL_PHONE
@@ -34,10 +35,6 @@ from agents.telephony import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Tokens the voice webhook mints carry this end user prefix (with the caller's hashed number):
-# an ephemeral key minted for a browser or the console does not open a phone session.
-PHONE_END_USER_PREFIX = "phone:"
 
 
 class TwilioMediaConsumer(RealtimeConsumer):
@@ -92,7 +89,7 @@ class TwilioMediaConsumer(RealtimeConsumer):
                 tenant=access.tenant, agent=access.agent, channel=self.channel,
                 end_user=access.end_user,
             )  # fmt: skip
-        except services.AccessDenied as denied:
+        except AccessDenied as denied:
             logger.info("phone stream %s refused: %s", start.stream_sid, denied.code)
             self._ended = True
             await self.close(denied.close_code, denied.code)
@@ -103,11 +100,7 @@ class TwilioMediaConsumer(RealtimeConsumer):
 
     def authenticate(self) -> Access:
         raw = self.stream_start.token if self.stream_start is not None else ""
-        token = services.client_token_consume(raw=raw, origin=None)
-        if not token.end_user.startswith(PHONE_END_USER_PREFIX):
-            raise services.AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
-        return Access(tenant=token.tenant, agent=token.agent, end_user=token.end_user,
-                      subprotocol=None)  # fmt: skip
+        return phone_stream_access(raw_token=raw)
 
     async def _start_bridge(self, access: Access, session: Session) -> None:
         """The realtime path's bridge, with μ-law both ways whatever the agent's formats.

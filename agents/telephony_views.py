@@ -25,7 +25,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from agents import catalogue, services
+from agents import access, catalogue, services, tokens
+from agents.access import PHONE_END_USER_PREFIX
 from agents.models import Agent, PhoneNumber
 from agents.telephony import (
     TOKEN_PARAMETER,
@@ -36,7 +37,6 @@ from agents.telephony import (
     twiml_reject,
     twiml_say_hangup,
 )
-from agents.telephony_consumers import PHONE_END_USER_PREFIX
 from tenants import crypto
 from tenants.access import tenant_object_get
 from tenants.audit import audit_record
@@ -68,7 +68,7 @@ def phone_caller_end_user(*, tenant_id: int, caller: str) -> str:
     return f"{PHONE_END_USER_PREFIX}{hashed}"
 
 
-def phone_call_token_mint(*, phone_number: PhoneNumber, caller: str) -> services.MintedToken:
+def phone_call_token_mint(*, phone_number: PhoneNumber, caller: str) -> tokens.MintedToken:
     """The single-use token of one call's media stream; refuses what a session would refuse.
 
     Raises ``AccessDenied`` for an archived agent, a suspended tenant, a tenant at its
@@ -76,8 +76,8 @@ def phone_call_token_mint(*, phone_number: PhoneNumber, caller: str) -> services
     """
     agent = phone_number.agent
     if agent.status != Agent.Status.ACTIVE:
-        raise services.not_found()
-    return services.console_token_mint(
+        raise access.not_found()
+    return tokens.console_token_mint(
         agent=agent,
         end_user=phone_caller_end_user(tenant_id=phone_number.tenant_id, caller=caller),
     )
@@ -93,7 +93,7 @@ def phone_number_create(
 ) -> PhoneNumber:
     """Route ``number`` to ``agent``; the Twilio auth token is stored encrypted, shown masked."""
     if agent.tenant_id != tenant.pk:
-        raise services.not_found()
+        raise access.not_found()
     with scopes_disabled():  # numbers are unique across tenants: a number rings one place
         taken = PhoneNumber.objects.filter(number=number).exists()
     if taken:
@@ -175,7 +175,7 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         minted = phone_call_token_mint(
             phone_number=phone_number, caller=request.POST.get("From", "")
         )
-    except services.AccessDenied as denied:
+    except access.AccessDenied as denied:
         logger.info("call to number %s refused: %s", phone_number.pk, denied.code)
         return _twiml(twiml_say_hangup(UNAVAILABLE_MESSAGE))
     twiml = twiml_connect_stream(

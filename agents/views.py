@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from agents import services
+from agents import access, tokens
 from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
 from agents.selectors import policy_for_agent
 from tenants.services import api_key_authenticate
@@ -76,10 +76,10 @@ def widget_session(request: HttpRequest) -> HttpResponse:
         return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
     user = body.get("user") if isinstance(body.get("user"), str) else ""
     try:
-        minted = services.widget_token_mint(
+        minted = tokens.widget_token_mint(
             key=key, origin=origin, agent_id=body.get("agent"), end_user=user
         )
-    except services.AccessDenied as denied:
+    except access.AccessDenied as denied:
         return _cors(_error(denied.code, denied.message, denied.status), origin)
     agent = minted.agent
     return _cors(
@@ -110,13 +110,13 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
     expires_after = body.get("expires_after") or {}
     if not isinstance(expires_after, dict):
         return _error("invalid_request", "expires_after must be an object", 400)
-    seconds = expires_after.get("seconds", services.EPHEMERAL_DEFAULT_SECONDS)
+    seconds = expires_after.get("seconds", tokens.EPHEMERAL_DEFAULT_SECONDS)
     if not isinstance(seconds, int):
         return _error("invalid_expiry", "expires_after.seconds must be an integer", 400)
     agent_id = body.get("agent") or request.GET.get("agent")
     try:
-        minted = services.ephemeral_key_mint(api_key=api_key, agent_id=agent_id, seconds=seconds)
-    except services.AccessDenied as denied:
+        minted = tokens.ephemeral_key_mint(api_key=api_key, agent_id=agent_id, seconds=seconds)
+    except access.AccessDenied as denied:
         return _error(denied.code, denied.message, denied.status)
     expires_at = int(minted.expires_at.timestamp())
     return JsonResponse(

@@ -1,10 +1,12 @@
 import asyncio
 
 import pytest
+from celery import shared_task
 
 from agents.models import Agent
 from tenants.models import ApiKey, Membership
 from tenants.scoping import ScopeError, current_tenant_id, scopes_disabled, tenant_scope
+from tenants.tasks import TenantTask
 
 
 def make_agent(tenant, name):
@@ -76,3 +78,20 @@ def test_related_access_uses_the_unscoped_base_manager(world):
     # Following a foreign key must not need a scope (Django uses the base manager for it).
     agent = make_agent(world.tenant_a, "A1")
     assert agent.tenant.slug == "tenant-a"
+
+
+@shared_task(base=TenantTask, name="tests.agent_names_of_tenant")
+def agent_names_of_tenant(label: str, tenant_id: int) -> list[str]:
+    return sorted(Agent.objects.values_list("name", flat=True))
+
+
+def test_tenant_tasks_run_inside_their_tenants_scope(world):
+    make_agent(world.tenant_a, "A1")
+    make_agent(world.tenant_b, "B1")
+    assert current_tenant_id() is None
+    # Called as a worker calls it: the tenant id, positional or by name, opens the scope.
+    assert agent_names_of_tenant("x", world.tenant_a.pk) == ["A1"]
+    assert agent_names_of_tenant(label="x", tenant_id=world.tenant_b.pk) == ["B1"]
+    assert current_tenant_id() is None  # and closes it again
+    # A tenant that is gone: nothing runs, nothing is seen.
+    assert agent_names_of_tenant("x", world.tenant_b.pk + 1000) is None

@@ -1,0 +1,247 @@
+"""The doors of the realtime sockets: who may open one, for which tenant and agent.
+
+Every socket comes in through one of these, next to each other: ``widget_socket_access`` (a
+single-use widget token, or a client secret, as a subprotocol), ``api_socket_access`` (a
+platform API key or a client secret as the Bearer key), ``phone_stream_access`` (the stream
+token a Twilio voice webhook minted). Each answers an ``Access`` or raises ``AccessDenied``
+with a stable code and close code; "missing" and "not yours" are the same answer. The console's
+door is ``tenants.console.tenant_view``; tasks enter through ``tenants.tasks.TenantTask``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+
+from agents.models import Agent, Session
+from billing.selectors import tenant_month_spend
+from tenants.models import ApiKey, ClientToken, Tenant
+from tenants.origins import origin_is_allowed
+from tenants.scoping import scopes_disabled, tenant_scope
+from tenants.services import api_key_authenticate
+
+# A session whose process has not written a heartbeat for this long is counted as gone.
+SESSION_STALE_AFTER = timedelta(seconds=90)
+WIDGET_TOKEN_PREFIX = "vp_wt_"
+EPHEMERAL_PREFIX = "vp_ek_"
+TOKEN_SUBPROTOCOL = "vp-token."
+EPHEMERAL_SUBPROTOCOL = "openai-insecure-api-key."
+# Tokens a Twilio voice webhook mints carry this end-user prefix (with the caller's hashed
+# number): an ephemeral key minted for a browser or the console does not open a phone session.
+PHONE_END_USER_PREFIX = "phone:"
+
+
+@dataclass(frozen=True)
+class Access:
+    tenant: Tenant
+    agent: Agent
+    end_user: str
+    subprotocol: str | None
+    widget_key_id: int | None = None
+
+
+class AccessDenied(Exception):
+    """A refusal with a stable code, a message for the user and a WebSocket/HTTP status."""
+
+    def __init__(self, code: str, message: str, *, status: int = 403, close_code: int = 4403):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.close_code = close_code
+
+
+def not_found(what: str = "agent") -> AccessDenied:
+    # "Missing" and "not yours" are the same answer.
+    return AccessDenied(f"{what}_not_found", f"No such {what}.", status=404, close_code=4404)
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def agent_get_for_tenant(*, tenant_id: int, agent_id: object) -> Agent:
+    try:
+        agent_pk = int(agent_id)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise not_found() from None
+    with tenant_scope(tenant_id):
+        agent = Agent.objects.filter(pk=agent_pk, status=Agent.Status.ACTIVE).first()
+    if agent is None:
+        raise not_found()
+    return agent
+
+
+def agent_get_for_api_key(*, api_key: ApiKey, agent_id: object | None, intent: str = "") -> Agent:
+    """The agent an API socket talks to: ``agent=<id>`` or the key's default agent."""
+    if agent_id in (None, ""):
+        if api_key.default_agent_id is None:
+            raise AccessDenied(
+                "agent_required",
+                "pass ?agent=<id> or give the API key a default agent",
+                status=400,
+                close_code=4400,
+            )
+        agent_id = api_key.default_agent_id
+    agent = agent_get_for_tenant(tenant_id=api_key.tenant_id, agent_id=agent_id)
+    wanted = intent if intent in ("transcription", "translation") else ""
+    if wanted and agent.kind != wanted or not wanted and agent.kind == "translation":
+        raise AccessDenied(
+            "agent_kind_mismatch",
+            f"agent {agent.pk} is a {agent.get_kind_display().lower()} agent: "
+            + {"transcription": "use ?intent=transcription",
+               "translation": "use /v1/realtime/translations"}.get(agent.kind, "use /v1/realtime"),
+            status=400,
+            close_code=4400,
+        )  # fmt: skip
+    return agent
+
+
+def admission_check(*, tenant: Tenant) -> None:
+    """Refuse a new session for a suspended tenant, at its concurrency limit or over budget."""
+    if not tenant.is_active:
+        raise AccessDenied(
+            "tenant_suspended", "This service is suspended.", status=403, close_code=4403
+        )
+    cutoff = timezone.now() - SESSION_STALE_AFTER
+    with tenant_scope(tenant):
+        active = Session.objects.filter(ended_at__isnull=True, heartbeat_at__gte=cutoff).count()
+    if active >= tenant.max_concurrent_sessions:
+        raise AccessDenied(
+            "too_many_sessions",
+            f"The limit of {tenant.max_concurrent_sessions} concurrent sessions is reached.",
+            status=429,
+            close_code=4429,
+        )
+    if tenant.monthly_budget_usd is not None:
+        if tenant_month_spend(tenant_id=tenant.pk) >= tenant.monthly_budget_usd:
+            raise AccessDenied(
+                "budget_exhausted",
+                "The monthly budget is used up; new sessions are refused.",
+                status=402,
+                close_code=4402,
+            )
+
+
+def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
+    """Spend a single-use token (widget: right origin too; console try-it; phone stream): once.
+    A client secret a backend minted is valid until it expires, while its API key stands."""
+    if not raw.startswith((WIDGET_TOKEN_PREFIX, EPHEMERAL_PREFIX)):
+        raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+    now = timezone.now()
+    with scopes_disabled():  # the token itself names its tenant
+        token = (
+            ClientToken.objects.select_related("tenant", "agent", "api_key")
+            .filter(hashed_token=token_hash(raw))
+            .first()
+        )
+        if token is None or token.expires_at <= now:
+            raise AccessDenied(
+                "invalid_token", "Invalid or expired session token.", close_code=4401
+            )
+        if token.api_key is not None:  # a client secret a tenant backend minted
+            if not token.api_key.is_active:
+                raise AccessDenied(
+                    "invalid_token", "The key that minted this secret was revoked.",
+                    close_code=4401,
+                )  # fmt: skip
+            # As OpenAI's client secrets: any number of sessions until it expires.
+            ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
+            return token
+        if token.kind == ClientToken.Kind.WIDGET and not origin_is_allowed(origin, [token.origin]):
+            raise AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403)
+        # Atomic single use: only one socket can flip used_at from empty.
+        spent = ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
+    if spent != 1:
+        raise AccessDenied("invalid_token", "This session token was already used.", close_code=4401)
+    return token
+
+
+def _chosen_subprotocol(offered: list[str]) -> str | None:
+    return "realtime" if "realtime" in offered else None
+
+
+def widget_socket_access(*, offered: list[str], origin: str | None, client_ip: str) -> Access:
+    """``/ws/widget/``: a widget token (or a client secret) offered as a subprotocol."""
+    raw = next(
+        (
+            protocol.split(".", 1)[1]
+            for protocol in offered
+            if protocol.startswith((TOKEN_SUBPROTOCOL, EPHEMERAL_SUBPROTOCOL))
+        ),
+        "",
+    )
+    token = client_token_consume(raw=raw, origin=origin)
+    if token.end_user.startswith(PHONE_END_USER_PREFIX):  # minted for a phone call's stream
+        raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+    return Access(
+        tenant=token.tenant,
+        agent=token.agent,
+        end_user=token.end_user or f"ip:{client_ip}",
+        subprotocol=_chosen_subprotocol(offered),
+        widget_key_id=token.widget_key_id,
+    )
+
+
+def api_socket_access(
+    *,
+    authorization: str,
+    offered: list[str],
+    beta: str,
+    query: dict[str, str],
+    translations: bool,
+) -> Access:
+    """``/v1/realtime`` (and ``/translations``): a platform API key, or a client secret a
+    backend minted, as the Bearer key (browsers: as a subprotocol)."""
+    if "realtime=v1" in beta.replace(" ", ""):
+        # As OpenAI since the GA protocol: the beta shape is refused, not half-served.
+        raise AccessDenied(
+            "beta_api_shape_disabled",
+            "The Realtime API beta shape (OpenAI-Beta: realtime=v1) is no longer supported; "
+            "remove the header and use the GA event names.",
+            status=400,
+            close_code=4400,
+        )
+    raw_key = _presented_key(authorization, offered)
+    if raw_key.startswith(EPHEMERAL_PREFIX):
+        # A client secret minted by POST /v1/realtime/client_secrets names its agent.
+        token = client_token_consume(raw=raw_key, origin=None)
+        end_user = query.get("user") or f"client_secret:{token.pk}"
+        return Access(tenant=token.tenant, agent=token.agent, end_user=end_user,
+                      subprotocol=_chosen_subprotocol(offered))  # fmt: skip
+    api_key = api_key_authenticate(raw_key) if raw_key else None
+    if api_key is None:
+        raise AccessDenied(
+            "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
+        )
+    agent = agent_get_for_api_key(
+        api_key=api_key,
+        agent_id=query.get("agent"),
+        intent="translation" if translations else query.get("intent", ""),
+    )
+    end_user = query.get("user") or f"api_key:{api_key.pk}"
+    return Access(tenant=api_key.tenant, agent=agent, end_user=end_user,
+                  subprotocol=_chosen_subprotocol(offered))  # fmt: skip
+
+
+def _presented_key(authorization: str, offered: list[str]) -> str:
+    """``Authorization: Bearer <key>``, or the subprotocol browsers use for client secrets."""
+    scheme, _, raw_key = authorization.partition(" ")
+    if scheme.lower() == "bearer" and raw_key.strip():
+        return raw_key.strip()
+    for protocol in offered:
+        if protocol.startswith(EPHEMERAL_SUBPROTOCOL):
+            return protocol[len(EPHEMERAL_SUBPROTOCOL) :]
+    return ""
+
+
+def phone_stream_access(*, raw_token: str) -> Access:
+    """``/twilio/stream/``: the single-use stream token the voice webhook put in the TwiML."""
+    token = client_token_consume(raw=raw_token, origin=None)
+    if not token.end_user.startswith(PHONE_END_USER_PREFIX):
+        raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+    return Access(tenant=token.tenant, agent=token.agent, end_user=token.end_user,
+                  subprotocol=None)  # fmt: skip
