@@ -20,7 +20,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 WEBHOOK, CLIENT, UNAVAILABLE = "webhook", "client", "unavailable"
 PLATFORM_OUTPUT_PREFIX = "vp_out_"
@@ -77,7 +77,7 @@ class Calls:
 
     # --- answers -----------------------------------------------------------------------------
 
-    def client_may_answer(self, call_id: Any) -> bool:
+    def client_may_answer(self, call_id: Any) -> TypeGuard[str]:
         call = self._calls.get(call_id) if isinstance(call_id, str) else None
         return call is not None and call.answerer == CLIENT and not call.answered
 

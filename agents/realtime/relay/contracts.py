@@ -31,7 +31,7 @@ class Upstream(Protocol):
 
 @dataclass(frozen=True)
 class TranscriptRecord:
-    item_id: str
+    item_id: str | None  # None when the upstream's item has no id: the recorder skips it
     sequence: int
     role: str
     kind: str

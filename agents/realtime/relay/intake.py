@@ -84,3 +84,4 @@ def session_problem(session: Any, *, expected_type: str) -> tuple[str, str, str]
     unknown = _unknown_field(parsed, "session")
     if unknown:
         return ("unknown_parameter", f"Unknown parameter: '{unknown}'.", unknown)
+    return None

@@ -23,7 +23,7 @@ FORWARD, DROP, FLOOD = "forward", "drop", "flood"
 def bytes_per_ms(audio_format: Any, default: int) -> int:
     """Bytes per millisecond of an ``audio.*.format`` value (object or legacy string)."""
     if isinstance(audio_format, dict):
-        name = audio_format.get("type")
+        name: Any = audio_format.get("type")  # as sent: an unknown name gets the default
         rate = audio_format.get("rate")
         if name == "audio/pcm" and isinstance(rate, int) and rate > 0:
             return max(1, rate * 2 // 1000)

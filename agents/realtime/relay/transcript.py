@@ -25,7 +25,13 @@ class Transcript:
         return sequence
 
     def record(
-        self, *, item_id: str, role: str, kind: str, text: str = "", data: dict | None = None
+        self,
+        *,
+        item_id: str | None,
+        role: str,
+        kind: str,
+        text: str = "",
+        data: dict[str, Any] | None = None,
     ) -> TranscriptRecord:
         return TranscriptRecord(
             item_id=item_id,
