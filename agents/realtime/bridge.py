@@ -26,7 +26,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agents.realtime import frames, tools
@@ -155,12 +155,12 @@ class RealtimeBridge:
         self.upstream_session_id = ""
         self.end_reason = ""
         self.closed = asyncio.Event()
-        self._pump_task: asyncio.Task | None = None
+        self._pump_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._last_error_report = 0.0
         self._budget_reached = False
         self._ending = False
-        self._ending_task: asyncio.Task | None = None  # kept referenced until it is done
+        self._ending_task: asyncio.Task[None] | None = None  # kept referenced until it is done
         # The parts that hold state.
         self.meter = AudioMeter(
             input_bytes_per_ms=policy.input_bytes_per_ms,
@@ -175,14 +175,14 @@ class RealtimeBridge:
             phone=policy.channel == CHANNEL_PHONE,
         )
         self._own_events = PlatformEvents()
-        self._call_tasks: dict[str, asyncio.Task] = {}
+        self._call_tasks: dict[str, asyncio.Task[None]] = {}
         self._held_response_create: str | None = None
         self.transcript = Transcript(target_language=policy.target_language)
         # Segments: one upstream session each.
         self.segment = 0
         self.gaps_ms: list[float] = []
         self._pending_rotation = ""
-        self._swap_task: asyncio.Task | None = None
+        self._swap_task: asyncio.Task[bool] | None = None
         self._swapping = False
         self._swap_buffer: list[str] = []
         self._swap_buffer_chars = 0
@@ -224,7 +224,7 @@ class RealtimeBridge:
         return True
 
     async def _handshake(
-        self, upstream: Upstream, *, summary: str | None = None, seed: list[Any] = ()
+        self, upstream: Upstream, *, summary: str | None = None, seed: Sequence[Any] = ()
     ) -> tuple[dict[str, Any], list[str]]:
         """session.created → the platform's session.update (+ seed items) → session.updated.
 
@@ -240,15 +240,17 @@ class RealtimeBridge:
             update["event_id"] = self._own_events.new_id()
             await upstream.send(frames.dumps(update))
             for index, turn in enumerate(seed):
-                event = seed_item_event(
+                seed_event = seed_item_event(
                     role=turn.role, text=turn.text, segment=self.segment + 1, index=index
                 )
-                event["event_id"] = self._own_events.new_id()
-                await upstream.send(frames.dumps(event))
+                seed_event["event_id"] = self._own_events.new_id()
+                await upstream.send(frames.dumps(seed_event))
             early: list[str] = []
             while True:
                 message = await upstream.recv()
-                event = frames.loads_object(message) if isinstance(message, str) else None
+                if not isinstance(message, str):
+                    continue
+                event = frames.loads_object(message)
                 if event is None:
                     continue
                 if event.get("type") == "session.updated":
@@ -465,6 +467,7 @@ class RealtimeBridge:
             self._hold(text)
             return
         try:
+            assert self.upstream is not None  # set by start() before any client frame
             await self.upstream.send(text)
         except Exception:
             if self.continuation is None or self.closed.is_set():
@@ -511,6 +514,7 @@ class RealtimeBridge:
             while not self.closed.is_set():
                 upstream = self.upstream
                 try:
+                    assert upstream is not None  # set by start() before the pump starts
                     message = await upstream.recv()
                 except asyncio.CancelledError:
                     raise
@@ -550,7 +554,7 @@ class RealtimeBridge:
         if event is None:
             logger.warning("upstream sent a frame that is not a JSON object")
             return
-        handler = self._UPSTREAM_HANDLERS.get(event.get("type"), RealtimeBridge._on_other)
+        handler = self._UPSTREAM_HANDLERS.get(event.get("type", ""), RealtimeBridge._on_other)
         outgoing = handler(self, event, message)
         if outgoing is not None:
             await self._send_client(outgoing)
@@ -651,7 +655,9 @@ class RealtimeBridge:
         return message
 
     def _on_error(self, event: dict[str, Any], message: str) -> str | None:
-        error = event.get("error") if isinstance(event.get("error"), dict) else {}
+        error = event.get("error")
+        if not isinstance(error, dict):
+            error = {}
         if self._own_events.answers_ours(error):
             # The answer to the platform's own request: the client did not send it.
             if error.get("code") == "conversation_already_has_active_response":
@@ -721,7 +727,9 @@ class RealtimeBridge:
             self.recorder.record_transcript(record)
 
     def _bill_response(self, response_id: str, response: dict[str, Any]) -> None:
-        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        usage = response.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         record = UsageRecord(
             key=response_id,
             model=self.policy.model,
@@ -774,6 +782,8 @@ class RealtimeBridge:
         await self._deliver_output(call, output, latency_ms=round(timeout * 1000), error="timeout")
 
     async def _run_webhook(self, call: Call, arguments: str) -> None:
+        # Calls makes WEBHOOK calls only for a defined tool, and only when webhooks are on.
+        assert self.tool_executor is not None and call.tool is not None
         result = await self.tool_executor.call(call.tool, call_id=call.call_id, arguments=arguments)
         await self._deliver_output(
             call, result.output, latency_ms=result.latency_ms, error=result.error
@@ -799,6 +809,7 @@ class RealtimeBridge:
             )
             return
         call = self.calls.get(call_id)
+        assert call is not None  # client_may_answer found it
         self.calls.answered(call, by_client=True)
         task = self._call_tasks.pop(call_id, None)
         if task is not None:
@@ -874,6 +885,7 @@ class RealtimeBridge:
         if self._idle():
             self._begin_swap(self._pending_rotation)
             return
+        assert self.continuation is not None  # scheduled by _schedule_rotation only with one
         loop = asyncio.get_running_loop()
         self._rotation_timer = loop.call_later(
             self.continuation.rotate_grace_s, self._force_rotation
@@ -902,6 +914,7 @@ class RealtimeBridge:
                 return False
             self._begin_swap("session_expired" if expired else "upstream_drop")
         task = self._swap_task
+        assert task is not None  # begun above, or already under way (closed was not set)
         try:
             continued = await task
         finally:
@@ -930,7 +943,8 @@ class RealtimeBridge:
         if self._rotation_timer is not None:
             self._rotation_timer.cancel()
         with contextlib.suppress(Exception):
-            await self.upstream.close()
+            if self.upstream is not None:
+                await self.upstream.close()
         if self.turns.response_active:  # cut off by a drop: close it for the client, unbilled
             response_id = self.turns.active_response_id or "resp_unknown"
             self.turns.on_response_done()
@@ -953,6 +967,7 @@ class RealtimeBridge:
             return False
         summary, turns = "", []
         try:
+            assert self.continuation is not None  # a swap happens only with a continuation
             seed = await self.continuation.seed()
             summary, turns = seed.summary, list(seed.turns)
         except Exception:
@@ -994,6 +1009,7 @@ class RealtimeBridge:
     async def _reconnect(self) -> Upstream | None:
         """A new upstream, with backoff; 401/403 are final, 429 waits longer."""
         continuation = self.continuation
+        assert continuation is not None  # reconnecting happens only with a continuation
         delay = continuation.backoff_s
         code = "upstream_unavailable"
         for attempt in range(continuation.reconnect_attempts + 1):

@@ -73,7 +73,7 @@ def delta_bytes(text: str) -> int:
     return base64_decoded_bytes(end - start, text, end)
 
 
-def loads_object(text: str) -> dict[str, Any] | None:
+def loads_object(text: str | bytes) -> dict[str, Any] | None:
     """A JSON object, or None for anything else (malformed text, arrays, scalars)."""
     try:
         value = json.loads(text)
