@@ -29,5 +29,5 @@ urlpatterns = [
     ),
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),
-    path("sessions/<int:session_id>/end/", views.session_end, name="session-end"),
+    path("sessions/<int:session_id>/end/", views.session_end_ask, name="session-end"),
 ]

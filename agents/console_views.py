@@ -287,9 +287,9 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @require_POST
 @tenant_view(configure=True)
-def session_end(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_end_ask(request: HttpRequest, session_id: int) -> HttpResponse:
     session = tenant_object_get(Session, pk=session_id)
     if session.ended_at is None:
-        services.session_request_end(session=session, actor=request.user)
+        services.session_end_request(session=session, actor=request.user)
         messages.success(request, "The session is being ended.")
     return redirect("session-detail", request.tenant.slug, session.pk)

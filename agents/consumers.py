@@ -54,7 +54,7 @@ class RealtimeConsumer(AsyncConsumer):
 
         Channels' ``await_many_dispatch`` waits on both sources with a new task per message;
         for 50 audio frames a second that is a measurable share of the relay's CPU, and the
-        channel layer only ever carries the rare ``session.end``.
+        channel layer only ever carries the rare ``session.end_requested``.
         """
         self.scope = scope
         self.base_send = send
@@ -194,7 +194,7 @@ class RealtimeConsumer(AsyncConsumer):
         await self._end(Session.EndReason.CLIENT_CLOSED)
         raise StopConsumer()
 
-    async def session_end(self, message: dict) -> None:
+    async def session_end_requested(self, message: dict) -> None:
         """Cross-process control: an admin (or a quota) ends this session."""
         if self.bridge is not None:
             await self.bridge.end("session_ended", message.get("message") or "")

@@ -209,7 +209,7 @@ class DatabaseRecorder:
         if self._writer is not None:
             await self._writer
         in_ms, out_ms = self._current_audio()
-        await database_sync_to_async(services.session_end)(
+        await database_sync_to_async(services.session_end_record)(
             session_id=self.session_id,
             tenant_id=self.tenant_id,
             reason=reason,

@@ -47,7 +47,7 @@ def session_live_group(session_id: int) -> str:
     return f"vp-session-live-{session_id}"
 
 
-def session_request_end(*, session: Session, actor: object | None) -> None:
+def session_end_request(*, session: Session, actor: object | None) -> None:
     """Ask whichever process holds the session's socket to end it (through the channel layer).
 
     The end itself is recorded by that process; a session no process holds any more is ended
@@ -56,7 +56,7 @@ def session_request_end(*, session: Session, actor: object | None) -> None:
     layer = get_channel_layer()
     if layer is not None:
         async_to_sync(layer.group_send)(
-            session_group(session.pk), {"type": "session.end", "reason": "ended_by_admin"}
+            session_group(session.pk), {"type": "session.end_requested", "reason": "ended_by_admin"}
         )
     audit_record(
         tenant=session.tenant_id, actor=actor, action="session.end_requested", target=session
@@ -112,7 +112,7 @@ def session_add_upstream(
         )
 
 
-def session_end(
+def session_end_record(
     *, session_id: int, tenant_id: int, reason: str, audio_in_ms: int, audio_out_ms: int
 ) -> None:
     """Record the end once; a second call (e.g. from a sweep) keeps the first reason.

@@ -125,7 +125,8 @@ def test_daphne_on_postgresql_and_redis_with_cross_process_end(services_platform
             session_id = await asyncio.to_thread(services_platform.open_session_id)
             layer = RedisChannelLayer(hosts=["redis://127.0.0.1:6379/13"], prefix="vp:channels:")
             await layer.group_send(
-                f"vp-session-{session_id}", {"type": "session.end", "reason": "ended_by_admin"}
+                f"vp-session-{session_id}",
+                {"type": "session.end_requested", "reason": "ended_by_admin"},
             )
             event = json.loads(await asyncio.wait_for(connection.recv(), timeout=10))
             with contextlib.suppress(websockets.ConnectionClosed):
