@@ -192,12 +192,14 @@ async def test_rotation_waits_for_a_quiet_moment():
     upstreams = Upstreams(first, second)
     bridge, client, recorder = await make_bridge(upstreams, rotate_after_s=0.05, channel="widget")
     first.push({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
-    await asyncio.sleep(0.15)
-    assert bridge.segment == 0  # the user is speaking: not now
+    await until(lambda: bridge._pending_rotation == "max_duration")  # the rotation came due
+    assert (bridge.segment, bridge._swapping) == (0, False)  # the user is speaking: not now
     first.push({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900})
     first.push({"type": "response.created", "response": {"id": "resp_1"}})
-    await asyncio.sleep(0.05)
-    assert bridge.segment == 0  # the agent is answering: not now either
+    await until(lambda: "response.created" in [event["type"] for event in client.events()])
+    # The agent is answering: not now either.
+    assert (bridge.segment, bridge._swapping) == (0, False)
+    assert bridge._pending_rotation == "max_duration"
     first.push({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}})
     await until(lambda: bridge.segment == 1)
     assert [segment[1] for segment in recorder.segments] == ["initial", "max_duration"]

@@ -68,6 +68,8 @@ def test_admin_creates_an_agent_tries_it_and_reads_the_transcript(
         if links and "in progress" not in driver.page_source:
             break
         time.sleep(0.5)
+    else:
+        raise AssertionError("the ended session never appeared in the console's list")
     screenshot(driver, tmp_path, "sessions")
     links[0].click()
     transcript = driver.find_element(By.ID, "transcript").text

@@ -25,6 +25,7 @@ from agents.telephony_views import phone_caller_end_user
 from billing.models import UsageEvent
 from tenants.models import ClientToken
 from tenants.scoping import scopes_disabled
+from tests.waiting import until
 
 from .conftest import CALLER, STREAM_SID, TwilioStream, call_params, signed_headers
 
@@ -38,10 +39,12 @@ class RecordingConsumer(TwilioMediaConsumer):
 
     upstream_events: list[str] = []
     client_events: list[str] = []
+    handled = 0  # how many of upstream_events the consumer has finished sending on
 
     async def send_text(self, text: str) -> None:
         RecordingConsumer.upstream_events.append(text)
         await super().send_text(text)
+        RecordingConsumer.handled += 1
 
     async def _start_bridge(self, access, session) -> None:
         await super()._start_bridge(access, session)
@@ -68,6 +71,7 @@ def application():
 
     RecordingConsumer.upstream_events = []
     RecordingConsumer.client_events = []
+    RecordingConsumer.handled = 0
     return URLRouter([path("twilio/stream/", RecordingConsumer.as_asgi()), *websocket_urlpatterns])
 
 
@@ -97,11 +101,21 @@ async def send_audio(communicator: WebsocketCommunicator, twilio: TwilioStream, 
         await communicator.send_to(text_data=message)
 
 
-async def receive_burst(communicator: WebsocketCommunicator, quiet_s: float = 1.5) -> list[dict]:
-    """Messages to Twilio: wait for the first, then take all until the line is quiet."""
-    messages = [json.loads(await communicator.receive_from(timeout=TIMEOUT))]
-    # receive_nothing, not a receive timeout: a timed-out receive cancels the application.
-    while not await communicator.receive_nothing(timeout=quiet_s):
+async def receive_through(
+    communicator: WebsocketCommunicator, event_type: str, count: int = 1
+) -> list[dict]:
+    """Messages to Twilio up to the moment the consumer has finished handling the bridge's
+    ``count``-th ``event_type`` (everything it sent for earlier events is queued by then)."""
+
+    def handled() -> bool:
+        done = RecordingConsumer.upstream_events[: RecordingConsumer.handled]
+        return sum(json.loads(text).get("type") == event_type for text in done) >= count
+
+    await until(handled, f"the consumer to handle {event_type} #{count}", timeout=TIMEOUT)
+    messages = []
+    # receive_nothing(timeout=0) only looks at the queue; a timed-out receive would cancel
+    # the application.
+    while not await communicator.receive_nothing(timeout=0):
         messages.append(json.loads(await communicator.receive_from()))
     return messages
 
@@ -162,7 +176,7 @@ async def test_a_call_completes_a_turn(application, phone, utterance_ulaw, ulaw_
     communicator, twilio = await open_stream(application, token)
     try:
         await send_audio(communicator, twilio, ulaw_silence[:4000] + utterance_ulaw + ulaw_silence)
-        answer = await receive_burst(communicator)
+        answer = await receive_through(communicator, "response.done")
         assert_twilio_shaped(answer)
         kinds = [message["event"] for message in answer]
         assert "clear" not in kinds
@@ -222,7 +236,7 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_was_heard(
     communicator, twilio = await open_stream(application, token)
     try:
         await send_audio(communicator, twilio, ulaw_silence[:4000] + utterance_ulaw + ulaw_silence)
-        answer = await receive_burst(communicator)
+        answer = await receive_through(communicator, "response.done")
         marks = [message["mark"]["name"] for message in answer if message["event"] == "mark"]
         media = [message for message in answer if message["event"] == "media"]
         assert len(marks) == len(media) > 5
@@ -231,14 +245,14 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_was_heard(
             await communicator.send_to(text_data=twilio.mark(name))
         heard_ms = len(media_bytes(answer[:6])) // 8
         await send_audio(communicator, twilio, utterance_ulaw[:8000])
-        interruption = await receive_burst(communicator, quiet_s=1.0)
+        interruption = await receive_through(communicator, "input_audio_buffer.speech_started", 2)
         assert interruption[0] == {"event": "clear", "streamSid": STREAM_SID}
         # Twilio echoes the marks of the audio it dropped: they do not count as heard.
         for name in marks[3:]:
             await communicator.send_to(text_data=twilio.mark(name))
         # The caller finishes the sentence; the conversation goes on.
         await send_audio(communicator, twilio, utterance_ulaw[8000:] + ulaw_silence)
-        second = await receive_burst(communicator)
+        second = await receive_through(communicator, "response.done", 2)
         assert_twilio_shaped(interruption + second)
         assert len(media_bytes(second)) > 8000
         await communicator.send_to(text_data=twilio.stop())
@@ -286,7 +300,7 @@ async def test_the_stream_token_is_single_use(application, phone):
 @transactional
 @pytest.mark.parametrize("which", ["missing", "forged", "api-ephemeral"])
 async def test_a_stream_without_a_phone_token_is_refused(application, phone, which):
-    from agents import services as agent_services
+    from agents import tokens
     from tenants.services import api_key_issue
 
     if which == "missing":
@@ -295,7 +309,7 @@ async def test_a_stream_without_a_phone_token_is_refused(application, phone, whi
         token = "vp_ek_" + "x" * 32
     else:  # an ephemeral key a tenant backend minted for a browser is not a phone token
         api_key, _ = await sync_to_async(api_key_issue)(tenant=phone.world.tenant_a, name="b")
-        minted = await sync_to_async(agent_services.ephemeral_key_mint)(
+        minted = await sync_to_async(tokens.ephemeral_key_mint)(
             api_key=api_key, agent_id=phone.agent.pk
         )
         token = minted.value
@@ -320,7 +334,10 @@ async def test_media_before_start_is_ignored_and_the_url_carries_nothing(
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected
         await send_audio(communicator, twilio, utterance_ulaw[:1600])
-        assert await communicator.receive_nothing(timeout=0.3)
+        # The stop is answered only after everything sent before it was handled: nothing came.
+        await communicator.send_to(text_data=twilio.stop())
+        closed = await communicator.receive_output(timeout=TIMEOUT)
+        assert closed == {"type": "websocket.close", "code": 1000, "reason": "call ended"}
     finally:
         await communicator.disconnect()
     sessions, _, _ = await stored()
@@ -360,7 +377,7 @@ async def test_barge_in_during_a_streaming_answer_cancels_it(
         for name in marks[:3]:
             await communicator.send_to(text_data=twilio.mark(name))
         await send_audio(communicator, twilio, utterance_ulaw[:8000])
-        rest = await receive_burst(communicator, quiet_s=1.0)
+        rest = await receive_through(communicator, "response.done")  # the cancelled answer's
         clear_at = rest.index({"event": "clear", "streamSid": STREAM_SID})
         await communicator.send_to(text_data=twilio.stop())
     finally:
