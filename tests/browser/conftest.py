@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
+from tests.servers import free_port, manage
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -32,25 +33,6 @@ CHROMIUM_CANDIDATES = (
 )
 UTTERANCE = "what is the status of my order"
 WAV_RATE = 24000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(environ: dict[str, str], *args: str, timeout: float = 120) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 class Platform:
