@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -19,6 +20,7 @@ from jsonschema.validators import validator_for
 
 from agents import catalogue
 from agents.models import VERSIONED_FIELDS, Agent, AgentVersion
+from agents.realtime import outbound
 from tenants import crypto
 from tenants.audit import audit_record
 from tenants.models import Tenant
@@ -214,8 +216,9 @@ def mcp_server_clean(raw: dict[str, Any]) -> dict[str, Any]:
     if not label or not label.replace("_", "").replace("-", "").isalnum():
         raise ValidationError({"label": "Use letters, digits, _ or -."})
     url = str(raw.get("url") or "").strip()
-    if not url.startswith("https://"):
-        raise ValidationError({"url": "A remote MCP server needs an https:// URL."})
+    problem = mcp_url_problem(url)
+    if problem:
+        raise ValidationError({"url": problem})
     allowed = [name.strip() for name in raw.get("allowed_tools") or [] if name.strip()]
     server: dict[str, Any] = {"label": label, "url": url, "allowed_tools": allowed}
     authorization = str(raw.get("authorization") or "").strip()
@@ -223,6 +226,31 @@ def mcp_server_clean(raw: dict[str, Any]) -> dict[str, Any]:
         server["authorization_encrypted"] = crypto.encrypt(authorization)
         server["authorization_masked"] = crypto.mask(authorization)
     return server
+
+
+def mcp_url_problem(url: str) -> str:
+    """Why an MCP server URL may not be saved ("" when it may).
+
+    The upstream calls the server itself, so the URL must be https and every address its name
+    resolves to now must be public (the outbound deny list); with VP_ALLOW_PRIVATE_WEBHOOKS
+    (embedded mode) private addresses are accepted for local testing. Sessions check
+    again when they start (``agents.selectors``), since a name can later point elsewhere.
+    """
+    error = outbound.urls_check_blocking(
+        [url], allow_private=settings.VP_ALLOW_PRIVATE_WEBHOOKS, require_https=True
+    )[0]
+    if error is None:
+        return ""
+    if error.kind == "invalid_url":
+        if "must start with" in error.message:
+            return "A remote MCP server needs an https:// URL."
+        return f"This URL is not valid: {error.message}."
+    if error.kind == "forbidden_address":
+        return (
+            f"This URL points at a private, local or reserved address ({error.message}). "
+            "A remote MCP server must be reachable on the public internet."
+        )
+    return f"This URL's host could not be resolved ({error.message}). Check the address."
 
 
 def agent_mcp_server_add(

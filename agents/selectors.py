@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
 from agents.models import Agent
+from agents.realtime import outbound
 from agents.realtime.policy import SessionPolicy
 from tenants import crypto
+
+logger = logging.getLogger(__name__)
+
+# How long a session start may spend resolving its MCP servers' names (side by side).
+MCP_CHECK_TIMEOUT_S = 2.0
 
 
 def _mcp_server_for_upstream(server: dict) -> dict:
@@ -15,8 +26,35 @@ def _mcp_server_for_upstream(server: dict) -> dict:
     return decrypted
 
 
+def mcp_servers_reachable(*, agent: Agent) -> list[dict]:
+    """The agent's MCP servers whose URL passes the outbound checks now (see
+    ``configuration.mcp_url_problem``); the others are left out of the session with a warning,
+    so a name re-pointed at a private address since it was saved never reaches the upstream."""
+    servers = list(agent.mcp_servers or ())
+    if not servers:
+        return []
+    problems = outbound.urls_check_blocking(
+        [str(server.get("url") or "") for server in servers],
+        allow_private=settings.VP_ALLOW_PRIVATE_WEBHOOKS,
+        require_https=True,
+        timeout=MCP_CHECK_TIMEOUT_S,
+    )
+    kept = []
+    for server, problem in zip(servers, problems, strict=True):
+        if problem is None:
+            kept.append(server)
+            continue
+        logger.warning(
+            "MCP server %r of agent %s (tenant %s, host %s) left out of the session: %s: %s",
+            server.get("label"), agent.pk, agent.tenant_id,
+            urlsplit(str(server.get("url") or "")).hostname, problem.kind, problem.message,
+        )  # fmt: skip
+    return kept
+
+
 def policy_for_agent(*, agent: Agent, channel: str) -> SessionPolicy:
-    """Freeze the agent's configuration for one session (MCP authorization decrypted here)."""
+    """Freeze the agent's configuration for one session (MCP authorization decrypted here,
+    MCP servers whose URL now resolves to a denied address left out)."""
     return SessionPolicy(
         agent_id=agent.pk,
         kind=agent.kind,
@@ -32,6 +70,8 @@ def policy_for_agent(*, agent: Agent, channel: str) -> SessionPolicy:
         max_output_tokens=agent.max_output_tokens,
         target_language=agent.target_language,
         tools=tuple(agent.tools or ()),
-        mcp_servers=tuple(_mcp_server_for_upstream(server) for server in agent.mcp_servers or ()),
+        mcp_servers=tuple(
+            _mcp_server_for_upstream(server) for server in mcp_servers_reachable(agent=agent)
+        ),
         tool_preambles=agent.tool_preambles,
     )

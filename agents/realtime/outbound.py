@@ -33,9 +33,10 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -185,7 +186,7 @@ def parse_url(url: str, *, allow_private: bool, require_https: bool = False) -> 
         port = parts.port
     except ValueError:
         raise OutboundError("invalid_url", "the URL is not valid") from None
-    schemes = ("https",) if require_https and not allow_private else ("http", "https")
+    schemes = ("https",) if require_https else ("http", "https")
     if parts.scheme not in schemes:
         raise OutboundError("invalid_url", f"the URL must start with {' or '.join(schemes)}://")
     if not parts.hostname:
@@ -250,13 +251,9 @@ class ThreadedResolver:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._lookup, host, port)
 
-    def resolve_blocking(self, host: str, port: int, *, timeout: float) -> list[str]:
-        """For synchronous (Django-side) callers; raises ``OutboundError`` on timeout."""
-        future = self._pool.submit(self._lookup, host, port)
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError:
-            raise OutboundError("timeout", f"resolving {host} took over {timeout:g} s") from None
+    def submit(self, host: str, port: int) -> Future[list[str]]:
+        """For synchronous (Django-side) callers: the lookup, running on this pool."""
+        return self._pool.submit(self._lookup, host, port)
 
 
 # --- per-tenant limits -------------------------------------------------------------------------
@@ -581,22 +578,47 @@ def shared_resolver() -> ThreadedResolver:
         return _shared["resolver"]
 
 
-def url_check_blocking(
-    url: str, *, allow_private: bool, require_https: bool = True, timeout: float = 3.0
-) -> Target:
-    """Validate a URL for a synchronous caller: shape, name, and (unless private addresses are
-    allowed) every address it resolves to now. Raises ``OutboundError``."""
-    target = parse_url(url, allow_private=allow_private, require_https=require_https)
-    if allow_private:
-        return target
-    literal = _literal(target.host)
-    addresses = (
-        [literal]
-        if literal is not None
-        else shared_resolver().resolve_blocking(target.host, target.port, timeout=timeout)
-    )
-    check_addresses(target.host, addresses)
-    return target
+def urls_check_blocking(
+    urls: Sequence[str], *, allow_private: bool, require_https: bool = True, timeout: float = 3.0
+) -> list[OutboundError | None]:
+    """Check URLs for a synchronous caller: shape, name, and (unless private addresses are
+    allowed) every address each resolves to now. One answer per URL (None: allowed); the
+    lookups run side by side on the resolver's pool and all end within ``timeout`` (a lookup
+    that does not is an error: fail closed)."""
+    answers: list[OutboundError | None] = [None] * len(urls)
+    lookups: dict[int, tuple[str, Future[list[str]]]] = {}
+    for index, url in enumerate(urls):
+        try:
+            target = parse_url(url, allow_private=allow_private, require_https=require_https)
+        except OutboundError as error:
+            answers[index] = error
+            continue
+        if allow_private:
+            continue
+        literal = _literal(target.host)
+        if literal is not None:
+            answers[index] = _check_or_error(target.host, [literal])
+        else:
+            lookups[index] = (target.host, shared_resolver().submit(target.host, target.port))
+    deadline = time.monotonic() + timeout
+    for index, (host, future) in lookups.items():
+        try:
+            addresses = future.result(timeout=max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            answers[index] = OutboundError("timeout", f"resolving {host} took over {timeout:g} s")
+        except OutboundError as error:
+            answers[index] = error
+        else:
+            answers[index] = _check_or_error(host, addresses)
+    return answers
+
+
+def _check_or_error(host: str, addresses: Sequence[str]) -> OutboundError | None:
+    try:
+        check_addresses(host, addresses)
+    except OutboundError as error:
+        return error
+    return None
 
 
 __all__ = [
@@ -614,5 +636,5 @@ __all__ = [
     "parse_url",
     "shared_limiter",
     "shared_resolver",
-    "url_check_blocking",
+    "urls_check_blocking",
 ]
