@@ -6,12 +6,14 @@ import hmac
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 
 from agents.realtime.bridge import RealtimeBridge
+from agents.realtime.outbound import TenantLimiter
 from agents.realtime.tools import ToolResult, WebhookExecutor
 from tests.agents.fakes import FakeClient, FakeUpstream
 from tests.agents.test_bridge import Clock, ListRecorder, make_policy, settle
@@ -33,6 +35,12 @@ class ToolServer:
                 outer.requests.append((self.path, self.headers, body))
                 if self.path == "/slow":
                     time.sleep(1.0)
+                if self.path == "/redirect":  # a public-looking hook sending us inside
+                    self.send_response(302)
+                    self.send_header("Location", outer.url + "/internal")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path == "/fail":
                     self.send_response(500)
                     self.end_headers()
@@ -129,6 +137,104 @@ async def test_plain_text_answers_are_wrapped_and_private_addresses_refused(tool
     )
     assert refused.error == "forbidden_address"
     assert len(tool_server.requests) == 1
+
+
+async def test_a_redirect_is_refused_and_not_followed(tool_server):
+    # Private addresses are allowed for the first hop only because loopback is what a test can
+    # reach; the rule under test is that no redirect is followed, wherever it points.
+    result = await executor().call(tool(tool_server.url + "/redirect"), call_id="c", arguments="{}")
+    assert result.error == "redirect_refused"
+    assert json.loads(result.output)["error"]["type"] == "redirect_refused"
+    assert "internal" not in result.output
+    assert [path for path, _, _ in tool_server.requests] == ["/redirect"]
+
+
+async def test_denied_address_literals_are_refused_before_connecting():
+    for host in ("100.64.0.1", "[::ffff:127.0.0.1]", "169.254.169.254", "[fd00::1]",
+                 "[64:ff9b::7f00:1]", "224.0.0.1", "0.0.0.0"):  # fmt: skip
+        result = await executor(allow_private_addresses=False).call(
+            tool(f"http://{host}:9/hook", timeout=2), call_id="c", arguments="{}"
+        )
+        assert (host, result.error) == (host, "forbidden_address")
+
+
+class HangingServer:
+    """Tenant A's webhook hangs until released; anything else answers at once."""
+
+    def __init__(self, loop, expected_hanging):
+        self.release = threading.Event()
+        self.arrived = asyncio.Event()
+        self.hanging = self.most_hanging = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/hang":
+                    with lock:
+                        outer.hanging += 1
+                        outer.most_hanging = max(outer.most_hanging, outer.hanging)
+                        if outer.hanging == expected_hanging:
+                            loop.call_soon_threadsafe(outer.arrived.set)
+                    outer.release.wait(30)
+                    with lock:
+                        outer.hanging -= 1
+                payload = json.dumps({"path": self.path}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+class NoDefaultExecutor(ThreadPoolExecutor):
+    """Installed as the loop's default executor: webhook calls must not touch it (the
+    upstream's DNS lookups share it)."""
+
+    def submit(self, *args, **kwargs):
+        raise AssertionError("the default thread pool was used")
+
+
+async def test_a_tenant_with_hanging_webhooks_does_not_delay_another():
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(NoDefaultExecutor(max_workers=1))
+    server = HangingServer(loop, expected_hanging=4)
+    limiter = TenantLimiter(4)
+    tenant_a = executor(tenant_id="A", limiter=limiter)
+    tenant_b = executor(tenant_id="B", limiter=limiter)
+    try:
+        a_calls = [
+            asyncio.create_task(
+                tenant_a.call(
+                    tool(server.url + "/hang", timeout=30), call_id=f"a{i}", arguments="{}"
+                )  # fmt: skip
+            )
+            for i in range(7)
+        ]
+        await asyncio.wait_for(server.arrived.wait(), 10)  # A's four slots are all stuck
+        assert (limiter.in_flight("A"), limiter.waiting("A")) == (4, 3)
+        result = await asyncio.wait_for(
+            tenant_b.call(tool(server.url + "/ok"), call_id="b1", arguments="{}"), 10
+        )
+        assert (result.error, json.loads(result.output)) == ("", {"path": "/ok"})
+        assert [call.done() for call in a_calls] == [False] * 7  # B finished while A hangs
+        server.release.set()
+        answers = await asyncio.wait_for(asyncio.gather(*a_calls), 20)
+        assert [(a.error, json.loads(a.output)) for a in answers] == [("", {"path": "/hang"})] * 7
+        assert server.most_hanging == 4  # never more than A's share at once
+    finally:
+        server.close()
 
 
 class ScriptedExecutor:
