@@ -122,7 +122,10 @@ class RealtimeConsumer(AsyncConsumer):
         provider, connect = upstream_connector(
             agent=access.agent, api_key=api_key, safety_identifier=session.end_user_hash
         )
-        policy = policy_for_agent(agent=access.agent, channel=self.channel)
+        # Off the event loop: it decrypts secrets and resolves MCP server names.
+        policy = await database_sync_to_async(policy_for_agent)(
+            agent=access.agent, channel=self.channel
+        )
         guard = await database_sync_to_async(spend_guard_for)(
             tenant_id=access.tenant.pk,
             agent_id=access.agent.pk,

@@ -575,3 +575,21 @@ async def test_response_create_is_refused_when_the_guard_says_no():
     assert client.errors() == ["budget_exhausted"]
     assert upstream.received_types() == ["session.update"]
     await bridge.close("client_closed")
+
+
+@pytest.mark.parametrize(
+    ("audio_format", "expected"),
+    [
+        ({"type": "audio/pcm", "rate": 24000}, 48),
+        ({"type": "audio/pcmu"}, 8),
+        ("g711_alaw", 8),
+        ("pcm16", 48),
+        ({"type": ["audio/pcm"]}, 5),  # shapes no server sends keep the current rate
+        ({"type": {"a": 1}}, 5),
+        (None, 5),
+    ],
+)
+def test_bytes_per_ms_of_session_formats(audio_format, expected):
+    from agents.realtime.relay.metering import bytes_per_ms
+
+    assert bytes_per_ms(audio_format, 5) == expected

@@ -29,6 +29,8 @@ def bytes_per_ms(audio_format: Any, default: int) -> int:
             return max(1, rate * 2 // 1000)
     else:
         name = audio_format
+    if not isinstance(name, str):
+        return default  # a shape no server sends: keep the format the meter has
     name = _LEGACY.get(name, name)
     return BYTES_PER_MS.get(name, default)
 
