@@ -113,27 +113,6 @@ class ProtocolError(Exception):
         self.type = type_
 
 
-def error_event(
-    code: str,
-    message: str,
-    *,
-    event_id: str | None = None,
-    param: str | None = None,
-    type_: str = "invalid_request_error",
-) -> dict[str, Any]:
-    """An ``error`` server event (without ``event_id``; the session stamps it)."""
-    return {
-        "type": "error",
-        "error": {
-            "type": type_,
-            "code": code,
-            "message": message,
-            "param": param,
-            "event_id": event_id,
-        },
-    }
-
-
 def default_turn_detection() -> dict[str, Any]:
     return {
         "type": "server_vad",

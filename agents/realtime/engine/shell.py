@@ -18,7 +18,8 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import Close
 
-from ..protocol import ProtocolError, error_event, new_id
+from ..frames import error_event
+from ..protocol import ProtocolError, new_id
 
 log = logging.getLogger("agents.realtime.engine")
 
@@ -130,7 +131,7 @@ class EngineShell:
         if self._closed:
             return
         for event in events:
-            event = {"event_id": new_id("event"), **event}
+            event = {**event, "event_id": new_id("event")}  # the engine's own ids, always
             self._out.put_nowait(json.dumps(event, separators=(",", ":")))
 
     async def _run(self) -> None:
@@ -151,7 +152,7 @@ class EngineShell:
                         exc.message,
                         event_id=client_event_id,
                         param=exc.param,
-                        type_=exc.type,
+                        error_type=exc.type,
                     )
                 )
             except asyncio.CancelledError:
@@ -163,7 +164,7 @@ class EngineShell:
                         "server_error",
                         f"Internal error: {exc}",
                         event_id=client_event_id,
-                        type_="server_error",
+                        error_type="server_error",
                     )
                 )
 
