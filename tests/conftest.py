@@ -10,10 +10,24 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from tests import run_isolation
+
 # A test marked serialized_rollback gets the database as migrations left it (the price book's
 # seed). Content types and permissions are remade by post_migrate after every flush, so they
 # are left out of the snapshot rather than restored twice.
 settings.TEST_NON_SERIALIZED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+
+# This run's own Redis key prefix (and PostgreSQL test database, below): tests/run_isolation.py.
+run_isolation.apply(settings)
+
+
+def pytest_report_header(config) -> str:
+    return f"run id: {run_isolation.RUN_ID} (Redis keys {run_isolation.REDIS_PREFIX}:*)"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    run_isolation.delete_keys()
+
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -33,6 +47,17 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{name} at {host}:{port} is required in CI but not reachable")
     pytest.skip(f"{name} at {host}:{port} is not running")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """This run's own PostgreSQL test database (test_<name>_<run id>): two runs at once never
+    create, flush or drop each other's. (SQLite's test database is in memory.)"""
+    for database in settings.DATABASES.values():
+        if database["ENGINE"].endswith("postgresql"):
+            test = database.setdefault("TEST", {})
+            name = test.get("NAME") or f"test_{database['NAME']}"
+            test["NAME"] = f"{name}_{run_isolation.RUN_ID}"
 
 
 @dataclass

@@ -224,18 +224,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis carries the channel layer (control messages only), the cache and the Celery broker.
 REDIS_URL = parse_redis_url(env.str("REDIS_URL")) if env.is_set("REDIS_URL") else ""
+# Every key this deployment writes starts with it: two platforms (or test runs) share a Redis.
+REDIS_PREFIX = env.str("VP_REDIS_PREFIX", "vp")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "vp:channels:"},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:channels:"},
         }
     }
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "vp",
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
 else:
@@ -257,6 +259,8 @@ if not REDIS_URL:
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    if env.is_set("VP_REDIS_PREFIX"):  # unset: Celery's own key names, as before
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{REDIS_PREFIX}:celery:"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # every task is idempotent; a crash re-runs it instead of losing it
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

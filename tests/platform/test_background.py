@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_service
+from tests.run_isolation import REDIS_PREFIX, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,5 +85,5 @@ def test_embedded_worker_and_beat_need_no_server(tmp_path):
 @pytest.mark.services
 def test_worker_and_beat_on_redis(tmp_path):
     require_service("Redis", "127.0.0.1", 6379)
-    environ = base_env(tmp_path, REDIS_URL="redis://127.0.0.1:6379/14")
+    environ = base_env(tmp_path, REDIS_URL=redis_url(), VP_REDIS_PREFIX=REDIS_PREFIX)
     assert run_worker_and_beat(tmp_path, environ)

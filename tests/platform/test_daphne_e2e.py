@@ -16,6 +16,7 @@ import websockets
 from openai import AsyncOpenAI
 
 from tests.conftest import require_service
+from tests.run_isolation import REDIS_PREFIX, redis_url
 from tests.servers import DAPHNE_MAX_MESSAGE, Platform, base_environ, manage
 
 
@@ -38,7 +39,8 @@ def services_platform(tmp_path):
     environ = base_environ(
         tmp_path,
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
-        REDIS_URL="redis://127.0.0.1:6379/13",
+        REDIS_URL=redis_url(),
+        VP_REDIS_PREFIX=REDIS_PREFIX,
     )
     platform = None
     try:
@@ -123,7 +125,9 @@ def test_daphne_on_postgresql_and_redis_with_cross_process_end(services_platform
         async with websockets.connect(url, additional_headers=headers) as connection:
             await asyncio.wait_for(connection.recv(), timeout=10)  # session.created
             session_id = await asyncio.to_thread(services_platform.open_session_id)
-            layer = RedisChannelLayer(hosts=["redis://127.0.0.1:6379/13"], prefix="vp:channels:")
+            layer = RedisChannelLayer(
+                hosts=[redis_url()], prefix=f"{REDIS_PREFIX}:channels:"
+            )  # the server's own layer, in this run's namespace
             await layer.group_send(
                 f"vp-session-{session_id}",
                 {"type": "session.end_requested", "reason": "ended_by_admin"},

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.conftest import require_service
+from tests.run_isolation import REDIS_PREFIX, redis_url
 
 
 @pytest.mark.services
@@ -15,7 +16,7 @@ def test_redis_channel_layer_round_trip():
     require_service("Redis", "127.0.0.1", 6379)
 
     async def round_trip():
-        layer = RedisChannelLayer(hosts=["redis://127.0.0.1:6379/15"], prefix="vp:test:")
+        layer = RedisChannelLayer(hosts=[redis_url()], prefix=f"{REDIS_PREFIX}:test:")
         channel = await layer.new_channel()
         await layer.group_add("session-1", channel)
         await layer.group_send("session-1", {"type": "session.end", "reason": "admin"})
