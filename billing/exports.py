@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from datetime import UTC
+from xml.sax.saxutils import escape as xml_escape
 
 from django.utils import timezone
 
@@ -93,6 +94,12 @@ def usage_csv_rows(events: Iterable[UsageEvent]) -> Iterator[str]:
         )
 
 
+def markup_text(value: object) -> str:
+    """A string shown as itself in a ReportLab ``Paragraph``, whose text is markup: a tenant's
+    ``<img>`` or ``<a href>`` in a name must stay text."""
+    return xml_escape(str(value))
+
+
 def invoice_pdf(invoice: Invoice, lines: list[InvoiceLine], *, tenant_name: str) -> bytes:
     """A plain A4 invoice: header, lines, totals (reportlab's built-in Helvetica)."""
     # ReportLab is heavy and only a PDF export needs it: imported here, not at start-up.
@@ -116,14 +123,15 @@ def invoice_pdf(invoice: Invoice, lines: list[InvoiceLine], *, tenant_name: str)
     styles = getSampleStyleSheet()
     small = styles["BodyText"].clone("small", fontSize=8, leading=10)
     story = [
-        Paragraph(f"Invoice {invoice.number}", styles["Title"]),
+        Paragraph(f"Invoice {markup_text(invoice.number)}", styles["Title"]),
         Paragraph(
-            f"{tenant_name} · usage of {invoice.month:%B %Y} · status {invoice.status}"
+            f"{markup_text(tenant_name)} · usage of {invoice.month:%B %Y} · status {invoice.status}"
             + (f" · issued {invoice.issued_at:%Y-%m-%d}" if invoice.issued_at else ""),
             styles["BodyText"],
         ),
         Paragraph(
-            f"Plan: {invoice.plan_name} ({invoice.markup_percent:+}% on provider cost). "
+            f"Plan: {markup_text(invoice.plan_name)} "
+            f"({invoice.markup_percent:+}% on provider cost). "
             "Each line is rounded half-up to the cent; totals are sums of the lines.",
             small,
         ),
@@ -134,7 +142,7 @@ def invoice_pdf(invoice: Invoice, lines: list[InvoiceLine], *, tenant_name: str)
         rows.append(
             [
                 str(line.position),
-                Paragraph(line.description, small),
+                Paragraph(markup_text(line.description), small),
                 f"{line.quantity.normalize():f} {line.quantity_unit}",
                 f"{line.unit_price.normalize():f} / {line.price_unit}",
                 f"{line.amount}",

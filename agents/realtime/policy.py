@@ -283,7 +283,7 @@ def _clamp_max_output_tokens(policy: SessionPolicy, container: dict[str, Any]) -
     limit = policy.max_output_tokens
     requested = container.get("max_output_tokens")
     if limit is not None and requested is not None:
-        if requested == "inf" or not isinstance(requested, int) or requested > limit:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested > limit:
             container["max_output_tokens"] = limit
 
 
@@ -407,15 +407,15 @@ def client_event_filter(policy: SessionPolicy, event: dict[str, Any]) -> dict[st
         )
     if event_type == "session.update":
         return _clamp_session_update(policy, event.get("session"))
-    if policy.channel == CHANNEL_API:
-        if event_type == "response.create" and isinstance(event.get("response"), dict):
-            event = {**event, "response": dict(event["response"])}
-            _clamp_max_output_tokens(policy, event["response"])
-        return event
-    if event_type == "conversation.item.create":
-        _check_user_message(event.get("item"), "item")
-    elif event_type == "response.create":
-        _check_widget_response(event)
+    if policy.channel != CHANNEL_API:
+        if event_type == "conversation.item.create":
+            _check_user_message(event.get("item"), "item")
+        elif event_type == "response.create":
+            _check_widget_response(event)
+    if event_type == "response.create" and isinstance(event.get("response"), dict):
+        # Every socket's limit is the agent's: "inf", a string or a bigger number is clamped.
+        event = {**event, "response": dict(event["response"])}
+        _clamp_max_output_tokens(policy, event["response"])
     return event
 
 

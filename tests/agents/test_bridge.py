@@ -593,3 +593,23 @@ def test_bytes_per_ms_of_session_formats(audio_format, expected):
     from agents.realtime.relay.metering import bytes_per_ms
 
     assert bytes_per_ms(audio_format, 5) == expected
+
+
+@pytest.mark.parametrize("channel", ["widget", "api"])
+@pytest.mark.parametrize("requested", ["inf", 10_000, "100000", True, 5.5])
+async def test_no_socket_can_lift_the_agents_output_cap(channel, requested):
+    """response.create on any socket is clamped to the agent's max_output_tokens (issue 13.4)."""
+    bridge, upstream, client, _ = await started_bridge(
+        make_policy(channel=channel, max_output_tokens=100)
+    )
+    await bridge.from_client(
+        json.dumps({"type": "response.create", "response": {"max_output_tokens": requested}})
+    )
+    assert client.errors() == []
+    assert json.loads(upstream.received[-1])["response"] == {"max_output_tokens": 100}
+    # Within the cap, the client's own limit stands.
+    await bridge.from_client(
+        json.dumps({"type": "response.create", "response": {"max_output_tokens": 40}})
+    )
+    assert json.loads(upstream.received[-1])["response"] == {"max_output_tokens": 40}
+    await bridge.close("client_closed")

@@ -182,3 +182,28 @@ def test_spend_caps_cannot_target_another_tenants_agent(client, world, agents_a)
         assert response.status_code == 404, target
     with scopes_disabled():
         assert not SpendCap.objects.exists()
+
+
+HOSTILE_NAME = '<img src="x"/> R&D <beta> <a href="javascript:alert(1)">click</a>'
+
+
+def test_invoice_pdf_shows_tenant_strings_as_text_never_markup(client, world, agents_a):
+    """An agent named with ReportLab markup neither breaks the PDF nor becomes a link
+    (issue 13.8): every tenant-controlled string is escaped."""
+    support = agents_a["support"]
+    with tenant_scope(world.tenant_a):
+        type(support).objects.filter(pk=support.pk).update(name=HOSTILE_NAME)
+    with scopes_disabled():
+        type(world.tenant_a).objects.filter(pk=world.tenant_a.pk).update(name="Acme & <Sons>")
+    record(world.tenant_a, support, "r1", at(2026, 10, 3), audio_out=2_000)
+    invoice = invoice_close_month(tenant_id=world.tenant_a.pk, month=OCTOBER, now=at(2026, 11, 2))
+    client.force_login(user_with_role(world, "finance"))
+    response = client.get(reverse("invoice-pdf", args=["tenant-a", invoice.pk]))
+    assert response.status_code == 200
+    reader = PdfReader(io.BytesIO(response.content))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    assert "R&D <beta>" in text
+    assert "Acme & <Sons>" in text
+    assert '<a href="javascript:alert(1)">click</a>' in text
+    links = [annotation for page in reader.pages for annotation in page.get("/Annots") or []]
+    assert links == []
