@@ -67,6 +67,9 @@ def membership_set(
         raise ServiceError(f"unknown role {role!r}")
     with tenant_scope(tenant):
         current = Membership.objects.select_for_update().filter(user=user).first()
+        _check_role_change(
+            actor=actor, target=user, before=current.role if current else None, after=role
+        )
         if current is not None and current.role == Role.OWNER and role != Role.OWNER:
             _ensure_another_owner(tenant, user)
         membership, created = Membership.objects.update_or_create(
@@ -83,6 +86,29 @@ def membership_set(
     return membership
 
 
+def _check_role_change(
+    *,
+    actor: AbstractBaseUser | None,
+    target: AbstractBaseUser | None,
+    before: str | None,
+    after: str | None,
+) -> None:
+    """Only owners grant, change or remove owner; nobody but an owner changes his own role.
+
+    ``before``/``after``: the target's role before and after (None: not a member, removed).
+    Called inside the tenant's scope; ``actor`` None is the platform itself (commands, staff).
+    """
+    if actor is None:
+        return
+    actor_role = Membership.objects.filter(user=actor).values_list("role", flat=True).first()
+    if actor_role == Role.OWNER:
+        return
+    if after == Role.OWNER or before == Role.OWNER:
+        raise ServiceError("Only an owner can grant, change or remove the owner role.")
+    if target is not None and target.pk == actor.pk and after is not None:
+        raise ServiceError("You cannot change your own role; ask an owner.")
+
+
 def _ensure_another_owner(tenant: Tenant, user: AbstractBaseUser) -> None:
     others = Membership.objects.filter(role=Role.OWNER).exclude(user=user).count()
     if others == 0:
@@ -92,6 +118,7 @@ def _ensure_another_owner(tenant: Tenant, user: AbstractBaseUser) -> None:
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor: AbstractBaseUser | None = None) -> None:
     with tenant_scope(membership.tenant_id):
+        _check_role_change(actor=actor, target=membership.user, before=membership.role, after=None)
         if membership.role == Role.OWNER:
             _ensure_another_owner(membership.tenant, membership.user)
         username = membership.user.get_username()
@@ -276,6 +303,8 @@ def invitation_create(
     """An invitation link token (returned once; only its hash is stored)."""
     if role not in Role.values:
         raise ServiceError(f"unknown role {role!r}")
+    with tenant_scope(tenant):
+        _check_role_change(actor=actor, target=None, before=None, after=role)
     raw = INVITATION_PREFIX + secrets.token_urlsafe(24)
     with tenant_scope(tenant):
         invitation = Invitation.objects.create(

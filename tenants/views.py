@@ -171,15 +171,19 @@ def member_list(request: HttpRequest) -> HttpResponse:
     invitation_link = None
     if request.method == "POST":
         if form.is_valid():
-            _, raw = services.invitation_create(
-                tenant=request.tenant,
-                email=form.cleaned_data["email"],
-                role=form.cleaned_data["role"],
-                actor=request.user,
-            )
-            invitation_link = request.build_absolute_uri(f"/invitations/{raw}/")
-            messages.success(request, "Invitation created. Send this link to the new member.")
-            form = InvitationForm()
+            try:
+                _, raw = services.invitation_create(
+                    tenant=request.tenant,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    actor=request.user,
+                )
+            except services.ServiceError as error:
+                messages.error(request, str(error))
+            else:
+                invitation_link = request.build_absolute_uri(f"/invitations/{raw}/")
+                messages.success(request, "Invitation created. Send this link to the new member.")
+                form = InvitationForm()
     context = {
         "memberships": Membership.objects.select_related("user").order_by("user__username"),
         "invitations": Invitation.objects.filter(accepted_at__isnull=True).order_by("-created_at"),
