@@ -134,7 +134,7 @@ def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
     now = timezone.now()
     with scopes_disabled():  # the token itself names its tenant
         token = (
-            ClientToken.objects.select_related("tenant", "agent", "api_key")
+            ClientToken.objects.select_related("tenant", "agent", "api_key", "widget_key")
             .filter(hashed_token=token_hash(raw))
             .first()
         )
@@ -151,6 +151,10 @@ def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
             # As OpenAI's client secrets: any number of sessions until it expires.
             ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
             return token
+        if token.widget_key is not None and token.widget_key.revoked_at is not None:
+            raise AccessDenied(
+                "invalid_token", "The widget key of this token was revoked.", close_code=4401
+            )
         if token.kind == ClientToken.Kind.WIDGET and not origin_is_allowed(origin, [token.origin]):
             raise AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403)
         # Atomic single use: only one socket can flip used_at from empty.

@@ -426,6 +426,19 @@ async def test_expired_token_is_refused(shop):
 
 
 @transactional
+async def test_a_token_minted_before_its_key_was_revoked_is_refused(shop):
+    """Revoking a widget key cuts its unspent tokens too (issue 13.6)."""
+    minted = await mint(shop["key"].key)
+    await sync_to_async(widget_key_revoke)(widget_key=shop["key"])
+    communicator = widget_socket(minted["token"])
+    try:
+        await assert_refused(communicator, "invalid_token", 4401)
+    finally:
+        await communicator.disconnect()
+    assert await counts() == {"sessions": 0, "tokens": 1, "used_tokens": 0, "usage": 0}
+
+
+@transactional
 async def test_token_from_another_origin_is_refused(shop):
     minted = await mint(shop["key"].key)
     communicator = widget_socket(minted["token"], origin="https://evil.example")
