@@ -613,3 +613,19 @@ async def test_no_socket_can_lift_the_agents_output_cap(channel, requested):
     )
     assert json.loads(upstream.received[-1])["response"] == {"max_output_tokens": 40}
     await bridge.close("client_closed")
+
+
+async def test_turns_with_nothing_said_are_not_recorded():
+    """A noise taken for speech (nothing recognised) and an answer cut off before its first
+    word leave no transcript lines: nobody said anything."""
+    bridge, upstream, client, recorder = await started_bridge()
+    upstream.push({"type": "conversation.item.input_audio_transcription.completed",
+                   "item_id": "item_u", "content_index": 0, "transcript": " "})  # fmt: skip
+    cut = {"id": "item_a", "type": "message", "role": "assistant", "status": "incomplete",
+           "content": [{"type": "output_audio", "transcript": ""}]}  # fmt: skip
+    upstream.push({"type": "response.output_item.done", "response_id": "r1", "item": cut})
+    said = {**cut, "id": "item_b", "content": [{"type": "output_audio", "transcript": "Hi."}]}
+    upstream.push({"type": "response.output_item.done", "response_id": "r2", "item": said})
+    await settle()
+    assert [(r.item_id, r.text) for r in recorder.transcripts] == [("item_b", "Hi.")]
+    await bridge.close("client_closed")

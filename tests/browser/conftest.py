@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import IN_CI
 from tests.servers import free_port, manage
+from tests.spoken import spoken
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -45,7 +46,16 @@ class Platform:
         self.environ = {
             k: v for k, v in os.environ.items() if not k.startswith(("VP_", "DATABASE", "REDIS"))
         }
-        self.environ.update({"VP_DATA_DIR": str(data_dir), "VP_LOG_LEVEL": "WARNING"})
+        self.environ.update(
+            {
+                "VP_DATA_DIR": str(data_dir),
+                "VP_LOG_LEVEL": "WARNING",
+                # The engine sends its answer as fast as it synthesizes, as OpenAI sends audio
+                # ahead of playback: the widget then has audio queued to interrupt and a whole
+                # answer to show (paced, it would arrive no faster than it plays).
+                "VP_LOCAL_ENGINE_REALTIME_PACING": "false",
+            }
+        )
         manage(self.environ, "migrate", "--noinput", "-v0", timeout=300)
         self.seed = json.loads(manage(self.environ, "seed_demo", "--json", "--origin", self.origin))
         self.log_path = data_dir / "daphne.log"
@@ -93,9 +103,8 @@ def write_utterance_wav(
     """
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from agents.realtime import speech
 
-    pcm = speech.synthesize(text, rate_hz=WAV_RATE, voice="en-us")
+    pcm = spoken(text, rate_hz=WAV_RATE, voice="en-us")
     speech_samples = array.array("h", pcm)
     samples = array.array("h", bytes(2 * int(WAV_RATE * before_s)))
     samples.extend(speech_samples)

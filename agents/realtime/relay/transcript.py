@@ -77,7 +77,9 @@ class Transcript:
             )
         return None
 
-    def on_user_transcript(self, event: dict[str, Any]) -> TranscriptRecord:
+    def on_user_transcript(self, event: dict[str, Any]) -> TranscriptRecord | None:
+        if not str(event.get("transcript") or "").strip():
+            return None  # nothing was recognised (a noise the turn detector took for speech)
         return self.record(
             item_id=event.get("item_id"),
             role="user",
@@ -94,6 +96,8 @@ class Transcript:
                 for part in item.get("content") or []
                 if isinstance(part, dict)
             ]
+            if not any(str(text).strip() for text in texts):
+                return None  # cut off before a word was said: nothing reached the user
             return self.record(
                 item_id=item_id,
                 role="assistant",
