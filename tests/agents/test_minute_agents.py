@@ -10,11 +10,11 @@ from django.test import AsyncClient
 
 from agents.configuration import agent_create
 from agents.models import TranscriptItem
-from agents.realtime import speech
 from billing.models import UsageEvent
 from billing.selectors import event_cost
 from tenants import services
 from tenants.scoping import tenant_scope
+from tests.spoken import spoken
 from voiceplatform.asgi import application
 
 ORIGIN = "https://shop.example"
@@ -23,7 +23,7 @@ PHRASE = "what is the status of my order"
 
 @pytest.fixture(scope="module")
 def utterance_chunks():
-    pcm = speech.synthesize(PHRASE, rate_hz=24000, voice="en-us")
+    pcm = spoken(PHRASE, rate_hz=24000, voice="en-us")
     pcm = b"\x00\x00" * 12000 + pcm + b"\x00\x00" * 24000  # 0.5 s before, 1 s after
     size = 960  # 20 ms
     return [base64.b64encode(pcm[i : i + size]).decode() for i in range(0, len(pcm), size)]

@@ -24,6 +24,7 @@ from agents.realtime import audio, speech
 from billing.models import UsageEvent
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import api_key_issue, api_key_revoke
+from tests.spoken import spoken
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -106,7 +107,7 @@ def api_setup(world):
 @pytest.fixture(scope="module")
 def utterance_pcm() -> bytes:
     speech.warm_up()
-    return speech.synthesize(UTTERANCE)
+    return spoken(UTTERANCE)
 
 
 @pytest.fixture(scope="module")

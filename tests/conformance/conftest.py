@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.servers import Platform, base_environ
+from tests.spoken import spoken
 
 # Agents created next to the demo tenant's voice agent; each gets an API key whose default
 # agent it is (so a client needs no platform-specific query parameter).
@@ -108,10 +109,10 @@ def any_server(request):
 def utterance_pcm() -> bytes:
     """0.5 s of silence, "what is the status of my order" spoken by eSpeak NG (en-us, PCM16
     24 kHz), 1 s of silence: one full turn for server VAD."""
-    from agents.realtime import audio, speech
+    from agents.realtime import audio
 
-    spoken = speech.synthesize(UTTERANCE, rate_hz=24000, voice="en-us")
-    return audio.silence(500) + spoken + audio.silence(1000)
+    utterance = spoken(UTTERANCE, rate_hz=24000, voice="en-us")
+    return audio.silence(500) + utterance + audio.silence(1000)
 
 
 UTTERANCE = "what is the status of my order"

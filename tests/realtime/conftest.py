@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
 from openai.types.realtime import RealtimeServerEvent  # noqa: E402
 
 from agents.realtime import audio, speech  # noqa: E402
+from tests.spoken import spoken  # noqa: E402
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 UTTERANCE = "what is the status of my order"
@@ -73,7 +74,7 @@ class Client:
 @pytest.fixture(scope="session")
 def utterance_pcm() -> bytes:
     """The test utterance spoken by eSpeak NG, PCM16 24 kHz (synthesized once)."""
-    return speech.synthesize(UTTERANCE)
+    return spoken(UTTERANCE)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from agents.realtime.protocol import (
     default_realtime_session,
     default_translation_session,
 )
+from tests.spoken import spoken
 
 
 def message(item_id: str, text: str = "hi") -> dict:
@@ -63,7 +64,7 @@ def test_truncate_counts_only_the_audio_played():
 
 
 def test_input_audio_finds_one_turn_with_its_audio():
-    pcm = speech.synthesize("hello there")
+    pcm = spoken("hello there")
     detector = speech.VoiceActivityDetector(input_rate=24000)
     input_audio = InputAudio(24000, detector)
     found = []

@@ -12,10 +12,11 @@ import pytest
 from django.test import override_settings
 
 from agents.models import Agent, PhoneNumber
-from agents.realtime import audio, speech
+from agents.realtime import audio
 from agents.telephony import twilio_signature
 from agents.telephony_views import phone_number_create
 from tenants.scoping import tenant_scope
+from tests.spoken import spoken
 
 UTTERANCE = "what is the status of my order"
 NUMBER_A = "+14155550100"
@@ -96,7 +97,7 @@ def signed_headers(
 @pytest.fixture(scope="session")
 def utterance_ulaw() -> bytes:
     """The caller says the test utterance: eSpeak at 24 kHz, resampled to 8 kHz, μ-law."""
-    pcm = speech.synthesize(UTTERANCE, rate_hz=24000, voice="en-us")
+    pcm = spoken(UTTERANCE, rate_hz=24000, voice="en-us")
     return audio.ulaw_encode(audio.resample(pcm, 24000, audio.G711_RATE))
 
 
