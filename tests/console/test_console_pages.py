@@ -145,7 +145,7 @@ def test_create_edit_and_roll_back_an_agent(client, world, console):
     )
     with tenant_scope(world.tenant_a):
         actions = list(
-            AuditEvent.objects.filter(target_id=str(agent.pk))
+            AuditEvent.objects.filter(target_type="agent", target_id=str(agent.pk))
             .order_by("pk")
             .values_list("action", flat=True)
         )
