@@ -25,8 +25,10 @@ def pytest_report_header(config) -> str:
     return f"run id: {run_isolation.RUN_ID} (Redis keys {run_isolation.REDIS_PREFIX}:*)"
 
 
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown
 def pytest_sessionfinish(session, exitstatus) -> None:
     run_isolation.delete_keys()
+    run_isolation.drop_test_databases(settings)
 
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -3,7 +3,7 @@
 ``REDIS_PREFIX`` goes in front of every Redis key the run writes: tests/conftest.py puts it in
 this process's settings (channel layer, cache, Celery broker, as ``VP_REDIS_PREFIX`` would)
 and in ``VP_REDIS_PREFIX`` for every server or Celery process a test starts. ``RUN_ID`` names
-the run's PostgreSQL test database. The run's keys are deleted when it ends.
+the run's PostgreSQL test database. The run's keys and database are deleted when it ends.
 """
 
 from __future__ import annotations
@@ -41,3 +41,23 @@ def delete_keys() -> None:
             keys = list(client.scan_iter(match=f"{REDIS_PREFIX}:*", count=1000))
             if keys:
                 client.delete(*keys)
+
+
+def drop_test_databases(settings) -> None:
+    """Drop this run's PostgreSQL test database if Django's own teardown could not (a pooled
+    connection still open): with a name per run, nothing else would ever drop it."""
+    for database in settings.DATABASES.values():
+        name = database.get("TEST", {}).get("NAME") or ""
+        if not (database["ENGINE"].endswith("postgresql") and name.endswith(RUN_ID)):
+            continue
+        import psycopg
+
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(
+                dbname="postgres", host=database.get("HOST") or None,
+                port=database.get("PORT") or None, user=database.get("USER") or None,
+                password=database.get("PASSWORD") or None, autocommit=True,
+            ) as connection,
+        ):  # fmt: skip
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
