@@ -44,6 +44,17 @@ def manage(environ, *args, timeout=120) -> str:
     return result.stdout
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def server_command(server: str, port: int) -> list[str]:
     """The command line that serves the platform on ``port`` with ``server``."""
     if server == "daphne":
@@ -104,13 +115,7 @@ class Platform:
         return f"ws://{self.host}"
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         self.log.close()
 
     def log_tail(self, chars: int = 4000) -> str:

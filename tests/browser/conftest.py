@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.servers import free_port, manage
+from tests.servers import free_port, manage, stop_process
 from tests.spoken import spoken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,12 +80,7 @@ class Platform:
         raise AssertionError("Daphne did not start")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
         self.log.close()
 
     def shell(self, code: str) -> str:
