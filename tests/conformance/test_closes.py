@@ -39,6 +39,7 @@ class ScriptedUpstream:
     def __init__(self) -> None:
         self.mode = "normal"
         self.connections = 0
+        self.hung_up = threading.Event()  # set when a connection ends, from either side
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -78,6 +79,8 @@ class ScriptedUpstream:
             await getattr(self, f"_{mode}")(connection)
         except websockets.ConnectionClosed:
             pass
+        finally:
+            self.hung_up.set()
 
     async def _normal(self, connection) -> None:
         number = 0
@@ -365,14 +368,18 @@ async def test_slow_reader_is_closed_and_the_upstream_with_it(closes, upstream):
     )  # fmt: skip
     received: list[str] = []
     client.on_text = received.append
+    upstream.hung_up.clear()
     client.send_text(json.dumps({"type": "response.create"}))
     client.transport.pause_reading()  # from now on the client reads nothing
-    end = await asyncio.to_thread(last_session_end, closes)
-    assert end == "slow_reader"
+    # The relay closes the upstream first, then sends the error event and its close; the
+    # server drops a peer that does not answer a close within a second (Autobahn's close
+    # handshake timeout), so the client reads again as soon as the upstream is hung up on.
+    assert await asyncio.to_thread(upstream.hung_up.wait, 60)
     connections = upstream.connections
     # Reading again: what was buffered, then the ending and its close.
     client.transport.resume_reading()
     await asyncio.wait_for(asyncio.shield(client.closed), 15)
+    assert await asyncio.to_thread(last_session_end, closes) == "slow_reader"
     events = [json.loads(text) for text in client.pending + received]
     errors = [event["error"]["code"] for event in events if event["type"] == "error"]
     assert errors == ["slow_reader"]
