@@ -182,6 +182,26 @@ VP_ALLOW_PRIVATE_WEBHOOKS = env.bool("VP_ALLOW_PRIVATE_WEBHOOKS", not PRODUCTION
 VP_OUTBOUND_CONCURRENCY_PER_TENANT = env.int("VP_OUTBOUND_CONCURRENCY_PER_TENANT", 4, minimum=1)
 VP_OUTBOUND_RESOLVER_THREADS = env.int("VP_OUTBOUND_RESOLVER_THREADS", 8, minimum=1)
 
+# Operations (issue 12). Usage and session ends are journaled (fsync) on local disk until the
+# database has them; a process replays orphaned journals at start-up. Past the byte bound, new
+# sessions are refused (503) rather than risk unrecorded usage.
+VP_JOURNAL_DIR = Path(env.str("VP_JOURNAL_DIR", str(DATA_DIR / "journal"))).resolve()
+VP_JOURNAL_MAX_BYTES = env.int("VP_JOURNAL_MAX_BYTES", 256 * 1024 * 1024, minimum=65536)
+# Live sessions write a heartbeat this often; one silent for VP_SESSION_STALE_SECONDS is gone
+# (its process died): it stops counting against limits and is ended at its last heartbeat.
+VP_SESSION_HEARTBEAT_SECONDS = env.float("VP_SESSION_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
+VP_SESSION_STALE_SECONDS = env.float("VP_SESSION_STALE_SECONDS", 30.0, minimum=1.0)
+# SIGTERM: stop admitting, tell clients (close 1012 "server_restarting"), wait this long for
+# their sessions to end, flush the journal, exit.
+VP_DRAIN_SECONDS = env.float("VP_DRAIN_SECONDS", 30.0, minimum=0.0)
+# A rotation waits this long for a fresh summary, then seeds from the last stored one.
+VP_ROTATION_SUMMARY_WAIT_SECONDS = env.float("VP_ROTATION_SUMMARY_WAIT_SECONDS", 0.5, minimum=0.0)
+# Prometheus /metrics: multi-process files here; the scrape needs this bearer token (empty:
+# only from loopback/VP_METRICS_ALLOWED_NETWORKS).
+VP_METRICS_DIR = Path(env.str("VP_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
+VP_METRICS_TOKEN = env.str("VP_METRICS_TOKEN", "")
+VP_METRICS_ALLOWED_NETWORKS = env.list("VP_METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
 # Databases. Under ASGI, persistent connections leak across threads: CONN_MAX_AGE stays 0 and
 # PostgreSQL connections come from psycopg 3's pool instead.
 if env.is_set("DATABASE_URL"):
