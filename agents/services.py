@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import datetime
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -113,15 +114,23 @@ def session_add_upstream(
 
 
 def session_end_record(
-    *, session_id: int, tenant_id: int, reason: str, audio_in_ms: int, audio_out_ms: int
+    *,
+    session_id: int,
+    tenant_id: int,
+    reason: str,
+    audio_in_ms: int,
+    audio_out_ms: int,
+    ended_at: datetime | None = None,
 ) -> None:
     """Record the end once; a second call (e.g. from a sweep) keeps the first reason.
 
+    ``ended_at`` is when the session really ended (an end journaled during a database outage is
+    written later): now when not given.
     The session's cost is tallied soon after (the billing sweep catches up if the broker is down).
     """
     with tenant_scope(tenant_id):
         updated = Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
-            ended_at=timezone.now(),
+            ended_at=ended_at or timezone.now(),
             end_reason=reason,
             audio_in_ms=audio_in_ms,
             audio_out_ms=audio_out_ms,
