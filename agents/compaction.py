@@ -4,18 +4,34 @@
 computes outside any transaction (the OpenAI summarizer may take seconds) and then stores with
 compare-and-set on ``through_sequence``: when two workers race, the second finds the row
 already advanced and stores nothing, so there are never two competing summaries.
+
+A rotation never waits on a slow summarizer: ``seed_for_rotation`` starts the refresh in a
+thread pool of its own (neither the event loop nor the one thread ``database_sync_to_async``
+serialises every database call of the process through), waits at most
+``VP_ROTATION_SUMMARY_WAIT_SECONDS`` for it, and otherwise seeds from the last stored summary
+plus the turns it does not cover yet, verbatim. The refresh goes on and stores its result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import (
+    IntegrityError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    transaction,
+)
 
 from agents.models import SessionSummary, TranscriptItem
 from agents.summarizer import Turn, summarize_locally, summarize_with_openai
@@ -26,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_EVERY_ITEMS = 4
 SEED_TURNS = 6
+# Turns a summary behind the transcript may add verbatim to a seed (beyond SEED_TURNS).
+SEED_UNSUMMARISED_TURNS = 3 * SEED_TURNS
 T = TypeVar("T")
 
 
@@ -135,13 +153,67 @@ def _summarize(tenant_id: int, previous: str, turns: list[Turn]) -> tuple[str, s
 
 
 def session_seed(*, session_id: int, tenant_id: int) -> Seed:
-    """The up-to-date summary and the last few turns verbatim, for a new upstream segment."""
-    summary = summary_refresh(session_id=session_id, tenant_id=tenant_id)
+    """The up-to-date summary and the last few turns verbatim (waits for the summarizer)."""
+    summary_refresh(session_id=session_id, tenant_id=tenant_id)
+    return session_seed_stored(session_id=session_id, tenant_id=tenant_id)
+
+
+def session_seed_stored(*, session_id: int, tenant_id: int) -> Seed:
+    """The stored summary and the turns it does not cover yet (at least the last SEED_TURNS,
+    at most SEED_UNSUMMARISED_TURNS), verbatim, without calling the summarizer."""
     with tenant_scope(tenant_id):
+        summary = SessionSummary.objects.filter(session_id=session_id).first()
+        covered = summary.through_sequence if summary is not None else -1
         recent = list(
             TranscriptItem.objects.filter(
                 session_id=session_id, kind=TranscriptItem.Kind.MESSAGE
-            ).order_by("-sequence", "-pk")[: SEED_TURNS * 2]
+            ).order_by("-sequence", "-pk")[: SEED_UNSUMMARISED_TURNS * 2]
         )
-    turns = _message_turns(reversed(recent))[-SEED_TURNS:]
-    return Seed(summary=summary.text, turns=turns)
+    recent.reverse()
+    uncovered = _message_turns(item for item in recent if item.sequence > covered)
+    turns = _message_turns(recent)
+    keep = min(max(SEED_TURNS, len(uncovered)), SEED_UNSUMMARISED_TURNS)
+    return Seed(summary=summary.text if summary is not None else "", turns=turns[-keep:])
+
+
+_refreshes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vp-summary")
+_refreshing: dict[int, Future[None]] = {}
+_refreshing_lock = threading.Lock()
+
+
+def _refresh_job(session_id: int, tenant_id: int) -> None:
+    close_old_connections()
+    try:
+        summary_refresh(session_id=session_id, tenant_id=tenant_id)
+    finally:
+        connections.close_all()  # this thread's connections go back (pooled or closed)
+        with _refreshing_lock:
+            _refreshing.pop(session_id, None)
+
+
+def summary_refresh_in_background(*, session_id: int, tenant_id: int) -> Future[None]:
+    """Refresh the summary in the summary threads; one refresh per session at a time."""
+    with _refreshing_lock:
+        future = _refreshing.get(session_id)
+        if future is None:
+            future = _refreshes.submit(_refresh_job, session_id, tenant_id)
+            _refreshing[session_id] = future
+    return future
+
+
+async def seed_for_rotation(*, session_id: int, tenant_id: int, wait_s: float) -> Seed:
+    """The seed of a new upstream segment, within ``wait_s`` of the summarizer."""
+    future = summary_refresh_in_background(session_id=session_id, tenant_id=tenant_id)
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
+    except TimeoutError:
+        logger.info(
+            "summary of session %s not ready within %.1f s: seeding from the stored one",
+            session_id,
+            wait_s,
+        )
+    except Exception:
+        logger.exception("summary of session %s failed: seeding from the stored one", session_id)
+    return await database_sync_to_async(session_seed_stored)(
+        session_id=session_id, tenant_id=tenant_id
+    )

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from agents import services
 from agents.access import Access, AccessDenied, api_socket_access, widget_socket_access
-from agents.compaction import Seed, session_seed
+from agents.compaction import Seed, seed_for_rotation
 from agents.models import Session
 from agents.realtime import frames
 from agents.realtime.bridge import Continuation, RealtimeBridge
@@ -171,8 +171,10 @@ class RealtimeConsumer(AsyncConsumer):
 
     def _continuation(self, access: Access, session: Session) -> Continuation:
         async def seed() -> Seed:
-            return await database_sync_to_async(session_seed)(
-                session_id=session.pk, tenant_id=access.tenant.pk
+            return await seed_for_rotation(
+                session_id=session.pk,
+                tenant_id=access.tenant.pk,
+                wait_s=settings.VP_ROTATION_SUMMARY_WAIT_SECONDS,
             )
 
         return Continuation(

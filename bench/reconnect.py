@@ -6,6 +6,10 @@ holds a conversation across ``count`` reconnects. The gap of a reconnect is from
 old upstream is closed until the new one is configured, seeded with the summary and the last
 turns, and any audio held meanwhile has been delivered: the time during which what a user says
 waits instead of reaching an engine. It prints the median and the maximum.
+
+``--summarizer-delay 3`` makes every summary take 3 s more (a slow summarizer model); meanwhile
+new sessions are opened on the same process one after another, and their connect time (until
+``session.created``) is printed too: neither may wait on the summarizer.
 """
 
 from __future__ import annotations
@@ -65,11 +69,38 @@ async def segments_recorded(tenant_id: int, count: int, timeout: float = 30) -> 
             await asyncio.sleep(0.02)
 
 
-async def converse(tenant_id: int, raw_key: str, count: int) -> None:
+async def probe_connects(raw_key: str, latencies: list[float], stop: asyncio.Event) -> None:
+    """Open new sessions one after another until ``stop``; record each one's connect time."""
     from channels.testing import WebsocketCommunicator
 
     from voiceplatform.asgi import application
 
+    while not stop.is_set():
+        started = time.monotonic()
+        communicator = WebsocketCommunicator(
+            application, "/v1/realtime", headers=[(b"authorization", f"Bearer {raw_key}".encode())]
+        )
+        connected, _ = await communicator.connect(timeout=30)
+        assert connected
+        try:
+            event = json.loads(await communicator.receive_from(timeout=10))
+            assert event["type"] == "session.created", event
+        except TimeoutError:
+            print("a new session got no session.created within 10 s", file=sys.stderr)
+        latencies.append(time.monotonic() - started)
+        await communicator.disconnect()
+        await asyncio.sleep(0.1)
+
+
+async def converse(tenant_id: int, raw_key: str, count: int, probe: list[float] | None) -> None:
+    from channels.testing import WebsocketCommunicator
+
+    from voiceplatform.asgi import application
+
+    stop = asyncio.Event()
+    prober = None
+    if probe is not None:
+        prober = asyncio.create_task(probe_connects(raw_key, probe, stop))
     communicator = WebsocketCommunicator(
         application, "/v1/realtime", headers=[(b"authorization", f"Bearer {raw_key}".encode())]
     )
@@ -99,16 +130,26 @@ async def converse(tenant_id: int, raw_key: str, count: int) -> None:
         await segments_recorded(tenant_id, turn + 2)
         print(f"  reconnect {turn + 1}/{count}", file=sys.stderr, end="\r")
     await communicator.disconnect()
+    stop.set()
+    if prober is not None:
+        await prober
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument(
+        "--summarizer-delay", type=float, default=0.0, help="seconds added to every summary"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vp-reconnect-") as data_dir:
         tenant_id, raw_key = setup(data_dir)
+        probe: list[float] | None = None
+        if args.summarizer_delay:
+            slow_down_summaries(args.summarizer_delay)
+            probe = []
         started = time.monotonic()
-        asyncio.run(converse(tenant_id, raw_key, args.count))
+        asyncio.run(converse(tenant_id, raw_key, args.count, probe))
         from agents.models import SessionSegment
         from tenants.scoping import tenant_scope
 
@@ -120,6 +161,22 @@ def main() -> None:
     print(f"reconnects measured: {len(gaps)} (in {time.monotonic() - started:.1f} s)")
     print(f"silence gap at a reconnect: median {statistics.median(gaps):.0f} ms, "
           f"max {max(gaps):.0f} ms, min {min(gaps):.0f} ms")  # fmt: skip
+    if probe:
+        print(f"summarizer delay {args.summarizer_delay:.1f} s; new sessions meanwhile: "
+              f"{len(probe)}, connect median {statistics.median(probe) * 1000:.0f} ms, "
+              f"max {max(probe) * 1000:.0f} ms")  # fmt: skip
+
+
+def slow_down_summaries(delay: float) -> None:
+    from agents import compaction
+
+    summarize = compaction._summarize
+
+    def slow(*args, **kwargs):
+        time.sleep(delay)
+        return summarize(*args, **kwargs)
+
+    compaction._summarize = slow
 
 
 if __name__ == "__main__":

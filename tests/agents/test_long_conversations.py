@@ -270,3 +270,66 @@ def test_openai_summarizer_failure_falls_back_to_local(agent_and_key, settings):
     summary = summary_refresh(session_id=session.pk, tenant_id=tenant.pk)
     assert summary.method == "local"
     assert summary.text == "User: My order number is 4821 and it was placed on March 3."
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_rotation_never_waits_on_a_slow_summarizer(agent_and_key, monkeypatch):
+    """The seed comes within its budget from the stored summary plus the turns it does not
+    cover; meanwhile the process's other database work goes on; the refresh lands later."""
+    from agents import compaction
+
+    tenant, agent, _ = agent_and_key
+    texts = [("user", FACTS[0]), ("assistant", "Hello Alice."), ("user", FACTS[1])]
+    session = await database_sync_to_async(make_session_with_items)(tenant, agent, texts)
+    first = await database_sync_to_async(summary_refresh)(
+        session_id=session.pk, tenant_id=tenant.pk
+    )
+    more = [("user", FACTS[2]), ("assistant", "Noted.")] + [
+        ("user", f"Also add item {n}.") for n in range(6)
+    ]
+
+    def add_more():
+        with tenant_scope(tenant):
+            for index, (role, text) in enumerate(more, start=len(texts)):
+                TranscriptItem.objects.create(
+                    tenant=tenant, session=session, sequence=index,
+                    upstream_item_id=f"i{index}", role=role, text=text,
+                )  # fmt: skip
+
+    await database_sync_to_async(add_more)()
+    release = threading.Event()
+    summarize = compaction._summarize
+
+    def slow_summarize(*args, **kwargs):
+        assert release.wait(30), "the test never released the summarizer"
+        return summarize(*args, **kwargs)
+
+    monkeypatch.setattr(compaction, "_summarize", slow_summarize)
+    try:
+        seed = await compaction.seed_for_rotation(
+            session_id=session.pk, tenant_id=tenant.pk, wait_s=0.05
+        )
+        # The summarizer is still blocked, and the database thread answers others.
+        assert not release.is_set()
+
+        def count() -> int:
+            with tenant_scope(tenant):
+                return Session.objects.filter(pk=session.pk).count()
+
+        assert await database_sync_to_async(count)() == 1
+    finally:
+        release.set()
+    assert seed.summary == first.text
+    # Nothing the stored summary misses is left out: all eight newer turns, verbatim.
+    assert [(turn.role, turn.text) for turn in seed.turns] == more
+
+    def stored():
+        with tenant_scope(tenant):
+            return SessionSummary.objects.get(session_id=session.pk)
+
+    for _ in range(300):
+        summary = await database_sync_to_async(stored)()
+        if summary.revision == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert summary.revision == 2 and "Rose Street" in summary.text
