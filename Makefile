@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test lint pytest bench bench-reconnect bench-slow-reader migrate
+.PHONY: install run test lint pytest bench bench-reconnect bench-slow-reader soak migrate
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "VoicePlatform needs Python 3.11 (set PYTHON=...)")'
@@ -41,3 +41,6 @@ bench-reconnect: install
 
 bench-slow-reader: install
 	$(PY) -m bench.slow_reader $(BENCH_ARGS)
+
+soak: install
+	$(PY) -m bench.soak $(BENCH_ARGS)
