@@ -247,10 +247,25 @@ REDIS_URL = parse_redis_url(env.str("REDIS_URL")) if env.is_set("REDIS_URL") els
 # Every key this deployment writes starts with it: two platforms (or test runs) share a Redis.
 REDIS_PREFIX = env.str("VP_REDIS_PREFIX", "vp")
 if REDIS_URL:
+    # redis 8 clients time a socket read out after 5 s, just when channels-redis's blocking pop
+    # (BZPOPMIN, 5 s) answers "nothing": a quiet control loop would see a timeout every 5 s.
+    # Reads may wait well past the pop; connects fail fast, so that a Redis outage costs a
+    # background retry (agents/consumers.py), never a session's start; keepalive finds a dead
+    # peer behind a silent network.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:channels:"},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15.0,
+                        "socket_connect_timeout": 2.0,
+                        "socket_keepalive": True,
+                    }
+                ],
+                "prefix": f"{REDIS_PREFIX}:channels:",
+            },
         }
     }
     CACHES = {
