@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets to the realtime consumers."""
+"""ASGI entry point: HTTP goes to Django, WebSockets to the realtime consumers.
+
+The first call (in the server's event loop, once the server has installed its own signal
+handlers) takes over SIGTERM for the graceful drain (``agents.drain``), under Daphne and
+uvicorn alike.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from agents import drain  # noqa: E402
 from voiceplatform.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+
+async def application(scope, receive, send):
+    drain.install_signal_handler()  # once; a flag test on every later call
+    return await router(scope, receive, send)

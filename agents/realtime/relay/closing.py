@@ -27,6 +27,9 @@ CLOSE_POLICY = 4008  # 1008: the client broke a rule
 CLOSE_SLOW_READER = 4010
 CLOSE_SERVER_ERROR = 4011  # 1011: something failed on our side or upstream
 CLOSE_TRY_AGAIN = 4013  # 1013: try again later
+# 1012 (Service Restart): the process is draining for a deploy. Daphne cannot send 1012 itself,
+# so its twin: clients reconnect (a fresh token for the widget) on 4012 or 1012 alike.
+CLOSE_SERVICE_RESTART = 4012
 CLOSE_BUDGET_EXHAUSTED = 4402
 
 _ROWS = (
@@ -38,6 +41,8 @@ _ROWS = (
            CLOSE_GOING_AWAY, "session_expired", "invalid_request_error"),
     Ending("server_shutdown", "The server is shutting down; reconnect.", CLOSE_GOING_AWAY,
            "server_shutdown"),
+    Ending("server_restarting", "The server is restarting; reconnect to continue.",
+           CLOSE_SERVICE_RESTART, "server_shutdown"),
     Ending("audio_flood", "Audio was sent far faster than real time; the session ends.",
            CLOSE_POLICY, "policy_violation", "invalid_request_error"),
     Ending("slow_reader", "The client stopped reading; too much output was waiting for it.",
