@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from agents.models import Agent, Session
-from billing.selectors import tenant_month_spend
+from billing.spend import spend_caps_exhausted
+from tenants.metrics import ADMISSIONS_REFUSED
 from tenants.models import ApiKey, ClientToken, Tenant
 from tenants.origins import origin_is_allowed
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import api_key_authenticate
 
-# A session whose process has not written a heartbeat for this long is counted as gone.
-SESSION_STALE_AFTER = timedelta(seconds=90)
 WIDGET_TOKEN_PREFIX = "vp_wt_"
 EPHEMERAL_PREFIX = "vp_ek_"
 TOKEN_SUBPROTOCOL = "vp-token."
@@ -100,30 +100,85 @@ def agent_get_for_api_key(*, api_key: ApiKey, agent_id: object | None, intent: s
     return agent
 
 
-def admission_check(*, tenant: Tenant) -> None:
-    """Refuse a new session for a suspended tenant, at its concurrency limit or over budget."""
+def session_stale_cutoff(now: datetime | None = None) -> datetime:
+    """Sessions whose last heartbeat is older than this are gone (their process died): they no
+    longer count against limits, and the sweep ends them at that heartbeat."""
+    return (now or timezone.now()) - timedelta(seconds=settings.VP_SESSION_STALE_SECONDS)
+
+
+def live_sessions_count(*, tenant_id: int, now: datetime | None = None) -> int:
+    """The tenant's sessions that count against its concurrency limit: not ended, and alive
+    (a heartbeat within ``VP_SESSION_STALE_SECONDS``)."""
+    with tenant_scope(tenant_id):
+        return Session.objects.filter(
+            ended_at__isnull=True, heartbeat_at__gte=session_stale_cutoff(now)
+        ).count()
+
+
+def _refused(denied: AccessDenied) -> AccessDenied:
+    ADMISSIONS_REFUSED.labels(denied.code).inc()
+    return denied
+
+
+def admission_check(
+    *, tenant: Tenant, agent: Agent | None = None, widget_key_id: int | None = None
+) -> None:
+    """Refuse a new session for a suspended tenant, over a spending cap, or at its concurrency
+    limit (a check without a lock: token minting; ``session_start`` admits atomically)."""
+    admission_check_standing(tenant=tenant, agent=agent, widget_key_id=widget_key_id)
+    admission_check_capacity(tenant=tenant)
+
+
+def admission_check_standing(
+    *, tenant: Tenant, agent: Agent | None = None, widget_key_id: int | None = None
+) -> None:
+    """Everything but the concurrency limit: the tenant is active, and no cap the session would
+    spend against is used up (the monthly budget; with the agent, its daily cap and the widget
+    key's). Reads only: safe outside the admission lock."""
     if not tenant.is_active:
-        raise AccessDenied(
-            "tenant_suspended", "This service is suspended.", status=403, close_code=4403
+        raise _refused(
+            AccessDenied(
+                "tenant_suspended", "This service is suspended.", status=403, close_code=4403
+            )
         )
-    cutoff = timezone.now() - SESSION_STALE_AFTER
-    with tenant_scope(tenant):
-        active = Session.objects.filter(ended_at__isnull=True, heartbeat_at__gte=cutoff).count()
-    if active >= tenant.max_concurrent_sessions:
-        raise AccessDenied(
-            "too_many_sessions",
-            f"The limit of {tenant.max_concurrent_sessions} concurrent sessions is reached.",
-            status=429,
-            close_code=4429,
-        )
-    if tenant.monthly_budget_usd is not None:
-        if tenant_month_spend(tenant_id=tenant.pk) >= tenant.monthly_budget_usd:
-            raise AccessDenied(
+    exhausted = spend_caps_exhausted(
+        tenant_id=tenant.pk,
+        agent_id=agent.pk if agent is not None else None,
+        widget_key_id=widget_key_id,
+    )
+    if "monthly budget" in exhausted:
+        raise _refused(
+            AccessDenied(
                 "budget_exhausted",
                 "The monthly budget is used up; new sessions are refused.",
                 status=402,
                 close_code=4402,
             )
+        )
+    if exhausted:
+        raise _refused(
+            AccessDenied(
+                "budget_exhausted",
+                f"Today's spending limit is reached ({', '.join(exhausted)}); new sessions are "
+                "refused until tomorrow (UTC).",
+                status=402,
+                close_code=4402,
+            )
+        )
+
+
+def admission_check_capacity(*, tenant: Tenant) -> None:
+    """Refuse at the tenant's concurrency limit. Atomic only inside ``session_start``'s
+    transaction, which holds the tenant's row lock while it counts and creates."""
+    if live_sessions_count(tenant_id=tenant.pk) >= tenant.max_concurrent_sessions:
+        raise _refused(
+            AccessDenied(
+                "too_many_sessions",
+                f"The limit of {tenant.max_concurrent_sessions} concurrent sessions is reached.",
+                status=429,
+                close_code=4429,
+            )
+        )
 
 
 def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:

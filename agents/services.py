@@ -14,9 +14,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from agents.access import SESSION_STALE_AFTER, admission_check
+from agents.access import admission_check_capacity, admission_check_standing, session_stale_cutoff
 from agents.models import (
     Agent,
     AgentVersion,
@@ -64,9 +65,29 @@ def session_end_request(*, session: Session, actor: object | None) -> None:
     )
 
 
-def session_start(*, tenant: Tenant, agent: Agent, channel: str, end_user: str) -> Session:
-    admission_check(tenant=tenant)
-    with tenant_scope(tenant):
+def session_start(
+    *,
+    tenant: Tenant,
+    agent: Agent,
+    channel: str,
+    end_user: str,
+    widget_key_id: int | None = None,
+) -> Session:
+    """Admit a new session and create it, or raise ``AccessDenied``.
+
+    Admission is atomic across processes, with the database as the arbiter: the live sessions
+    are counted and the new one created in one transaction that holds the tenant's row lock
+    (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the IMMEDIATE transaction takes the
+    database's write lock at BEGIN), so concurrent admissions of a tenant queue behind each
+    other and never both see the last free slot. Only live sessions count (``heartbeat_at``
+    within ``VP_SESSION_STALE_SECONDS``): a dead process's sessions stop blocking new ones. The
+    slower checks (suspension, spend caps) only read and run before the lock.
+    """
+    admission_check_standing(tenant=tenant, agent=agent, widget_key_id=widget_key_id)
+    with tenant_scope(tenant), transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        admission_check_capacity(tenant=locked)
+        # heartbeat_at starts at creation (auto_now_add): counted until its heartbeats stop.
         return Session.objects.create(
             tenant=tenant,
             agent=agent,
@@ -139,13 +160,29 @@ def session_end_record(
         enqueue_session_tally(session_id)
 
 
-def sessions_sweep_abandoned() -> int:
-    """End sessions whose process died without recording their end (no recent heartbeat)."""
-    cutoff = timezone.now() - SESSION_STALE_AFTER
+def sessions_sweep_abandoned(*, now: datetime | None = None) -> int:
+    """End sessions whose process died without recording their end, at their last heartbeat.
+
+    A session silent for ``VP_SESSION_STALE_SECONDS`` is ended with reason ``abandoned`` and
+    ``ended_at`` = its last heartbeat (the last moment it was known alive, so its duration is
+    not stretched to the sweep's time); its audio totals are those of that heartbeat. Only a
+    session not yet ended is touched, as with ``session_end_record``. Returns how many.
+    """
+    cutoff = session_stale_cutoff(now)
     with scopes_disabled():
-        return Session.objects.filter(ended_at__isnull=True, heartbeat_at__lt=cutoff).update(
-            ended_at=timezone.now(), end_reason=Session.EndReason.ABANDONED
+        stale = list(
+            Session.objects.filter(ended_at__isnull=True, heartbeat_at__lt=cutoff).values_list(
+                "pk", flat=True
+            )
         )
+        if not stale:
+            return 0
+        ended = Session.objects.filter(
+            pk__in=stale, ended_at__isnull=True, heartbeat_at__lt=cutoff
+        ).update(ended_at=F("heartbeat_at"), end_reason=Session.EndReason.ABANDONED)
+    for session_id in stale:
+        enqueue_session_tally(session_id)
+    return ended
 
 
 def transcript_item_record(

@@ -9,7 +9,8 @@ from tenants.tasks import TenantTask
 
 @shared_task(name="agents.sessions_sweep_abandoned", ignore_result=True)
 def sessions_sweep_abandoned() -> int:
-    """End sessions whose process died without recording it (beat, every minute)."""
+    """End sessions whose process died without recording it, at their last heartbeat (beat,
+    every ``VP_SESSION_HEARTBEAT_SECONDS``)."""
     return services.sessions_sweep_abandoned()
 
 

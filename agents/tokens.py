@@ -64,7 +64,7 @@ def widget_token_mint(
     if agent_id in (None, ""):
         raise AccessDenied("agent_required", "Name the agent to talk to.", status=400)
     agent = agent_get_for_tenant(tenant_id=widget_key.tenant_id, agent_id=agent_id)
-    admission_check(tenant=widget_key.tenant)
+    admission_check(tenant=widget_key.tenant, agent=agent, widget_key_id=widget_key.pk)
     return _client_token_create(
         agent=agent,
         kind=ClientToken.Kind.WIDGET,
@@ -110,7 +110,7 @@ def ephemeral_key_mint(
 
 def console_token_mint(*, agent: Agent, end_user: str) -> MintedToken:
     """A single-use socket token for the console's try-it page (a logged-in member)."""
-    admission_check(tenant=agent.tenant)
+    admission_check(tenant=agent.tenant, agent=agent)
     return _client_token_create(
         agent=agent,
         kind=ClientToken.Kind.EPHEMERAL,

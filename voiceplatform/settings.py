@@ -308,7 +308,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tenants.worker_heartbeat",
         "schedule": env.float("VP_HEARTBEAT_SECONDS", 60.0, minimum=1.0),
     },
-    "sessions-sweep-abandoned": {"task": "agents.sessions_sweep_abandoned", "schedule": 60.0},
+    # As often as sessions heartbeat: a dead process's sessions are ended (at their last
+    # heartbeat) within VP_SESSION_STALE_SECONDS + one interval.
+    "sessions-sweep-abandoned": {
+        "task": "agents.sessions_sweep_abandoned",
+        "schedule": VP_SESSION_HEARTBEAT_SECONDS,
+        "options": {"expires": VP_SESSION_HEARTBEAT_SECONDS},  # workers down: no pile-up
+    },
     # Billing: fold new usage into daily tallies; issue last month's invoices (idempotent).
     "billing-tally-sweep": {"task": "billing.tally_sweep", "schedule": 60.0},
     "billing-invoices-close": {"task": "billing.invoices_close_previous_month", "schedule": 3600.0},

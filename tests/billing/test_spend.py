@@ -16,6 +16,7 @@ from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 from tests.agents.fakes import FakeClient, FakeUpstream
 from tests.billing.conftest import record, usage
+from tests.waiting import until
 
 
 def agent_of(agent):
@@ -161,3 +162,36 @@ def test_local_engine_sessions_spend_nothing(world):
     assert guard.on_usage(UsageRecord(key="r", model=local.model,
                                       usage=usage(audio_out=10_000_000)))  # fmt: skip
     assert guard.spent == 0
+
+
+def test_a_repeated_response_done_is_taken_off_once(world, agents_a):
+    support = agents_a["support"]
+    set_budget(world.tenant_a, Decimal("1.00"))
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support))
+    done = response_done("r1", audio_out=5_000)  # $0.32
+
+    async def duplicated():
+        upstream, client, recorder = FakeUpstream(), FakeClient(), ListRecorder()
+
+        async def connect():
+            return upstream
+
+        policy = SessionPolicy(agent_id=1, kind="voice_agent", model="gpt-realtime-2",
+                               channel="api", instructions="")  # fmt: skip
+        bridge = RealtimeBridge(policy=policy, client=client, connect_upstream=connect,
+                                recorder=recorder, spend_guard=guard)  # fmt: skip
+        await bridge.start()
+        await bridge.from_client(json.dumps({"type": "response.create"}))
+        upstream.push(done)
+        upstream.push(done)  # delivered twice (a retried relay, a replayed journal)
+        await until(lambda: len(recorder.usages) == 2, "both response.done")
+        assert not bridge.closed.is_set()
+        await bridge.close("client_closed")
+
+    asyncio.run(duplicated())
+    assert guard.spent == Decimal("0.32")
+    assert guard.allowances[0].remaining == Decimal("0.68")
+    # The same key through the guard directly: still once.
+    record_r1 = UsageRecord(key="r1", model="gpt-realtime-2", usage=usage(audio_out=5_000))
+    assert guard.on_usage(record_r1)
+    assert guard.spent == Decimal("0.32")

@@ -1,0 +1,204 @@
+"""Admission across real processes: two Daphne processes on one database.
+
+* 8 sessions opened at once against a limit of 5, spread over both processes: exactly 5 are
+  admitted, burst after burst (the database is the arbiter: a row lock on PostgreSQL, the
+  IMMEDIATE transaction's write lock on SQLite).
+
+Each runs on the embedded SQLite file (the two processes share the data directory) and, when
+the run has ``DATABASE_URL`` (CI's second pass), on a PostgreSQL database of this module's own.
+The service-level twins are in tests/agents/test_admission.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import urllib.parse
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.servers import (
+    ROOT,
+    Platform,
+    base_environ,
+    free_port,
+    server_command,
+    stop_process,
+)
+from tests.waiting import until, until_sync
+
+LIMIT = 5
+BURST = 8
+BURSTS = 20
+
+DATABASES = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            not os.environ.get("DATABASE_URL"), reason="PostgreSQL runs need DATABASE_URL"
+        ),
+    ),
+]
+
+
+class Database:
+    """The database both processes share, as the test reads and writes it directly."""
+
+    def __init__(self, kind: str, data_dir: Path) -> None:
+        self.kind = kind
+        self.environ: dict[str, str] = {}
+        if kind == "sqlite":
+            self.path = data_dir / "voiceplatform.sqlite3"
+            return
+        import psycopg
+
+        server = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
+        self.name = "vp_admission_" + secrets.token_hex(4)
+        self.admin_url = urllib.parse.urlunsplit(server._replace(path="/postgres"))
+        self.url = urllib.parse.urlunsplit(server._replace(path=f"/{self.name}"))
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {self.name}")
+        self.environ = {"DATABASE_URL": self.url}
+
+    def rows(self, query: str) -> list[tuple]:
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.path, timeout=20)) as connection:
+                return connection.execute(query).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            return connection.execute(query).fetchall()
+
+    def execute(self, statement: str) -> None:
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.path, timeout=20)) as connection:
+                connection.execute(statement)
+                connection.commit()
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(statement)
+
+    def drop(self) -> None:
+        if self.kind == "sqlite":
+            return
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+    def open_sessions(self) -> int:
+        return self.rows("SELECT count(*) FROM agents_session WHERE ended_at IS NULL")[0][0]
+
+    def set_limit(self, limit: int) -> None:
+        self.execute(f"UPDATE tenants_tenant SET max_concurrent_sessions = {limit} "
+                     "WHERE slug = 'demo'")  # fmt: skip
+
+
+def timestamp(value: object) -> datetime:
+    """A timestamp as either database returns it (SQLite: naive UTC text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Daphne:
+    """One more Daphne process on the platform's environment (database and data directory)."""
+
+    def __init__(self, environ: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            server_command("daphne", self.port), cwd=ROOT, env=environ,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+        def listening() -> bool:
+            assert self.process.poll() is None, log_path.read_text()[-4000:]
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return True
+            return False
+
+        until_sync(listening, "the second Daphne process", timeout=30)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+
+
+class Cluster:
+    """The seeded platform served by two Daphne processes that share one database."""
+
+    def __init__(self, kind: str, tmp_path: Path, **settings: str) -> None:
+        self.database = Database(kind, tmp_path)
+        environ = base_environ(tmp_path, **self.database.environ, **settings)
+        self.first: Platform | None = None
+        self.second: Daphne | None = None
+        try:
+            self.first = Platform(environ, tmp_path)
+            self.second = Daphne(environ, tmp_path / "daphne-2.log")
+        except BaseException:
+            self.stop()
+            raise
+        self.ports = [self.first.port, self.second.port]
+        self.api_key = self.first.seed["api_key"]
+
+    def stop(self) -> None:
+        for server in (self.second, self.first):
+            if server is not None:
+                server.stop()
+        self.database.drop()
+
+
+async def open_session(port: int, api_key: str) -> tuple[str, websockets.ClientConnection | None]:
+    """Open an API session: ("admitted", its socket) or (the refusal's code, None)."""
+    connection = await websockets.connect(
+        f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime-2",
+        additional_headers={"Authorization": f"Bearer {api_key}"},
+        open_timeout=20,
+    )
+    first = json.loads(await asyncio.wait_for(connection.recv(), timeout=20))
+    if first["type"] == "session.created":
+        return "admitted", connection
+    await connection.close()
+    return first["error"]["code"], None
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def cluster(request, tmp_path_factory):
+    cluster = Cluster(request.param, tmp_path_factory.mktemp(f"admission-{request.param}"))
+    yield cluster
+    cluster.stop()
+
+
+def test_eight_at_once_against_a_limit_of_five_admits_exactly_five(cluster):
+    cluster.database.set_limit(LIMIT)
+
+    async def bursts() -> list[list[str]]:
+        outcomes = []
+        for _ in range(BURSTS):
+            opened = await asyncio.gather(
+                *(open_session(cluster.ports[i % 2], cluster.api_key) for i in range(BURST))
+            )
+            outcomes.append(sorted(outcome for outcome, _ in opened))
+            for _, connection in opened:
+                if connection is not None:
+                    await connection.close()
+            await until(lambda: cluster.database.open_sessions() == 0, "the burst's ends")
+        return outcomes
+
+    outcomes = asyncio.run(bursts())
+    expected = ["admitted"] * LIMIT + ["too_many_sessions"] * (BURST - LIMIT)
+    assert outcomes == [expected] * BURSTS
