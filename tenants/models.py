@@ -1,16 +1,23 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
+from tenants import crypto
 from tenants.scoping import TenantOwnedModel
 
 
 def new_signing_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
+
+
+def mask_signing_secret(secret: str) -> str:
+    return f"whsec_…{secret[-4:]}"
 
 
 class Tenant(models.Model):
@@ -30,11 +37,15 @@ class Tenant(models.Model):
         help_text="Spend cap per calendar month in USD; empty means no cap.",
     )
     max_session_minutes = models.PositiveIntegerField(default=60)
-    webhook_signing_secret = models.CharField(
-        max_length=64,
-        default=new_signing_secret,
-        help_text="Signs the platform's calls to the tenant's tool webhooks (HMAC-SHA256).",
-    )
+    # The secret that signs the platform's calls to the tenant's tool webhooks (HMAC-SHA256),
+    # encrypted like every credential. After a rotation the previous one stays valid (calls are
+    # signed with both) until ``webhook_secret_previous_until``. Shown once: to the first
+    # configuring member who opens Credentials, then after each rotation.
+    webhook_secret_encrypted = models.TextField(blank=True)
+    webhook_secret_masked = models.CharField(max_length=20, blank=True)
+    webhook_secret_previous_encrypted = models.TextField(blank=True)
+    webhook_secret_previous_until = models.DateTimeField(null=True, blank=True)
+    webhook_secret_shown = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,6 +53,28 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.webhook_secret_encrypted:  # every tenant has a signing secret
+            secret = new_signing_secret()
+            self.webhook_secret_encrypted = crypto.encrypt(secret)
+            self.webhook_secret_masked = mask_signing_secret(secret)
+        super().save(*args, **kwargs)
+
+    @property
+    def webhook_signing_secret(self) -> str:
+        """The current signing secret (decrypted)."""
+        return crypto.decrypt(self.webhook_secret_encrypted)
+
+    def webhook_signing_secrets(self, *, now: datetime | None = None) -> tuple[str, ...]:
+        """Every secret a call is signed with now: the current one, and the previous one
+        during the overlap after a rotation."""
+        secrets_ = [self.webhook_signing_secret]
+        until = self.webhook_secret_previous_until
+        if self.webhook_secret_previous_encrypted and until is not None:
+            if until > (now or timezone.now()):
+                secrets_.append(crypto.decrypt(self.webhook_secret_previous_encrypted))
+        return tuple(secrets_)
 
     @property
     def is_active(self) -> bool:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -22,6 +23,8 @@ from tenants.models import (
     Role,
     Tenant,
     WidgetKey,
+    mask_signing_secret,
+    new_signing_secret,
 )
 from tenants.origins import origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -171,7 +174,55 @@ def credentials_rotate() -> int:
                 credential.encrypted_secret = crypto.rotate(credential.encrypted_secret)
                 credential.save(update_fields=["encrypted_secret", "updated_at"])
             count += 1
+    for tenant_id in Tenant.objects.values_list("pk", flat=True):
+        with transaction.atomic():
+            tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+            tenant.webhook_secret_encrypted = crypto.rotate(tenant.webhook_secret_encrypted)
+            if tenant.webhook_secret_previous_encrypted:
+                tenant.webhook_secret_previous_encrypted = crypto.rotate(
+                    tenant.webhook_secret_previous_encrypted
+                )
+            tenant.save(
+                update_fields=["webhook_secret_encrypted", "webhook_secret_previous_encrypted"]
+            )
+        count += 1
     return count
+
+
+def webhook_secret_rotate(*, tenant: Tenant, actor: AbstractBaseUser | None = None) -> str:
+    """A new webhook signing secret, returned once. The previous one stays valid (calls are
+    signed with both) for ``VP_WEBHOOK_SECRET_OVERLAP_HOURS``, while receivers switch."""
+    secret = new_signing_secret()
+    overlap = timedelta(hours=settings.VP_WEBHOOK_SECRET_OVERLAP_HOURS)
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        locked.webhook_secret_previous_encrypted = locked.webhook_secret_encrypted
+        locked.webhook_secret_previous_until = timezone.now() + overlap
+        locked.webhook_secret_encrypted = crypto.encrypt(secret)
+        locked.webhook_secret_masked = mask_signing_secret(secret)
+        locked.webhook_secret_shown = True  # shown now, by the caller, once
+        locked.save(
+            update_fields=[
+                "webhook_secret_previous_encrypted", "webhook_secret_previous_until",
+                "webhook_secret_encrypted", "webhook_secret_masked", "webhook_secret_shown",
+            ]
+        )  # fmt: skip
+        audit_record(
+            tenant=tenant, actor=actor, action="webhook_secret.rotated",
+            changes={"masked": locked.webhook_secret_masked, "previous_valid_until":
+                     locked.webhook_secret_previous_until.isoformat()},
+        )  # fmt: skip
+    return secret
+
+
+def webhook_secret_first_view(*, tenant: Tenant) -> str | None:
+    """The signing secret if it was never shown (a new tenant's first look), else None: once."""
+    flipped = Tenant.objects.filter(pk=tenant.pk, webhook_secret_shown=False).update(
+        webhook_secret_shown=True
+    )
+    if not flipped:
+        return None
+    return Tenant.objects.get(pk=tenant.pk).webhook_signing_secret
 
 
 def _hash_key(raw_key: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from tenants import services
@@ -145,8 +148,19 @@ def widget_key_revoke(request: HttpRequest, widget_key_id: int) -> HttpResponse:
 
 @tenant_view(configure_changes=True)
 def credentials(request: HttpRequest) -> HttpResponse:
-    form = ProviderCredentialForm(request.POST or None)
-    if request.method == "POST":
+    revealed = None  # the webhook signing secret, shown once
+    rotating = request.method == "POST" and request.POST.get("action") == "rotate_webhook_secret"
+    if rotating:
+        revealed = services.webhook_secret_rotate(tenant=request.tenant, actor=request.user)
+        messages.success(
+            request,
+            "New signing secret created. Copy it now: it is not shown again. The previous "
+            f"one stays valid for {settings.VP_WEBHOOK_SECRET_OVERLAP_HOURS:g} hours.",
+        )
+    elif request.method == "GET" and request.membership.can_configure:
+        revealed = services.webhook_secret_first_view(tenant=request.tenant)
+    form = ProviderCredentialForm(None if rotating else (request.POST or None))
+    if request.method == "POST" and not rotating:
         if form.is_valid():
             try:
                 credential = services.provider_credential_set(
@@ -157,8 +171,17 @@ def credentials(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, f"OpenAI key {credential.masked} saved.")
                 return redirect("credentials", tenant_slug=request.tenant.slug)
-    context = {"credential": ProviderCredential.objects.first(), "form": form}
-    return render(request, "console/credentials.html", context)
+    request.tenant.refresh_from_db()
+    context = {
+        "credential": ProviderCredential.objects.first(),
+        "form": form,
+        "webhook_secret": revealed,
+        "tenant": request.tenant,
+        "now": timezone.now(),
+    }
+    response = render(request, "console/credentials.html", context)
+    add_never_cache_headers(response)  # a page that may show a secret is never stored
+    return response
 
 
 # --- members and audit ------------------------------------------------------------------

@@ -176,6 +176,8 @@ VP_OPENAI_API_BASE = env.str("VP_OPENAI_API_BASE", "https://api.openai.com/v1")
 # Tool webhooks may not target this network (loopback, private ranges) in production, so a
 # tenant cannot reach internal services through the platform; the embedded mode allows it.
 VP_ALLOW_PRIVATE_WEBHOOKS = env.bool("VP_ALLOW_PRIVATE_WEBHOOKS", not PRODUCTION)
+# After a signing-secret rotation, calls are signed with the old secret too for this long.
+VP_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("VP_WEBHOOK_SECRET_OVERLAP_HOURS", 24.0, minimum=0.0)
 # Requests to tenant-supplied URLs (webhooks, MCP checks): how many one tenant may have in flight
 # per process (the rest of its calls wait inside their own timeout, other tenants' go ahead),
 # and the threads that resolve their host names (never the default pool the upstream shares).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import ssl
 import time
 from collections.abc import Hashable
@@ -45,6 +46,12 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return f"v1={digest}"
 
 
+def signatures(secrets_: tuple[str, ...], timestamp: str, body: bytes) -> str:
+    """``v1=<hex>`` under each valid secret, comma-separated (two during a rotation's overlap):
+    a receiver accepts the call when any of them matches the secret it holds."""
+    return ",".join(signature(secret, timestamp, body) for secret in secrets_)
+
+
 def error_output(kind: str, message: str) -> str:
     return json.dumps({"error": {"type": kind, "message": message}})
 
@@ -58,6 +65,8 @@ class WebhookExecutor:
     session_id: int
     agent_id: int
     allow_private_addresses: bool = False
+    # The previous secret during the overlap after a rotation (calls are signed with both).
+    extra_signing_secrets: tuple[str, ...] = ()
     max_response_bytes: int = MAX_RESPONSE_BYTES
     retries: int = NETWORK_RETRIES
     tenant_id: Hashable | None = None
@@ -65,6 +74,10 @@ class WebhookExecutor:
     limiter: outbound.TenantLimiter | None = None
     ssl_context: ssl.SSLContext | None = None
     client: outbound.OutboundClient = field(init=False, repr=False)
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.signing_secret, *self.extra_signing_secrets)
 
     def __post_init__(self) -> None:
         self.client = outbound.OutboundClient(
@@ -81,6 +94,7 @@ class WebhookExecutor:
             parsed: Any = json.loads(arguments) if arguments else {}
         except ValueError:
             parsed = arguments
+        nonce = secrets.token_hex(16)
         body = json.dumps(
             {
                 "tool": tool.get("name"),
@@ -88,22 +102,28 @@ class WebhookExecutor:
                 "call_id": call_id,
                 "session_id": self.session_id,
                 "agent_id": self.agent_id,
+                # Unique per delivery and signed with the body: a receiver that remembers the
+                # nonces of the last 300 s (the timestamp window) refuses a replay outright.
+                "nonce": nonce,
             }
         ).encode()
         timeout = float(tool.get("timeout_seconds") or DEFAULT_TIMEOUT_S)
-        output, error = await self._post(str(tool.get("webhook_url") or ""), body, timeout)
+        output, error = await self._post(
+            str(tool.get("webhook_url") or ""), body, timeout, nonce=nonce
+        )
         return ToolResult(
             output=output, latency_ms=round((time.monotonic() - started) * 1000), error=error
         )
 
-    async def _post(self, url: str, body: bytes, timeout: float) -> tuple[str, str]:
+    async def _post(self, url: str, body: bytes, timeout: float, *, nonce: str) -> tuple[str, str]:
         """(output, error kind or "")."""
         timestamp = str(int(time.time()))
         headers = [
             ("Content-Type", "application/json"),
             ("User-Agent", "VoicePlatform-Tools/1"),
             ("X-VP-Timestamp", timestamp),
-            ("X-VP-Signature", signature(self.signing_secret, timestamp, body)),
+            ("X-VP-Signature", signatures(self._secrets, timestamp, body)),
+            ("X-VP-Nonce", nonce),
         ]
         try:
             response = await self.client.request(

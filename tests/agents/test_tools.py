@@ -96,12 +96,34 @@ async def test_webhook_call_is_signed_and_returns_the_answer(tool_server, monkey
     assert json.loads(result.output) == {"status": "shipped", "eta": "Friday"}
     assert (result.error, result.latency_ms) == ("", 250)
     path, headers, body = tool_server.requests[0]
-    assert json.loads(body) == {"tool": "lookup_order", "arguments": {"order_number": "123"},
-                                "call_id": "call_1", "session_id": 7, "agent_id": 3}  # fmt: skip
+    sent = json.loads(body)
+    nonce = sent.pop("nonce")
+    assert sent == {"tool": "lookup_order", "arguments": {"order_number": "123"},
+                    "call_id": "call_1", "session_id": 7, "agent_id": 3}  # fmt: skip
+    assert headers["X-VP-Nonce"] == nonce and len(nonce) == 32
     timestamp = headers["X-VP-Timestamp"]
     expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     assert headers["X-VP-Signature"] == "v1=" + expected.hexdigest()
     assert abs(int(timestamp) - time.time()) < 5
+
+
+async def test_during_a_rotation_calls_are_signed_with_both_secrets_and_each_has_a_nonce(
+    tool_server,
+):
+    old = "whsec_previous-secret"
+    runner = executor(extra_signing_secrets=(old,))
+    for call_id in ("call_1", "call_2"):
+        await runner.call(tool(tool_server.url + "/ok"), call_id=call_id, arguments="{}")
+    nonces = set()
+    for _, headers, body in tool_server.requests:
+        signed = f"{headers['X-VP-Timestamp']}.".encode() + body
+        expected = [
+            "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+            for secret in (SECRET, old)
+        ]
+        assert headers["X-VP-Signature"].split(",") == expected
+        nonces.add(json.loads(body)["nonce"])
+    assert len(nonces) == 2  # a receiver that remembers nonces refuses a replay
 
 
 @pytest.mark.parametrize(

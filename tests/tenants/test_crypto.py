@@ -46,11 +46,11 @@ def test_stored_credential_is_encrypted_and_masked(world, settings):
 
 def test_rotation_with_two_keys_then_removal_of_the_old_key(world, settings):
     old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-    settings.CREDENTIAL_KEYS = [old_key]
+    settings.CREDENTIAL_KEYS = [old_key, *settings.CREDENTIAL_KEYS]  # fixtures used the default
     services.provider_credential_set(tenant=world.tenant_a, secret=SECRET)
     services.provider_credential_set(tenant=world.tenant_b, secret=SECRET + "B")
 
-    settings.CREDENTIAL_KEYS = [new_key, old_key]
+    settings.CREDENTIAL_KEYS = [new_key, *settings.CREDENTIAL_KEYS]
     call_command("rotate_credentials")
 
     settings.CREDENTIAL_KEYS = [new_key]  # the old key is gone
@@ -90,7 +90,7 @@ def test_rotation_covers_twilio_tokens_and_mcp_authorizations_in_agents_and_vers
     from agents.selectors import policy_for_agent
 
     old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-    settings.CREDENTIAL_KEYS = [old_key]
+    settings.CREDENTIAL_KEYS = [old_key, *settings.CREDENTIAL_KEYS]  # fixtures used the default
     agent = agent_create(
         tenant=world.tenant_a, actor=None, fields={"name": "A", "provider": "local"}
     )
@@ -104,7 +104,7 @@ def test_rotation_covers_twilio_tokens_and_mcp_authorizations_in_agents_and_vers
             tenant=world.tenant_a, number="+14155550100", agent=agent,
             twilio_auth_token_encrypted=crypto.encrypt("twilio-token-1234"),
         )  # fmt: skip
-    settings.CREDENTIAL_KEYS = [new_key, old_key]
+    settings.CREDENTIAL_KEYS = [new_key, *settings.CREDENTIAL_KEYS]
     call_command("rotate_credentials")
     settings.CREDENTIAL_KEYS = [new_key]  # the old key is gone
     agent.refresh_from_db()
