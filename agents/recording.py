@@ -1,10 +1,17 @@
 """Stores what the bridge reports, off the audio path.
 
-The bridge calls ``DatabaseRecorder`` methods synchronously; they only append to a queue. One
-writer task drains it through ``database_sync_to_async`` (which also does Django's connection
-hygiene around each call), so a slow database delays records, never audio. Usage is written as
-soon as its ``response.done`` arrives, and ``close()`` flushes what is left, so usage is kept
-even when the session ends abruptly.
+The bridge calls ``DatabaseRecorder`` methods synchronously; they only hand records over.
+
+* Usage and the session's end go through the usage journal (``agents.journal``): appended to
+  local disk (fsync) at once, written to the database by the journal's writer, which retries
+  until the database has them (also after a crash: the next process replays the journal). A
+  database outage delays them, never loses them; the end keeps its real time.
+* Transcript items and segments are best effort: one writer task per session retries them
+  through ``database_sync_to_async`` with a backoff while the journal sees the database, for
+  ``BEST_EFFORT_SECONDS``, then drops them with an error (no money rides on them).
+* The heartbeat (every ``VP_SESSION_HEARTBEAT_SECONDS``) is skipped while the journal sees the
+  database down: every ``database_sync_to_async`` call of a process shares one thread, and with
+  PostgreSQL down each call may hold it for the pool's timeout.
 """
 
 from __future__ import annotations
@@ -12,42 +19,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from concurrent.futures import Future
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
-from agents import services
+from agents import journal, services
 from agents.compaction import SUMMARY_EVERY_ITEMS
 from agents.realtime.relay.contracts import SegmentRecord, TranscriptRecord
 from agents.tasks import session_summarize
-from billing.services import usage_event_record
 from billing.usage import UsageRecord
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 30.0
+BEST_EFFORT_SECONDS = 120.0  # how long a transcript item or segment is retried
+BACKOFF_MAX_SECONDS = 5.0
+# close() waits this long for the database to have the session's records when it is there
+# (the console and the tests see them at once); past it, or when it is down, the journal
+# writes them later.
+CLOSE_WAIT_SECONDS = 5.0
 
-
-@dataclass(frozen=True)
-class StampedUsage:
-    usage: UsageRecord
-    occurred_at: datetime
-
-
-Record = SegmentRecord | TranscriptRecord | StampedUsage
+Record = SegmentRecord | TranscriptRecord
 
 
 def _live_item(record: TranscriptRecord) -> dict[str, Any]:
     """A transcript item as the console's live view shows it."""
     return {"item_id": record.item_id, "sequence": record.sequence, "role": record.role,
             "kind": record.kind, "text": record.text, "data": record.data}  # fmt: skip
-
-
-_RETRIES = 3
 
 
 def _enqueue_summary(session_id: int, tenant_id: int) -> None:
@@ -63,7 +64,7 @@ class DatabaseRecorder:
         agent_id: int,
         provider: str,
         widget_key_id: int | None = None,
-        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        heartbeat_seconds: float | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.widget_key_id = widget_key_id
@@ -73,10 +74,15 @@ class DatabaseRecorder:
         self._queue: asyncio.Queue[Record | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
-        self._heartbeat_seconds = heartbeat_seconds
+        self._heartbeat_seconds = (
+            settings.VP_SESSION_HEARTBEAT_SECONDS
+            if heartbeat_seconds is None
+            else heartbeat_seconds
+        )
         self._audio = (0, 0)
         self._items_since_summary = 0
-        self.on_usage_written: Any = None  # optional callback (spend caps)
+        self.on_usage_written: Any = None  # optional callback (spend caps), on the event loop
+        self._journal = journal.get()  # started on first use: replays orphans at once
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="recorder-writer")
@@ -93,7 +99,23 @@ class DatabaseRecorder:
 
     def record_usage(self, record: UsageRecord) -> None:
         # Stamped now: a record written late (database trouble) still counts for when it happened.
-        self._queue.put_nowait(StampedUsage(record, timezone.now()))
+        ticket = journal.submit_usage(
+            tenant_id=self.tenant_id, session_id=self.session_id, agent_id=self.agent_id,
+            widget_key_id=self.widget_key_id, provider=self.provider, key=record.key,
+            model=record.model, status=record.status, usage=record.usage,
+            audio_ms=record.audio_ms, occurred_at=timezone.now(),
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+
+        def written(_: Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone (process exiting)
+                loop.call_soon_threadsafe(self._usage_written)
+
+        ticket.written.add_done_callback(written)
+
+    def _usage_written(self) -> None:
+        if self.on_usage_written is not None:
+            self.on_usage_written()
 
     def record_audio(self, *, in_ms: int, out_ms: int) -> None:
         self._audio = (in_ms, out_ms)
@@ -106,22 +128,7 @@ class DatabaseRecorder:
 
     @database_sync_to_async
     def _write(self, record: Record) -> None:
-        if isinstance(record, StampedUsage):
-            usage = record.usage
-            usage_event_record(
-                tenant_id=self.tenant_id,
-                session_id=self.session_id,
-                agent_id=self.agent_id,
-                widget_key_id=self.widget_key_id,
-                provider=self.provider,
-                key=usage.key,
-                model=usage.model,
-                status=usage.status,
-                usage=usage.usage,
-                audio_ms=usage.audio_ms,
-                occurred_at=record.occurred_at,
-            )
-        elif isinstance(record, TranscriptRecord):
+        if isinstance(record, TranscriptRecord):
             services.transcript_item_record(
                 tenant_id=self.tenant_id,
                 session_id=self.session_id,
@@ -142,43 +149,59 @@ class DatabaseRecorder:
                 gap_ms=record.gap_ms,
             )
 
-    async def _write_with_retry(self, record: Record) -> None:
-        for attempt in range(_RETRIES):
-            try:
-                await self._write(record)
-                if isinstance(record, StampedUsage) and self.on_usage_written is not None:
-                    self.on_usage_written()
-                if isinstance(record, TranscriptRecord):
-                    await self._notify_live({"type": "live.transcript", "item": _live_item(record)})
-                    await self._maybe_summarize()
-                elif isinstance(record, SegmentRecord) and record.reason != "initial":
-                    await self._notify_live({"type": "live.segment", "reason": record.reason})
+    async def _write_best_effort(self, record: Record) -> None:
+        """Write one transcript item or segment, retrying while the database comes back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BEST_EFFORT_SECONDS
+        delay = 0.25
+        while True:
+            if self._journal.database_available():
+                try:
+                    await self._write(record)
+                except Exception as exc:
+                    if journal.is_transient(exc):
+                        self._journal.report_database_error()
+                    logger.warning("could not store %s: %s", type(record).__name__, exc)
+                else:
+                    await self._after_write(record)
+                    return
+            if loop.time() >= deadline:
+                logger.error("dropped %r of session %s after retries", record, self.session_id)
                 return
-            except Exception:
-                logger.exception(
-                    "could not store %s (attempt %d)", type(record).__name__, attempt + 1
-                )
-                await asyncio.sleep(0.2 * (attempt + 1))
-        logger.error("dropped %r of session %s after retries", record, self.session_id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    async def _after_write(self, record: Record) -> None:
+        if isinstance(record, TranscriptRecord):
+            await self._notify_live({"type": "live.transcript", "item": _live_item(record)})
+            await self._maybe_summarize()
+        elif record.reason != "initial":
+            await self._notify_live({"type": "live.segment", "reason": record.reason})
 
     async def _write_loop(self) -> None:
         while True:
             entry = await self._queue.get()
             if entry is None:
                 return
-            await self._write_with_retry(entry)
+            await self._write_best_effort(entry)
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
+            if not self._journal.database_available():
+                continue  # the journal probes; a call now would only hold the shared thread
             in_ms, out_ms = self._current_audio()
-            with contextlib.suppress(Exception):
+            try:
                 await database_sync_to_async(services.session_heartbeat)(
                     session_id=self.session_id,
                     tenant_id=self.tenant_id,
                     audio_in_ms=in_ms,
                     audio_out_ms=out_ms,
                 )
+            except Exception as exc:
+                if journal.is_transient(exc):
+                    self._journal.report_database_error()
+                logger.warning("heartbeat of session %s failed: %s", self.session_id, exc)
 
     async def _maybe_summarize(self) -> None:
         """Every few items, ask a worker to fold them into the rolling summary."""
@@ -202,18 +225,35 @@ class DatabaseRecorder:
         return source() if source is not None else self._audio
 
     async def close(self, *, reason: str) -> None:
-        """Flush every pending record, then record the end of the session."""
+        """Journal the end of the session (on disk before anything else), let the database have
+        it after the session's last transcript items, and wait a little for that."""
+        ended_at = timezone.now()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         self._queue.put_nowait(None)
-        if self._writer is not None:
-            await self._writer
         in_ms, out_ms = self._current_audio()
-        await database_sync_to_async(services.session_end_record)(
+        ticket = journal.submit_session_end(
             session_id=self.session_id,
             tenant_id=self.tenant_id,
             reason=reason,
             audio_in_ms=in_ms,
             audio_out_ms=out_ms,
+            ended_at=ended_at,
+            # Whoever sees the end finds the transcript stored; released below, and written
+            # anyway if this coroutine is cancelled (Daphne's application close timeout).
+            hold_s=2 * CLOSE_WAIT_SECONDS,
         )
+        await _wait(ticket.durable, CLOSE_WAIT_SECONDS)
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_WAIT_SECONDS)
+        self._journal.release(ticket)
+        if self._journal.database_available():
+            await _wait(ticket.written, CLOSE_WAIT_SECONDS)
         await self._notify_live({"type": "live.ended", "reason": reason})
+
+
+async def _wait(future: Future[None], timeout: float) -> None:
+    """Wait for a journal future without ever cancelling it (its thread completes it)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
