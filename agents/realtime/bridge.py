@@ -118,6 +118,9 @@ CLOSE_SEND_TIMEOUT_S = 2.0
 QUICK_DROP_S = 10.0
 # Client frames held while a new upstream opens (about two minutes of PCM16 audio).
 SWAP_BUFFER_MAX_CHARS = 8 * 1024 * 1024
+# A response the spend caps refuse is cancelled; its response.done (billed by the provider) is
+# awaited this long to be recorded before the session ends.
+REFUSED_RESPONSE_GRACE_S = 2.0
 
 
 class HandshakeError(Exception):
@@ -159,6 +162,9 @@ class RealtimeBridge:
         self._timers: list[asyncio.TimerHandle] = []
         self._last_error_report = 0.0
         self._budget_reached = False
+        # A response the upstream started while the caps were spent (server VAD): cancelled,
+        # nothing of it relayed, its response.done awaited for the ledger, then the end.
+        self._refused_response: str | None = None
         self._ending = False
         self._ending_task: asyncio.Task[None] | None = None  # kept referenced until it is done
         # The parts that hold state.
@@ -196,6 +202,11 @@ class RealtimeBridge:
     async def start(self) -> bool:
         """Open and configure the upstream, greet the client, relay. False: the session ended
         (the client has its error event and close)."""
+        if not self._spend_allows():
+            # The caps are spent already (another session crossed them): no upstream is opened,
+            # so nothing (a response started by server VAD included) can be served or billed.
+            await self.end("budget_exhausted")
+            return False
         try:
             upstream = await self._connect_upstream()
         except Exception as error:
@@ -525,13 +536,14 @@ class RealtimeBridge:
                 if not isinstance(message, str):
                     continue
                 event_type = frames.peek_type(message)
-                if event_type in _AUDIO_DELTAS:  # the hot path: no decode, no extra await
+                if event_type in _AUDIO_DELTAS and self._refused_response is None:
+                    # The hot path: no decode, no extra await.
                     self.meter.add_output(frames.delta_bytes(message))
                     if len(message) <= self._max_client_chars:
                         await self.client.send_text(message)
                         continue
                 await self._relay_upstream(message, event_type)
-                if self._budget_reached:
+                if self._spend_ends_session():
                     await self.end("budget_exhausted")
                     return
                 if self._pending_rotation and self._idle():
@@ -543,6 +555,9 @@ class RealtimeBridge:
             await self.end("internal_error")
 
     async def _relay_upstream(self, message: str, event_type: str | None = "") -> None:
+        if self._refused_response is not None:
+            await self._while_refused(message)
+            return
         if event_type == "":
             event_type = frames.peek_type(message)
             if event_type in _AUDIO_DELTAS:
@@ -556,9 +571,40 @@ class RealtimeBridge:
             return
         handler = self._UPSTREAM_HANDLERS.get(event.get("type", ""), RealtimeBridge._on_other)
         outgoing = handler(self, event, message)
+        if self._refused_response is not None:  # this event started a response nobody may pay
+            await self._refuse_response()
+            return
         if outgoing is not None:
             await self._send_client(outgoing)
         await self._maybe_follow_up()
+
+    # --- spend caps -------------------------------------------------------------------------
+
+    def _spend_ends_session(self) -> bool:
+        """Once a cap is spent the session ends: at the response.done that crossed it, or at the
+        next control event (a cap read as spent elsewhere), so that no response starts."""
+        if self._budget_reached:
+            return True
+        return not self.turns.response_active and not self._spend_allows()
+
+    async def _refuse_response(self) -> None:
+        """The upstream started a response (server VAD) while the caps were spent: cancel it,
+        relay nothing of it, and end once its response.done is billed (or after a grace)."""
+        logger.info("response %s refused: the spending limit is reached", self._refused_response)
+        await self._send_own({"type": "response.cancel"})
+        loop = asyncio.get_running_loop()
+        self._timers.append(
+            loop.call_later(REFUSED_RESPONSE_GRACE_S, self._end_soon, "budget_exhausted")
+        )
+
+    async def _while_refused(self, message: str) -> None:
+        """Drop everything of the refused response; its response.done is recorded (the provider
+        bills a cancelled response too), then the session ends."""
+        if frames.peek_type(message) != "response.done":
+            return
+        event = frames.loads_object(message) or {}
+        self._on_response_done(event, message)
+        await self.end("budget_exhausted")
 
     # Each handler takes the decoded event and its text; it returns what the client gets.
 
@@ -618,7 +664,14 @@ class RealtimeBridge:
         return message
 
     def _on_response_created(self, event: dict[str, Any], message: str) -> str | None:
-        self.turns.on_response_created(event.get("response") or {})
+        response = event.get("response")
+        if not isinstance(response, dict):
+            response = {}
+        self.turns.on_response_created(response)
+        if not self._spend_allows():
+            # Not asked for through response.create (refused there): server VAD started it.
+            self._refused_response = str(response.get("id") or "")
+            return None
         return message
 
     def _on_response_done(self, event: dict[str, Any], message: str) -> str | None:

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from agents.realtime import bridge as bridge_module
 from agents.realtime.bridge import RealtimeBridge, TranscriptRecord, UsageRecord
 from agents.realtime.policy import SessionPolicy
 from tests.agents.fakes import FakeClient, FakeUpstream
+from tests.waiting import until
 
 CHUNK_20MS = base64.b64encode(b"\x01\x00" * 480).decode()  # 20 ms of PCM16 at 24 kHz
 
@@ -560,21 +562,137 @@ async def test_spend_cap_finishes_the_crossing_response_then_stops_spending():
     assert upstream.received_types() == ["session.update", "response.create", "response.create"]
 
 
-async def test_response_create_is_refused_when_the_guard_says_no():
-    guard = CountingGuard(budget=0)
-    upstream, client = FakeUpstream(), FakeClient()
+async def capped_bridge(guard, **policy):
+    upstream, client, recorder = FakeUpstream(), FakeClient(), ListRecorder()
+    connects = []
 
     async def connect():
+        connects.append(upstream)
         return upstream
 
     bridge = RealtimeBridge(
-        policy=make_policy(), client=client, connect_upstream=connect, spend_guard=guard
+        policy=make_policy(**policy),
+        client=client,
+        connect_upstream=connect,
+        recorder=recorder,
+        spend_guard=guard,
+        clock=Clock(),
     )
-    await bridge.start()
+    started = await bridge.start()
+    await settle()
+    return started, bridge, upstream, client, recorder, connects
+
+
+def vad_response(response_id):
+    """What the upstream sends when server VAD starts an answer on its own."""
+    return [
+        {"type": "response.created", "response": {"id": response_id, "status": "in_progress"}},
+        {"type": "response.output_audio.delta", "response_id": response_id, "delta": CHUNK_20MS},
+        {"type": "response.output_audio_transcript.delta", "response_id": response_id,
+         "delta": "Sure"},
+    ]  # fmt: skip
+
+
+def response_done(response_id, status="completed", total_tokens=10):
+    return {
+        "type": "response.done",
+        "response": {"id": response_id, "status": status, "usage": {"total_tokens": total_tokens}},
+    }
+
+
+async def test_caps_spent_at_connect_end_the_session_before_any_upstream_opens():
+    # Another session (or the day's earlier ones) spent the cap: nothing can start here, not
+    # even an answer that server VAD would begin without asking the platform.
+    started, bridge, upstream, client, recorder, connects = await capped_bridge(
+        CountingGuard(budget=0), turn_detection="server_vad"
+    )
+    assert started is False
+    assert connects == []
+    assert [event["type"] for event in client.events()] == ["error"]
+    assert client.errors() == ["budget_exhausted"]
+    assert client.closed == (4402, "budget_exhausted")
+    assert bridge.end_reason == "budget_exhausted"
+    assert recorder.usages == []
+
+
+async def test_response_create_is_refused_when_the_guard_says_no():
+    guard = CountingGuard(budget=100)
+    _, bridge, upstream, client, _, _ = await capped_bridge(guard)
+    guard.spent = 100  # spent elsewhere since the connect
     await bridge.from_client(json.dumps({"type": "response.create", "event_id": "e9"}))
     assert client.errors() == ["budget_exhausted"]
     assert upstream.received_types() == ["session.update"]
     await bridge.close("client_closed")
+
+
+async def test_a_vad_response_after_the_cap_is_cancelled_unserved_and_billed_as_cancelled():
+    guard = CountingGuard(budget=100)
+    _, bridge, upstream, client, recorder, _ = await capped_bridge(
+        guard, turn_detection="server_vad"
+    )
+    seen = len(client.sent)
+    guard.spent = 100  # the cap is read as spent, with no event since
+    for event in vad_response("resp_vad"):
+        upstream.push(event)
+    await until(lambda: "response.cancel" in upstream.received_types(), "the cancel")
+    assert not bridge.closed.is_set()  # waiting for the cancelled response's usage
+    upstream.push(response_done("resp_vad", status="cancelled", total_tokens=3))
+    await asyncio.wait_for(bridge.wait_closed(), 2)
+    # The client got nothing of the answer: no response.created, no audio, no transcript.
+    assert [event["type"] for event in client.events()[seen:]] == ["error"]
+    assert client.errors() == ["budget_exhausted"]
+    assert client.closed == (4402, "budget_exhausted")
+    assert bridge.end_reason == "budget_exhausted"
+    assert upstream.closed
+    assert upstream.received_types() == ["session.update", "response.cancel"]
+    # What the provider bills for the cancelled response is recorded, once.
+    assert [(usage.key, usage.status) for usage in recorder.usages] == [("resp_vad", "cancelled")]
+    assert guard.spent == 103
+
+
+async def test_a_refused_response_whose_done_never_comes_still_ends_the_session(monkeypatch):
+    monkeypatch.setattr(bridge_module, "REFUSED_RESPONSE_GRACE_S", 0.05)
+    guard = CountingGuard(budget=100)
+    _, bridge, upstream, client, recorder, _ = await capped_bridge(guard)
+    guard.spent = 100
+    for event in vad_response("resp_vad"):
+        upstream.push(event)
+    await asyncio.wait_for(bridge.wait_closed(), 2)
+    assert client.closed == (4402, "budget_exhausted")
+    assert "response.created" not in [event["type"] for event in client.events()]
+    assert recorder.usages == []
+
+
+async def test_speech_after_the_cap_ends_the_session_before_a_vad_response_starts():
+    guard = CountingGuard(budget=100)
+    _, bridge, upstream, client, _, _ = await capped_bridge(guard, turn_detection="server_vad")
+    guard.spent = 100
+    upstream.push({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
+                   "item_id": "item_1"})  # fmt: skip
+    await asyncio.wait_for(bridge.wait_closed(), 2)
+    assert client.errors() == ["budget_exhausted"]
+    assert client.closed == (4402, "budget_exhausted")
+    assert upstream.closed
+    assert upstream.received_types() == ["session.update"]
+
+
+async def test_a_response_in_flight_when_the_cap_is_read_as_spent_finishes_and_is_billed():
+    guard = CountingGuard(budget=100)
+    _, bridge, upstream, client, recorder, _ = await capped_bridge(guard)
+    await bridge.from_client(json.dumps({"type": "response.create"}))
+    for event in vad_response("resp_1"):  # the answer to it starts
+        upstream.push(event)
+    await until(lambda: "response.created" in [e["type"] for e in client.events()], "created")
+    guard.spent = 100  # another session spent the rest meanwhile
+    upstream.push({"type": "response.output_item.done", "response_id": "resp_1",
+                   "item": {"id": "item_a", "type": "message", "role": "assistant",
+                            "content": []}})  # fmt: skip
+    upstream.push(response_done("resp_1"))
+    await asyncio.wait_for(bridge.wait_closed(), 2)
+    types = [event["type"] for event in client.events()]
+    assert types[-3:] == ["response.output_item.done", "response.done", "error"]
+    assert [usage.key for usage in recorder.usages] == ["resp_1"]
+    assert client.closed == (4402, "budget_exhausted")
 
 
 @pytest.mark.parametrize(

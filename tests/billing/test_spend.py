@@ -195,3 +195,42 @@ def test_a_repeated_response_done_is_taken_off_once(world, agents_a):
     record_r1 = UsageRecord(key="r1", model="gpt-realtime-2", usage=usage(audio_out=5_000))
     assert guard.on_usage(record_r1)
     assert guard.spent == Decimal("0.32")
+
+
+def test_a_session_opened_after_the_daily_cap_was_crossed_gets_no_answer(world, agents_a):
+    """The guard read at connect finds the agent's cap spent: the session ends before an
+    upstream opens, so server VAD cannot start one more billed answer."""
+    support = agents_a["support"]
+    spend_cap_set(tenant_id=world.tenant_a.pk, agent_id=support.pk, daily_limit_usd=Decimal("1"))
+    record(world.tenant_a, support, "earlier", timezone.now(), audio_out=15_625)  # $1.00
+    guard = spend_guard_for(tenant_id=world.tenant_a.pk, **agent_of(support))
+    assert guard.exhausted == ["agent daily cap"]
+
+    async def vad_session():
+        upstream, client, recorder = FakeUpstream(), FakeClient(), ListRecorder()
+        for event in (
+            {"type": "input_audio_buffer.speech_started", "item_id": "i1"},
+            {"type": "response.created", "response": {"id": "resp_vad"}},
+            response_done("resp_vad", audio_out=5_000),
+        ):
+            upstream.push(event)
+        opened = []
+
+        async def connect():
+            opened.append(upstream)
+            return upstream
+
+        policy = SessionPolicy(agent_id=support.pk, kind="voice_agent", model="gpt-realtime-2",
+                               channel="widget", instructions="")  # fmt: skip
+        bridge = RealtimeBridge(policy=policy, client=client, connect_upstream=connect,
+                                recorder=recorder, spend_guard=guard)  # fmt: skip
+        started = await bridge.start()
+        await asyncio.wait_for(bridge.wait_closed(), 2)
+        return started, opened, client, recorder
+
+    started, opened, client, recorder = asyncio.run(vad_session())
+    assert (started, opened) == (False, [])
+    assert [event["type"] for event in client.events()] == ["error"]
+    assert client.closed == (CLOSE_BUDGET_EXHAUSTED, "budget_exhausted")
+    assert recorder.usages == []
+    assert guard.spent == 0
