@@ -373,13 +373,19 @@ def invitation_create(
     return invitation, raw
 
 
-def invitation_find(raw: str):
-    """The pending, unexpired invitation for a link token, or None."""
+def invitation_token_hash(raw: str) -> str:
+    """What the platform keeps of an invitation token: the database and the accepting browser's
+    session hold this hash, never the token."""
+    return _hash_key(raw.strip())
+
+
+def invitation_find(*, hashed_token: str):
+    """The pending, unexpired invitation for a token's hash, or None."""
     with scopes_disabled():
         return (
             Invitation.objects.select_related("tenant")
             .filter(
-                hashed_token=_hash_key(raw),
+                hashed_token=hashed_token,
                 accepted_at__isnull=True,
                 expires_at__gt=timezone.now(),
             )
@@ -388,9 +394,9 @@ def invitation_find(raw: str):
 
 
 @transaction.atomic
-def invitation_accept(*, raw: str, user: AbstractBaseUser) -> Membership:
+def invitation_accept(*, hashed_token: str, user: AbstractBaseUser) -> Membership:
     """Join the tenant with the invited role (once)."""
-    invitation = invitation_find(raw)
+    invitation = invitation_find(hashed_token=hashed_token)
     if invitation is None:
         raise ServiceError("This invitation link is invalid, used or expired.")
     with scopes_disabled():

@@ -40,7 +40,9 @@ urlpatterns = [
         name="member-remove",
     ),
     path("t/<slug:tenant_slug>/audit/", views.audit_log, name="audit-log"),
-    path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
+    path("invitations/", views.invitation_accept, name="invitation-accept"),
+    # Anything below it is the retired link form (the token in the path): refused, no look-up.
+    path("invitations/<path:token>", views.invitation_link_retired),
     path("t/<slug:tenant_slug>/", include("agents.console_urls")),
     path("t/<slug:tenant_slug>/", include("billing.console_urls")),
 ]

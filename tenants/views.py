@@ -8,8 +8,10 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from tenants import services
@@ -204,7 +206,9 @@ def member_list(request: HttpRequest) -> HttpResponse:
             except services.ServiceError as error:
                 messages.error(request, str(error))
             else:
-                invitation_link = request.build_absolute_uri(f"/invitations/{raw}/")
+                # The token goes in the fragment: browsers never send it, so no log sees it.
+                accept_url = request.build_absolute_uri(reverse("invitation-accept"))
+                invitation_link = f"{accept_url}#{raw}"
                 messages.success(request, "Invitation created. Send this link to the new member.")
                 form = InvitationForm()
     context = {
@@ -257,12 +261,45 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return render(request, "console/audit.html", {"events": events})
 
 
-def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
-    """The invitation link: log in or set a password, then join the tenant."""
+# The hash of the invitation this browser presented (see ``invitation_accept``).
+PENDING_INVITATION_SESSION_KEY = "vp_pending_invitation"
 
-    invitation = services.invitation_find(token)
+
+def _invitation_not_found(request: HttpRequest) -> HttpResponse:
+    request.session.pop(PENDING_INVITATION_SESSION_KEY, None)
+    return render(request, "console/invitation.html", {"invalid": True}, status=404)
+
+
+def invitation_link_retired(request: HttpRequest, token: str) -> HttpResponse:
+    """Links of the old form, ``/invitations/<token>/``, put the token in every access log on the
+    way: they are refused (410) without a look-up, and Django's request log skips them."""
+    response = render(request, "console/invitation.html", {"retired": True}, status=410)
+    response._has_been_logged = True  # django.utils.log.log_response: the path holds a token
+    return response
+
+
+@never_cache
+def invitation_accept(request: HttpRequest) -> HttpResponse:
+    """The invitation page (``/invitations/#vp_inv_…``): log in or set a password, then join.
+
+    The token travels in the link's fragment, which browsers never send, so no URL that reaches
+    a log holds it. The page's script (static/console/invitation.js) posts it as ``token`` in a
+    CSRF-protected form; from then on this browser's session holds only the token's hash, and the
+    page is reloaded without it (login in between keeps the session's data).
+    """
+    if request.method == "POST" and "token" in request.POST:
+        hashed_token = services.invitation_token_hash(request.POST["token"])
+        if services.invitation_find(hashed_token=hashed_token) is None:
+            return _invitation_not_found(request)
+        request.session[PENDING_INVITATION_SESSION_KEY] = hashed_token
+        return redirect("invitation-accept")
+    hashed_token = request.session.get(PENDING_INVITATION_SESSION_KEY)
+    if not hashed_token:
+        # Nothing presented yet: the page whose script reads the fragment (or a paste field).
+        return render(request, "console/invitation.html", {"reading_link": True})
+    invitation = services.invitation_find(hashed_token=hashed_token)
     if invitation is None:
-        return render(request, "console/invitation.html", {"invalid": True}, status=404)
+        return _invitation_not_found(request)
     user_exists = get_user_model().objects.filter(username=invitation.email).exists()
     form = AcceptInvitationForm(request.POST or None)
     if request.method == "POST":
@@ -274,10 +311,12 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         if user is not None:
             try:
-                services.invitation_accept(raw=token, user=user)
+                services.invitation_accept(hashed_token=hashed_token, user=user)
             except services.ServiceError as error:
                 messages.error(request, str(error))
                 return redirect("console-home")
+            finally:
+                request.session.pop(PENDING_INVITATION_SESSION_KEY, None)
             messages.success(request, f"Welcome to {invitation.tenant.name}.")
             return redirect("tenant-dashboard", tenant_slug=invitation.tenant.slug)
     context = {"invitation": invitation, "form": form, "user_exists": user_exists}

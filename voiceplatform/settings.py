@@ -376,4 +376,10 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("VP_LOG_LEVEL", "INFO")},
+    # Django's own default handlers print without the filter ("Not Found: /reset/…" when
+    # DEBUG): its loggers use the redacting handler instead.
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
