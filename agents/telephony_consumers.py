@@ -13,6 +13,7 @@ Everything else is the realtime path's: ``RealtimeConsumer`` records the session
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import logging
@@ -36,6 +37,11 @@ from agents.telephony import (
 
 logger = logging.getLogger(__name__)
 
+# Twilio sends ``start`` right after ``connected``: a socket that has not authenticated with it
+# by then is not Twilio, and is closed rather than left to hold a connection open.
+START_TIMEOUT_S = 5.0
+CLOSE_START_TIMEOUT = 4401
+
 
 class TwilioMediaConsumer(RealtimeConsumer):
     channel = CHANNEL_PHONE
@@ -43,7 +49,23 @@ class TwilioMediaConsumer(RealtimeConsumer):
     async def websocket_connect(self, message: dict) -> None:
         self.call = TwilioCall()
         self.stream_start: StreamStart | None = None
-        await self.send({"type": "websocket.accept"})
+        await self._accept(None)  # through ClientOutput: closes keep their reason under Daphne
+        self.output.attach()
+        self._start_deadline = asyncio.get_running_loop().call_later(
+            START_TIMEOUT_S, lambda: asyncio.ensure_future(self._start_timed_out())
+        )
+
+    async def _start_timed_out(self) -> None:
+        if self.stream_start is None and not self._ended:
+            logger.info("phone stream closed: no start within %.0f s", START_TIMEOUT_S)
+            self._ended = True
+            await self.close(CLOSE_START_TIMEOUT, "start_timeout")
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        deadline = getattr(self, "_start_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        await super().websocket_disconnect(message)
 
     async def websocket_receive(self, message: dict) -> None:
         text = message.get("text")
@@ -82,6 +104,7 @@ class TwilioMediaConsumer(RealtimeConsumer):
         if start is None or self.stream_start is not None or self._ended:
             return
         self.stream_start = start
+        self._start_deadline.cancel()
         self.call.stream_sid = start.stream_sid
         try:
             access = await database_sync_to_async(self.authenticate)()
