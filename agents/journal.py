@@ -402,8 +402,15 @@ class Journal:
         if self._fd is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another process's scan may have taken the new, empty file for an orphan between
+            # the open and the lock, and deleted it: then create it again.
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            os.close(fd)
         _fsync_directory(self.directory)
         self._fd = fd
         self._file_bytes = os.fstat(fd).st_size
@@ -528,15 +535,20 @@ class Journal:
         temporary = self.path.with_name(self.path.name + ".tmp")
         with self._state:
             data = b"".join(p.line for p in sorted(self._pending.values(), key=_seq_of))
+        fd = -1
         try:
             fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(temporary).st_ino:
+                raise FileNotFoundError(temporary)  # taken for a crashed rewrite's leftover
             os.write(fd, data)
             os.fsync(fd)
             os.rename(temporary, self.path)
             _fsync_directory(self.directory)
         except OSError:
-            logger.exception("could not rewrite the usage journal %s", self.path)
+            logger.exception("could not rewrite the usage journal %s (kept as it is)", self.path)
+            if fd >= 0:
+                os.close(fd)
             return
         assert self._fd is not None
         os.close(self._fd)
@@ -866,3 +878,10 @@ def report_database_error() -> None:
 def flush(timeout: float) -> bool:
     """Wait until this process's journal is in the database (drain before exit)."""
     return get().flush(timeout)
+
+
+async def flush_async(timeout: float) -> bool:
+    """``flush`` from the event loop (the drain): waits in a thread, never on the loop."""
+    import asyncio
+
+    return await asyncio.to_thread(flush, timeout)
