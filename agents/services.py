@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from agents.access import admission_check_capacity, admission_check_standing, session_stale_cutoff
@@ -101,9 +101,17 @@ def session_start(
 def session_heartbeat(
     *, session_id: int, tenant_id: int, audio_in_ms: int, audio_out_ms: int
 ) -> None:
+    """A live session's sign of life. One the sweep took for dead (its heartbeats were held up:
+    a database outage longer than ``VP_SESSION_STALE_SECONDS``, a stalled process) is open
+    again: its process is alive and will record the real end."""
+    abandoned = Q(end_reason=Session.EndReason.ABANDONED)
     with tenant_scope(tenant_id):
         Session.objects.filter(pk=session_id).update(
-            heartbeat_at=timezone.now(), audio_in_ms=audio_in_ms, audio_out_ms=audio_out_ms
+            heartbeat_at=timezone.now(),
+            audio_in_ms=audio_in_ms,
+            audio_out_ms=audio_out_ms,
+            ended_at=Case(When(abandoned, then=Value(None)), default=F("ended_at")),
+            end_reason=Case(When(abandoned, then=Value("")), default=F("end_reason")),
         )
 
 
@@ -143,14 +151,17 @@ def session_end_record(
     audio_out_ms: int,
     ended_at: datetime | None = None,
 ) -> None:
-    """Record the end once; a second call (e.g. from a sweep) keeps the first reason.
+    """Record the end once; a second call keeps the first reason. The sweep's "abandoned" (a
+    guess from missing heartbeats) gives way to the session's own end arriving late (journaled
+    during a database outage, replayed after a crash), which keeps its real time.
 
     ``ended_at`` is when the session really ended (an end journaled during a database outage is
     written later): now when not given.
     The session's cost is tallied soon after (the billing sweep catches up if the broker is down).
     """
     with tenant_scope(tenant_id):
-        updated = Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
+        not_ended = Q(ended_at__isnull=True) | Q(end_reason=Session.EndReason.ABANDONED)
+        updated = Session.objects.filter(not_ended, pk=session_id).update(
             ended_at=ended_at or timezone.now(),
             end_reason=reason,
             audio_in_ms=audio_in_ms,
@@ -166,7 +177,8 @@ def sessions_sweep_abandoned(*, now: datetime | None = None) -> int:
     A session silent for ``VP_SESSION_STALE_SECONDS`` is ended with reason ``abandoned`` and
     ``ended_at`` = its last heartbeat (the last moment it was known alive, so its duration is
     not stretched to the sweep's time); its audio totals are those of that heartbeat. Only a
-    session not yet ended is touched, as with ``session_end_record``. Returns how many.
+    session not yet ended is touched. It is a guess: a later heartbeat reopens the session, and
+    the session's own end record replaces it. Returns how many.
     """
     cutoff = session_stale_cutoff(now)
     with scopes_disabled():

@@ -19,7 +19,12 @@ from django.utils import timezone
 from agents.access import AccessDenied, admission_check
 from agents.configuration import agent_create
 from agents.models import Session
-from agents.services import session_end_record, session_start, sessions_sweep_abandoned
+from agents.services import (
+    session_end_record,
+    session_heartbeat,
+    session_start,
+    sessions_sweep_abandoned,
+)
 from agents.tokens import console_token_mint, widget_token_mint
 from billing.services import spend_cap_set
 from tenants import services as tenant_services
@@ -212,11 +217,34 @@ def test_the_sweep_ends_dead_sessions_at_their_last_heartbeat(world, agent):
     assert sessions_sweep_abandoned(now=now + timedelta(seconds=2)) == 1
     with scopes_disabled():
         assert Session.objects.get(pk=quiet.pk).ended_at == heartbeats[quiet.pk]
-    # A late end from the session's own process (a journal replay) keeps the sweep's record.
-    session_end_record(session_id=dead.pk, tenant_id=world.tenant_a.pk, reason="client_closed",
-                       audio_in_ms=1, audio_out_ms=1)  # fmt: skip
+    # The sweep's is a guess: the session's own end, arriving late (journaled during a database
+    # outage, replayed after a crash), replaces it with the real time; the first real end stays.
+    real_end = heartbeats[dead.pk] + timedelta(seconds=3)
+    for reason in ("client_closed", "server_shutdown"):
+        session_end_record(session_id=dead.pk, tenant_id=world.tenant_a.pk, reason=reason,
+                           audio_in_ms=1, audio_out_ms=1, ended_at=real_end)  # fmt: skip
     with scopes_disabled():
-        assert Session.objects.get(pk=dead.pk).end_reason == "abandoned"
+        row = Session.objects.get(pk=dead.pk)
+    assert (row.ended_at, row.end_reason) == (real_end, "client_closed")
+
+
+def test_a_heartbeat_reopens_a_session_the_sweep_took_for_dead(world, agent):
+    """A database outage longer than the stale time holds every heartbeat up: the sweep may
+    end live sessions, which their next heartbeat reopens (a really ended one stays ended)."""
+    alive, closed = start(world.tenant_a, agent), start(world.tenant_a, agent)
+    age_heartbeat(alive, 40)
+    age_heartbeat(closed, 40)
+    assert sessions_sweep_abandoned() == 2
+    session_end_record(session_id=closed.pk, tenant_id=world.tenant_a.pk, reason="client_closed",
+                       audio_in_ms=0, audio_out_ms=0)  # fmt: skip
+    for session in (alive, closed):
+        session_heartbeat(session_id=session.pk, tenant_id=world.tenant_a.pk,
+                          audio_in_ms=500, audio_out_ms=200)  # fmt: skip
+    with scopes_disabled():
+        rows = dict(Session.objects.values_list("pk", "end_reason"))
+        assert Session.objects.get(pk=alive.pk).ended_at is None
+    assert rows == {alive.pk: "", closed.pk: "client_closed"}
+    assert [session.pk for session in open_sessions(world.tenant_a)] == [alive.pk]
 
 
 def test_the_sweep_runs_as_often_as_sessions_heartbeat(settings):
