@@ -10,6 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from agents import access, tokens
+from agents.abuse import widget_session_limited
 from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
 from agents.selectors import policy_for_agent
 from tenants.services import api_key_authenticate
@@ -75,6 +76,16 @@ def widget_session(request: HttpRequest) -> HttpResponse:
     if not isinstance(key, str) or not key:
         return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
     user = body.get("user") if isinstance(body.get("user"), str) else ""
+    limited = widget_session_limited(request, widget_key=key)
+    if limited is not None:
+        response = _error(
+            "rate_limited",
+            f"Too many widget sessions from this {limited.scope}; "
+            f"try again in {limited.retry_after_s} s.",
+            429,
+        )
+        response["Retry-After"] = str(limited.retry_after_s)
+        return _cors(response, origin)
     try:
         minted = tokens.widget_token_mint(
             key=key, origin=origin, agent_id=body.get("agent"), end_user=user

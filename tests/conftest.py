@@ -88,6 +88,14 @@ def world(db) -> World:
 
 
 @pytest.fixture(autouse=True)
+def _widget_rate_limits_out_of_the_way(settings):
+    """Every test mints widget tokens from 127.0.0.1: the abuse limits are tested on their own
+    (tests/agents/test_widget_abuse.py), not by accident across modules."""
+    settings.VP_WIDGET_SESSION_RATE_PER_ADDRESS = "100000/m"
+    settings.VP_WIDGET_SESSION_RATE_PER_KEY = "100000/m"
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -154,6 +154,8 @@ def base_environ(tmp_path, **extra):
             "VP_DATA_DIR": str(tmp_path),
             "VP_WS_MAX_MESSAGE_BYTES": str(APP_MAX_MESSAGE),
             "VP_LOG_LEVEL": "WARNING",
+            # Every test client mints widget tokens from 127.0.0.1 (abuse limits: their own tests).
+            "VP_WIDGET_SESSION_RATE_PER_ADDRESS": "100000/m",
             **extra,
         }
     )

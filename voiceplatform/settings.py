@@ -176,6 +176,11 @@ VP_OPENAI_API_BASE = env.str("VP_OPENAI_API_BASE", "https://api.openai.com/v1")
 # Tool webhooks may not target this network (loopback, private ranges) in production, so a
 # tenant cannot reach internal services through the platform; the embedded mode allows it.
 VP_ALLOW_PRIVATE_WEBHOOKS = env.bool("VP_ALLOW_PRIVATE_WEBHOOKS", not PRODUCTION)
+# POST /widget/session (which every widget socket needs) per client address and per widget key,
+# as django-ratelimit rates ("N/s", "N/m", "N/h"); the widget key and Origin are public.
+VP_WIDGET_SESSION_RATE_PER_ADDRESS = env.str("VP_WIDGET_SESSION_RATE_PER_ADDRESS", "20/m")
+VP_WIDGET_SESSION_RATE_PER_KEY = env.str("VP_WIDGET_SESSION_RATE_PER_KEY", "600/m")
+RATELIMIT_IPV6_MASK = 64
 # After a signing-secret rotation, calls are signed with the old secret too for this long.
 VP_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("VP_WEBHOOK_SECRET_OVERLAP_HOURS", 24.0, minimum=0.0)
 # Requests to tenant-supplied URLs (webhooks, MCP checks): how many one tenant may have in flight
