@@ -282,3 +282,26 @@ class Invitation(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"Invitation of {self.email} as {self.role}"
+
+
+class TotpDevice(models.Model):
+    """A member's optional second factor: a TOTP secret (RFC 6238, 30 s steps, 6 digits).
+
+    The secret is encrypted like every credential (``tenants.crypto``). It counts once confirmed
+    with a code; ``last_used_step`` makes every code single-use (no replay within its window).
+    Written only by ``tenants.totp``.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="totp_device"
+    )
+    encrypted_secret = models.TextField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_used_step = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        state = "confirmed" if self.confirmed_at else "unconfirmed"
+        return f"TOTP device of user {self.user_id} ({state})"
+
+    __repr__ = __str__

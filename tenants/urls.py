@@ -2,12 +2,32 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from tenants import views
+from tenants import auth, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="console-home"), name="root"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", auth.LoginView.as_view(), name="login"),
+    path("login/code/", auth.login_code, name="login-code"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/two-factor/", auth.second_factor, name="second-factor"),
+    # Password reset by e-mail: Django's views. The mailed link's token is in the path (Django's
+    # design); its first visit puts it in the session and redirects to .../set-password/.
+    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password-reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
     path("console/", views.console_home, name="console-home"),
     path("t/<slug:tenant_slug>/", views.tenant_dashboard, name="tenant-dashboard"),
     path("t/<slug:tenant_slug>/api-keys/", views.api_key_list, name="api-key-list"),

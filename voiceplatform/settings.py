@@ -337,6 +337,54 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console-home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Sign-in security (issue 13 item 10; tenants/auth.py, tenants/totp.py).
+# Throttling: django-axes counts failed sign-ins (passwords and second-factor codes) per client
+# address and, separately, per account; VP_LOGIN_FAILURE_LIMIT failures within the cool-off lock
+# that address or account (429) until VP_LOGIN_COOLOFF_MINUTES have passed, whatever password
+# comes next. The console login and the admin (whose login page sends to the console's) share it.
+# The client address is REMOTE_ADDR: behind nginx, Daphne's --proxy-headers has already put the
+# client's there (nginx overwrites X-Forwarded-For). Only when an operator names a header that
+# their proxy sets (VP_LOGIN_CLIENT_IP_HEADER, e.g. X-Real-IP) is that header read, its last
+# address (the one the nearest proxy wrote). A success does not reset the count: one attacker
+# with an account of his own would reset his address's count with it.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += [
+    "tenants.auth.AdminLoginThroughConsoleMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out attempt into the 429 page
+]
+AUTHENTICATION_BACKENDS = [
+    "tenants.auth.LoginThrottleBackend",  # first: refuses locked-out addresses and accounts
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("VP_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env.float("VP_LOGIN_COOLOFF_MINUTES", 15.0, minimum=1.0) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "tenants.auth.client_ip_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+VP_LOGIN_CLIENT_IP_HEADER = env.str("VP_LOGIN_CLIENT_IP_HEADER", "")
+# Second factor (optional per member, TOTP): the code must follow the password within this time.
+VP_LOGIN_CODE_TIMEOUT_SECONDS = env.int("VP_LOGIN_CODE_TIMEOUT_SECONDS", 300, minimum=30)
+VP_TOTP_ISSUER = env.str("VP_TOTP_ISSUER", "VoicePlatform")
+# Password reset by e-mail (Django's views): a link is valid this long, and only until used.
+PASSWORD_RESET_TIMEOUT = env.int("VP_PASSWORD_RESET_TIMEOUT_SECONDS", 3600, minimum=60)
+# Mail: printed to the console when embedded; SMTP from the standard variables in production.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", False)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "VoicePlatform <no-reply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
