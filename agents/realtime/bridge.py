@@ -74,6 +74,7 @@ from agents.realtime.relay.contracts import (
 from agents.realtime.relay.metering import AudioMeter
 from agents.realtime.relay.transcript import Transcript
 from agents.realtime.relay.turns import TurnState
+from agents.realtime.relay.widget_view import item_event_for_widget
 
 __all__ = [
     "CLOSE_BUDGET_EXHAUSTED",
@@ -640,7 +641,18 @@ class RealtimeBridge:
                 self._record(self.transcript.on_output_item(item))
         else:
             self._record(self.transcript.on_item_added(item))
-        return message
+        return self._as_the_client_may_see(event, message)
+
+    def _as_the_client_may_see(self, event: dict[str, Any], message: str) -> str:
+        """A widget is not told what a tenant's servers answered (relay.widget_view)."""
+        if self.policy.channel != CHANNEL_WIDGET:
+            return message
+        changed = item_event_for_widget(event, answered_by_platform=self._answered_by_platform)
+        return message if changed is None else frames.dumps(changed)
+
+    def _answered_by_platform(self, call_id: str) -> bool:
+        call = self.calls.get(call_id)
+        return call is not None and call.answered and not call.answered_by_client
 
     def _on_user_transcript(self, event: dict[str, Any], message: str) -> str | None:
         self._record(self.transcript.on_user_transcript(event))
@@ -650,7 +662,7 @@ class RealtimeBridge:
         item = event.get("item")
         if isinstance(item, dict):
             self.transcript.place(item.get("id"))
-        return message
+        return self._as_the_client_may_see(event, message)
 
     def _on_output_item_done(self, event: dict[str, Any], message: str) -> str | None:
         item = event.get("item")
@@ -661,7 +673,7 @@ class RealtimeBridge:
             call = self.calls.on_model_call(item, str(event.get("response_id") or ""))
             if call is not None:
                 self._start_call(call, str(item.get("arguments") or ""))
-        return message
+        return self._as_the_client_may_see(event, message)
 
     def _on_response_created(self, event: dict[str, Any], message: str) -> str | None:
         response = event.get("response")

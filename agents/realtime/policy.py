@@ -15,6 +15,7 @@ from typing import Any
 
 from agents import catalogue
 from agents.realtime.relay.intake import session_problem
+from agents.realtime.relay.widget_view import session_for_widget
 
 CHANNEL_WIDGET = "widget"
 CHANNEL_API = "api"
@@ -443,4 +444,9 @@ def sanitize_session_event(policy: SessionPolicy, event: dict[str, Any]) -> dict
         for name in SENSITIVE_SESSION_FIELDS:
             if name in session:
                 session[name] = ""
+        # Only the tools the page runs itself: no webhook tools, no MCP servers.
+        client_tools = frozenset(
+            str(tool.get("name")) for tool in policy.tools if tool.get("execution") != "webhook"
+        )
+        session = session_for_widget(session, client_tools=client_tools)
     return {**event, "session": session}

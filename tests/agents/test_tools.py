@@ -433,3 +433,45 @@ async def test_a_client_that_never_answers_gets_a_timeout_output():
     await bridge.close("client_closed")
     # Nothing more went upstream once the late answer had been handled and the session closed.
     assert upstream.received_types()[1:] == ["conversation.item.create", "response.create"]
+
+
+async def test_a_widget_is_not_told_what_a_tenants_servers_answered():
+    """Webhook and MCP definitions and answers stay with the platform; the page's own tool
+    and its own answer reach the widget as they are."""
+    bridge, upstream, client, _, scripted = await make()
+    session = {"id": "s", "type": "realtime", "instructions": "Secret shop prompt", "tools": [
+        {"type": "function", "name": "lookup_order", "parameters": {}},
+        {"type": "function", "name": "open_map", "parameters": {}},
+        {"type": "mcp", "server_label": "crm", "server_url": "https://crm.internal.example/mcp"},
+    ]}  # fmt: skip
+    upstream.push({"type": "session.updated", "session": session})
+    upstream.push({"type": "response.created", "response": {"id": "r1"}})
+    upstream.push(call_done("r1", "c1", "lookup_order"))
+    upstream.push({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    await settle()
+    scripted.gates["c1"].set()
+    await settle()
+    sent = json.loads(upstream.received[-2])["item"]  # the platform's function_call_output
+    assert sent["type"] == "function_call_output" and "lookup_order" in sent["output"]
+    upstream.push({"type": "conversation.item.added", "item": sent})
+    mcp = {"id": "m1", "type": "mcp_call", "server_label": "crm", "name": "find",
+           "arguments": '{"email":"a@b.c"}', "output": "customer 42: Alice, VIP"}  # fmt: skip
+    upstream.push({"type": "response.output_item.done", "response_id": "r2", "item": mcp})
+    listed = {"id": "l1", "type": "mcp_list_tools", "server_label": "crm",
+              "tools": [{"name": "find", "input_schema": {}}]}  # fmt: skip
+    upstream.push({"type": "conversation.item.done", "item": listed})
+    mine = {"id": "item_mine", "type": "function_call_output", "call_id": "c9",
+            "output": '{"ok":true}'}  # fmt: skip
+    upstream.push({"type": "conversation.item.added", "item": mine})
+    await settle()
+    events = client.events()
+    told = next(e for e in events if e["type"] == "session.updated")["session"]
+    assert [tool["name"] for tool in told["tools"]] == ["open_map"]
+    assert "crm.internal" not in json.dumps(events)
+    outputs = [e["item"] for e in events if e.get("item", {}).get("type") == "function_call_output"]
+    assert [(o["call_id"], o["output"]) for o in outputs] == [("c1", ""), ("c9", '{"ok":true}')]
+    told_mcp = next(e["item"] for e in events if e.get("item", {}).get("type") == "mcp_call")
+    assert (told_mcp["arguments"], told_mcp["output"]) == ("", "")
+    told_list = next(e["item"] for e in events if e.get("item", {}).get("type") == "mcp_list_tools")
+    assert told_list["tools"] == []
+    await bridge.close("client_closed")
