@@ -109,8 +109,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: health probes and /metrics answer before the https redirect and the Host check.
-    "voiceplatform.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -405,8 +403,6 @@ STORAGES = {
 
 # Security. Production defaults are strict (behind a TLS-terminating proxy that sets
 # X-Forwarded-Proto); every one can be relaxed explicitly.
-# The probes (/livez, /readyz, /healthz, /metrics) answer on plain http with any Host
-# (voiceplatform.middleware.ProbeMiddleware runs before the redirect and the host check).
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -419,15 +415,6 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = env.bool("VP_HSTS_PRELOAD", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-
-# Readiness (/readyz): the Celery worker's heartbeat (beat schedules it every
-# VP_HEARTBEAT_SECONDS) may be this old; older, or none once a process has been up this long,
-# is "not ready". 0 leaves workers out of readiness.
-VP_READY_WORKER_MAX_AGE_SECONDS = env.float(
-    "VP_READY_WORKER_MAX_AGE_SECONDS",
-    3 * env.float("VP_HEARTBEAT_SECONDS", 60.0, minimum=1.0),
-    minimum=0.0,
-)
 
 LOGGING = {
     "version": 1,
