@@ -186,10 +186,17 @@ class DatabaseRecorder:
             await self._write_best_effort(entry)
 
     async def _heartbeat_loop(self) -> None:
+        missed = False
         while True:
-            await asyncio.sleep(self._heartbeat_seconds)
+            # After a missed beat, beat as soon as the database is back: a session silent for
+            # VP_SESSION_STALE_SECONDS counts as abandoned.
+            await asyncio.sleep(
+                min(self._heartbeat_seconds, 1.0) if missed else self._heartbeat_seconds
+            )
             if not self._journal.database_available():
+                missed = True
                 continue  # the journal probes; a call now would only hold the shared thread
+            missed = False
             in_ms, out_ms = self._current_audio()
             try:
                 await database_sync_to_async(services.session_heartbeat)(
@@ -199,6 +206,7 @@ class DatabaseRecorder:
                     audio_out_ms=out_ms,
                 )
             except Exception as exc:
+                missed = True
                 if journal.is_transient(exc):
                     self._journal.report_database_error()
                 logger.warning("heartbeat of session %s failed: %s", self.session_id, exc)
