@@ -1,12 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from voiceplatform.health import healthz
+from voiceplatform.health import livez, readyz
+from voiceplatform.metrics import metrics
 from voiceplatform.views import widget_demo
 
+# The probes are answered by voiceplatform.middleware.ProbeMiddleware before any other
+# middleware; these routes name them (reverse) and serve them if that middleware is removed.
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("healthz", healthz, name="healthz"),
+    path("livez", livez, name="livez"),
+    path("readyz", readyz, name="readyz"),
+    path("healthz", readyz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("widget/demo/", widget_demo, name="widget-demo"),
     path("", include("agents.urls")),
     path("", include("tenants.urls")),

@@ -249,8 +249,3 @@ def test_widget_key_form_validates_origins(client, world):
             "https://shop.example",
             "http://localhost:8000",
         ]
-
-
-def test_healthz_reports_database_and_worker(client, db):
-    response = client.get("/healthz")
-    assert response.json() == {"database": "ok", "worker_heartbeat_age_seconds": None}
