@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -47,25 +46,6 @@ else:
     CREDENTIAL_KEYS = [
         base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
     ]
-
-
-def credential_key_problem(keys: list[str]) -> str:
-    """Why ``keys`` cannot be Fernet keys ("" when they can): checked at start-up, so that a
-    garbage value fails the deploy rather than the first decryption."""
-    if not keys:
-        return "VP_CREDENTIAL_KEYS is set but empty"
-    for number, key in enumerate(keys, start=1):
-        try:
-            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
-        except (ValueError, TypeError):
-            valid = False
-        if not valid:
-            return (
-                f"value {number} of VP_CREDENTIAL_KEYS is not a Fernet key (32 url-safe "
-                "base64-encoded bytes; python manage.py generate_credential_key prints one)"
-            )
-    return ""
-
 
 # The platform's own OpenAI key, used for tenants that have not stored one. Never logged.
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", "")
@@ -99,24 +79,7 @@ def production_problems(
     return problems
 
 
-def running_command(argv: list[str]) -> str:
-    """The management command this process runs (``manage.py NAME …``), else ""."""
-    if len(argv) > 1 and Path(argv[0]).name in ("manage.py", "django-admin"):
-        return argv[1]
-    return ""
-
-
-# Commands an operator runs to produce a value the configuration still lacks: they read no
-# setting and touch nothing, so an incomplete production configuration does not stop them.
-CONFIGURATION_COMMANDS = ("generate_credential_key",)
-
-if (
-    credential_key_problem(CREDENTIAL_KEYS)
-    and running_command(sys.argv) not in CONFIGURATION_COMMANDS
-):
-    raise ImproperlyConfigured(credential_key_problem(CREDENTIAL_KEYS))
-
-if PRODUCTION and running_command(sys.argv) not in CONFIGURATION_COMMANDS:
+if PRODUCTION:
     _problems = production_problems(
         secret_key=SECRET_KEY,
         debug=DEBUG,
@@ -326,12 +289,6 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Celery. Embedded: kombu's filesystem transport, a real worker process with no server.
-# Redis: a message a worker took but never acknowledged (its main process was killed) goes back
-# to the queue after the visibility timeout. Shorter means faster recovery, but it must exceed the
-# longest task (900 s > billing's 600 s hard limit): a task still running when it expires is
-# delivered a second time, and so is a task with an ETA or countdown further out than it (the
-# platform schedules none; periodic work comes from beat).
-CELERY_VISIBILITY_TIMEOUT = env.int("VP_CELERY_VISIBILITY_TIMEOUT", 900, minimum=1)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 if not REDIS_URL:
     _broker_dir = DATA_DIR / "broker"
@@ -345,32 +302,14 @@ if not REDIS_URL:
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
-        # Workers look for expired unacknowledged messages every 10 s (kombu's default scans
-        # only every tenth time, about every 100 s).
-        "unacked_restore_throttle": 1,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
     if env.is_set("VP_REDIS_PREFIX"):  # unset: Celery's own key names, as before
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{REDIS_PREFIX}:celery:"
 CELERY_TASK_IGNORE_RESULT = True
-# Every task of the platform is idempotent (tenants.worker_heartbeat,
-# agents.sessions_sweep_abandoned, agents.session_summarize, billing.tally_session,
-# billing.tally_sweep, billing.invoices_close_previous_month: each recomputes or compare-and-sets
-# from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
-# (OOM, kill -9) puts its message back instead of losing it. A new task that is not idempotent
-# must turn both off for itself (acks_late=False, reject_on_worker_lost=False).
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_ACKS_LATE = True  # every task is idempotent; a crash re-runs it instead of losing it
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("VP_CELERY_TASK_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10 if CELERY_TASK_TIME_LIMIT > 20 else None
-if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
-    raise ImproperlyConfigured(
-        f"VP_CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT}) must exceed "
-        f"VP_CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT}): a task still running when it "
-        "expires would run twice"
-    )
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
@@ -454,30 +393,19 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env.str("VP_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
-STATICFILES_DIRS = [BASE_DIR / "static"]
-if PRODUCTION:
-    # `manage.py collectstatic` writes content-hashed copies (console.3f2a9c1b.css) and a
-    # manifest; pages link the hashed names, which WhiteNoise serves with a one-year cache, so a
-    # deploy never mixes old and new files. The unhashed names stay served too (briefly cached):
-    # tenants' sites embed the widget script by its stable URL.
-    _STATIC_BACKEND = "whitenoise.storage.CompressedManifestStaticFilesStorage"
-    WHITENOISE_USE_FINDERS = False
-else:
-    # Embedded: served straight from the source folders, no collectstatic step.
+STATIC_ROOT = DATA_DIR / "static"  # production: collectstatic fills it
+if not PRODUCTION:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-    _STATIC_BACKEND = "django.contrib.staticfiles.storage.StaticFilesStorage"
-    WHITENOISE_USE_FINDERS = True
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True  # serve straight from the app folders: no collectstatic step
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": _STATIC_BACKEND},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
 # Security. Production defaults are strict (behind a TLS-terminating proxy that sets
-# X-Forwarded-Proto); every one can be relaxed explicitly. Plain http (a private network, a
-# proxy that terminates TLS elsewhere) needs VP_SECURE_SSL_REDIRECT=false and
-# VP_SECURE_COOKIES=false: a browser never sends a Secure cookie back over http, so login fails.
-# The probes (/livez, /readyz, /healthz, /metrics) answer on plain http with any Host either way
+# X-Forwarded-Proto); every one can be relaxed explicitly.
+# The probes (/livez, /readyz, /healthz, /metrics) answer on plain http with any Host
 # (voiceplatform.middleware.ProbeMiddleware runs before the redirect and the host check).
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -489,7 +417,8 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("VP_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("VP_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env.bool("VP_HSTS_PRELOAD", True)
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("VP_SECURE_COOKIES", PRODUCTION)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 # Readiness (/readyz): the Celery worker's heartbeat (beat schedules it every
 # VP_HEARTBEAT_SECONDS) may be this old; older, or none once a process has been up this long,
