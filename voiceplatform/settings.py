@@ -289,6 +289,12 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Celery. Embedded: kombu's filesystem transport, a real worker process with no server.
+# Redis: a message a worker took but never acknowledged (its main process was killed) goes back
+# to the queue after the visibility timeout. Shorter means faster recovery, but it must exceed the
+# longest task (900 s > billing's 600 s hard limit): a task still running when it expires is
+# delivered a second time, and so is a task with an ETA or countdown further out than it (the
+# platform schedules none; periodic work comes from beat).
+CELERY_VISIBILITY_TIMEOUT = env.int("VP_CELERY_VISIBILITY_TIMEOUT", 900, minimum=1)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 if not REDIS_URL:
     _broker_dir = DATA_DIR / "broker"
@@ -302,14 +308,32 @@ if not REDIS_URL:
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        # Workers look for expired unacknowledged messages every 10 s (kombu's default scans
+        # only every tenth time, about every 100 s).
+        "unacked_restore_throttle": 1,
+    }
     if env.is_set("VP_REDIS_PREFIX"):  # unset: Celery's own key names, as before
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{REDIS_PREFIX}:celery:"
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True  # every task is idempotent; a crash re-runs it instead of losing it
+# Every task of the platform is idempotent (tenants.worker_heartbeat,
+# agents.sessions_sweep_abandoned, agents.session_summarize, billing.tally_session,
+# billing.tally_sweep, billing.invoices_close_previous_month: each recomputes or compare-and-sets
+# from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
+# (OOM, kill -9) puts its message back instead of losing it. A new task that is not idempotent
+# must turn both off for itself (acks_late=False, reject_on_worker_lost=False).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("VP_CELERY_TASK_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10 if CELERY_TASK_TIME_LIMIT > 20 else None
+if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"VP_CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT}) must exceed "
+        f"VP_CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT}): a task still running when it "
+        "expires would run twice"
+    )
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
