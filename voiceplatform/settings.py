@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -79,7 +80,18 @@ def production_problems(
     return problems
 
 
-if PRODUCTION:
+def running_command(argv: list[str]) -> str:
+    """The management command this process runs (``manage.py NAME …``), else ""."""
+    if len(argv) > 1 and Path(argv[0]).name in ("manage.py", "django-admin"):
+        return argv[1]
+    return ""
+
+
+# Commands an operator runs to produce a value the configuration still lacks: they read no
+# setting and touch nothing, so an incomplete production configuration does not stop them.
+CONFIGURATION_COMMANDS = ("generate_credential_key",)
+
+if PRODUCTION and running_command(sys.argv) not in CONFIGURATION_COMMANDS:
     _problems = production_problems(
         secret_key=SECRET_KEY,
         debug=DEBUG,
@@ -417,19 +429,30 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"  # production: collectstatic fills it
-if not PRODUCTION:
-    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = Path(env.str("VP_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
 STATICFILES_DIRS = [BASE_DIR / "static"]
-WHITENOISE_USE_FINDERS = True  # serve straight from the app folders: no collectstatic step
+if PRODUCTION:
+    # `manage.py collectstatic` writes content-hashed copies (console.3f2a9c1b.css) and a
+    # manifest; pages link the hashed names, which WhiteNoise serves with a one-year cache, so a
+    # deploy never mixes old and new files. The unhashed names stay served too (briefly cached):
+    # tenants' sites embed the widget script by its stable URL.
+    _STATIC_BACKEND = "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    WHITENOISE_USE_FINDERS = False
+else:
+    # Embedded: served straight from the source folders, no collectstatic step.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+    _STATIC_BACKEND = "django.contrib.staticfiles.storage.StaticFilesStorage"
+    WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {"BACKEND": _STATIC_BACKEND},
 }
 
 # Security. Production defaults are strict (behind a TLS-terminating proxy that sets
-# X-Forwarded-Proto); every one can be relaxed explicitly.
-# The probes (/livez, /readyz, /healthz, /metrics) answer on plain http with any Host
+# X-Forwarded-Proto); every one can be relaxed explicitly. Plain http (a private network, a
+# proxy that terminates TLS elsewhere) needs VP_SECURE_SSL_REDIRECT=false and
+# VP_SECURE_COOKIES=false: a browser never sends a Secure cookie back over http, so login fails.
+# The probes (/livez, /readyz, /healthz, /metrics) answer on plain http with any Host either way
 # (voiceplatform.middleware.ProbeMiddleware runs before the redirect and the host check).
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -441,8 +464,7 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("VP_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("VP_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env.bool("VP_HSTS_PRELOAD", True)
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("VP_SECURE_COOKIES", PRODUCTION)
 
 # Readiness (/readyz): the Celery worker's heartbeat (beat schedules it every
 # VP_HEARTBEAT_SECONDS) may be this old; older, or none once a process has been up this long,

@@ -1,11 +1,13 @@
 """The settings module parses strictly and refuses insecure production values."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from voiceplatform.env import Env, parse_database_url
@@ -128,3 +130,66 @@ def test_database_url_parsing():
         parse_database_url("mysql://x@y/z")
     with pytest.raises(ImproperlyConfigured, match="no database name"):
         parse_database_url("postgres://x@y/")
+
+
+def settings_values(environ, *names) -> list:
+    code = (
+        "import json; from django.conf import settings; print(json.dumps(["
+        + ", ".join(f"settings.{name}" for name in names)
+        + "], default=str))"
+    )
+    result = run_manage(environ, "shell", "-v0", "-c", code)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_generate_credential_key_runs_before_production_is_configured(tmp_path):
+    # Nothing set but the mode: the command is how the operator gets the missing key.
+    result = run_manage(
+        {"VP_MODE": "production", "VP_DATA_DIR": str(tmp_path)}, "generate_credential_key"
+    )
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    Fernet(key.encode())  # a valid key
+    # Any other command still refuses the same configuration.
+    refused = run_manage({"VP_MODE": "production", "VP_DATA_DIR": str(tmp_path)}, "check")
+    assert refused.returncode != 0
+    assert "VP_CREDENTIAL_KEYS must be set" in refused.stderr
+
+
+def test_plain_http_is_possible_where_the_operator_says_so(tmp_path):
+    names = ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")
+    assert settings_values(production_env(tmp_path), *names) == [True, True, True]
+    plain = production_env(tmp_path, VP_SECURE_SSL_REDIRECT="false", VP_SECURE_COOKIES="false")
+    assert settings_values(plain, *names) == [False, False, False]
+    # The embedded default serves http on localhost.
+    assert settings_values({"VP_DATA_DIR": str(tmp_path)}, *names[1:]) == [False, False]
+
+
+def test_production_static_files_get_hashed_names(tmp_path):
+    environ = production_env(tmp_path)
+    result = run_manage(environ, "collectstatic", "--noinput", "-v0")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "static" / "staticfiles.json").read_text())
+    hashed = manifest["paths"]["console/console.css"]
+    assert hashed != "console/console.css"
+    assert (tmp_path / "static" / hashed).exists()
+    assert (tmp_path / "static" / "console" / "console.css").exists()  # the stable name too
+    code = "from django.templatetags.static import static; print(static('console/console.css'))"
+    linked = run_manage(environ, "shell", "-v0", "-c", code)
+    assert linked.stdout.strip() == f"/static/{hashed}", linked.stderr
+
+
+def test_celery_visibility_timeout_is_configurable_and_outlasts_the_task_limit(tmp_path):
+    environ = production_env(tmp_path, VP_CELERY_VISIBILITY_TIMEOUT="1200")
+    assert settings_values(environ, "CELERY_BROKER_TRANSPORT_OPTIONS") == [
+        {"visibility_timeout": 1200, "unacked_restore_throttle": 1}
+    ]
+    assert settings_values(production_env(tmp_path), "CELERY_VISIBILITY_TIMEOUT") == [900]
+    settings_task = ("CELERY_TASK_ACKS_LATE", "CELERY_TASK_REJECT_ON_WORKER_LOST")
+    assert settings_values(production_env(tmp_path), *settings_task) == [True, True]
+    result = run_manage(production_env(tmp_path, VP_CELERY_VISIBILITY_TIMEOUT="200"), "check")
+    assert result.returncode != 0
+    assert "VP_CELERY_VISIBILITY_TIMEOUT (200) must exceed VP_CELERY_TASK_TIME_LIMIT (300)" in (
+        result.stderr
+    )
