@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import websockets
 
+from tests.conformance.test_closes import SETUP as SCRIPTED_AGENT_SETUP
+from tests.conformance.test_closes import ScriptedUpstream
 from tests.servers import (
     ROOT,
     Platform,
@@ -146,26 +148,40 @@ class Daphne:
 
 
 class Cluster:
-    """The seeded platform served by two Daphne processes that share one database."""
+    """The seeded platform served by two Daphne processes that share one database.
+
+    Its agent talks to a scripted upstream in this process: a session costs the servers only
+    the relay (the bundled engine's speech models would load the processes with work that has
+    nothing to do with admission, and a loaded host then misses Daphne's 5 s handshake).
+    """
 
     def __init__(self, kind: str, tmp_path: Path, **settings: str) -> None:
         self.database = Database(kind, tmp_path)
-        environ = base_environ(tmp_path, **self.database.environ, **settings)
+        self.upstream = ScriptedUpstream()
+        environ = base_environ(
+            tmp_path,
+            **self.database.environ,
+            OPENAI_API_KEY="sk-scripted-" + "x" * 30,
+            VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{self.upstream.port}/v1/realtime",
+            **settings,
+        )
         self.first: Platform | None = None
         self.second: Daphne | None = None
         try:
             self.first = Platform(environ, tmp_path)
+            created = json.loads(self.first.shell(SCRIPTED_AGENT_SETUP).splitlines()[-1])
             self.second = Daphne(environ, tmp_path / "daphne-2.log")
         except BaseException:
             self.stop()
             raise
         self.ports = [self.first.port, self.second.port]
-        self.api_key = self.first.seed["api_key"]
+        self.api_key = created["api_key"]
 
     def stop(self) -> None:
         for server in (self.second, self.first):
             if server is not None:
                 server.stop()
+        self.upstream.stop()
         self.database.drop()
 
 
