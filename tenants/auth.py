@@ -89,6 +89,30 @@ class AdminLoginThroughConsoleMiddleware:
         return self.get_response(request)
 
 
+class PasswordResetLinkForm(forms.Form):
+    """The mailed link's fragment, ``<uidb64>/<token>``, as the page's script posts it."""
+
+    link = forms.RegexField(regex=r"^[0-9A-Za-z_\-]+/[0-9A-Za-z]+-[0-9A-Za-z]+$", max_length=200)
+
+
+@never_cache
+@csrf_protect
+def password_reset_link(request: HttpRequest) -> HttpResponse:
+    """The reset link's page (``/reset/#<uidb64>/<token>``): its script posts the fragment here.
+
+    The token goes where Django's own first visit of ``/reset/<uidb64>/<token>/`` would put it,
+    the session, and the browser moves to Django's confirm view at its token-less URL, which
+    checks it. The token is never in a URL that reaches a server, so in no access log.
+    """
+    form = PasswordResetLinkForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        uidb64, token = form.cleaned_data["link"].split("/")
+        request.session[auth_views.INTERNAL_RESET_SESSION_TOKEN] = token
+        return redirect("password_reset_confirm", uidb64=uidb64)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "registration/password_reset_link.html", {"form": form}, status=status)
+
+
 class SecondFactorForm(forms.Form):
     code = forms.CharField(
         label="Code from your authenticator app",

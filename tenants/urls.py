@@ -10,17 +10,21 @@ urlpatterns = [
     path("login/code/", auth.login_code, name="login-code"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/two-factor/", auth.second_factor, name="second-factor"),
-    # Password reset by e-mail: Django's views. The mailed link's token is in the path (Django's
-    # design); its first visit puts it in the session and redirects to .../set-password/.
+    # Password reset by e-mail: Django's views. The mailed link carries its token in the
+    # fragment (/reset/#<uid>/<token>), like invitations, so no access log sees it; the page posts
+    # it into the session, where Django's confirm view reads it at its token-less URL. Django's
+    # own form, /reset/<uid>/<token>/, is not routed.
     path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
     path(
         "password-reset/sent/",
         auth_views.PasswordResetDoneView.as_view(),
         name="password_reset_done",
     ),
+    path("reset/", auth.password_reset_link, name="password_reset_link"),
     path(
-        "reset/<uidb64>/<token>/",
+        "reset/<uidb64>/set-password/",
         auth_views.PasswordResetConfirmView.as_view(),
+        {"token": auth_views.PasswordResetConfirmView.reset_url_token},
         name="password_reset_confirm",
     ),
     path(

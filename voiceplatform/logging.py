@@ -2,14 +2,14 @@
 
 The platform's own credentials all carry a recognisable prefix (``sk-`` provider keys,
 ``vp_live_`` API keys, ``vp_ek_`` ephemeral keys, ``vp_wt_`` widget tokens, ``vp_inv_``
-invitation tokens, ``whsec_`` webhook signing secrets); Django's password-reset links carry their
-token in the path (``/reset/<uid>/<token>/``). Any of them anywhere in a line (a path, a query, a
-traceback) is replaced by ``[redacted]``, keeping the prefix so that a reader still knows what
-kind of value was there.
+invitation tokens, ``whsec_`` webhook signing secrets); Django's own password-reset link form has
+its token in the path (``/reset/<uid>/<token>/``). Any of them anywhere in a line (a path, a
+query, a traceback) is replaced by ``[redacted]``, keeping the prefix so that a reader still knows
+what kind of value was there.
 
 This only covers what goes through Python's logging: Daphne's access log is written to a stream
 of its own, which is why no URL the platform hands out carries a token in its path or query
-(invitation links carry it in the fragment, which browsers never send).
+(invitation and password-reset links carry it in the fragment, which browsers never send).
 """
 
 from __future__ import annotations
