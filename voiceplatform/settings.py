@@ -48,6 +48,25 @@ else:
         base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
     ]
 
+
+def credential_key_problem(keys: list[str]) -> str:
+    """Why ``keys`` cannot be Fernet keys ("" when they can): checked at start-up, so that a
+    garbage value fails the deploy rather than the first decryption."""
+    if not keys:
+        return "VP_CREDENTIAL_KEYS is set but empty"
+    for number, key in enumerate(keys, start=1):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
+            return (
+                f"value {number} of VP_CREDENTIAL_KEYS is not a Fernet key (32 url-safe "
+                "base64-encoded bytes; python manage.py generate_credential_key prints one)"
+            )
+    return ""
+
+
 # The platform's own OpenAI key, used for tenants that have not stored one. Never logged.
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", "")
 
@@ -90,6 +109,12 @@ def running_command(argv: list[str]) -> str:
 # Commands an operator runs to produce a value the configuration still lacks: they read no
 # setting and touch nothing, so an incomplete production configuration does not stop them.
 CONFIGURATION_COMMANDS = ("generate_credential_key",)
+
+if (
+    credential_key_problem(CREDENTIAL_KEYS)
+    and running_command(sys.argv) not in CONFIGURATION_COMMANDS
+):
+    raise ImproperlyConfigured(credential_key_problem(CREDENTIAL_KEYS))
 
 if PRODUCTION and running_command(sys.argv) not in CONFIGURATION_COMMANDS:
     _problems = production_problems(
