@@ -8,6 +8,13 @@ Channels' ``AsyncConsumer.dispatch`` runs ``aclose_old_connections()`` (a thread
 every message; at 50 audio frames a second that dominates the relay's CPU. These consumers
 dispatch directly and do their database work in ``database_sync_to_async`` helpers, which
 handle connection hygiene around each of those rare calls.
+
+The control plane (an admin's "End session", quota cut-offs) reaches a session through the
+channel layer, which is Redis in production. Nothing a session needs to start or to talk waits
+on it: the session joins its control group in a background task that retries with a capped
+backoff and re-joins every ``REREGISTER_S`` (cheap and idempotent), so the registration comes
+back after a Redis outage or a restart that lost it; the control loop outlives layer errors.
+On SIGTERM the process drains (``agents.drain``): see ``RealtimeConsumer.drain``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from agents import services
+from agents import drain, services
 from agents.access import Access, AccessDenied, api_socket_access, widget_socket_access
 from agents.compaction import Seed, seed_for_rotation
 from agents.models import Session
@@ -31,13 +38,33 @@ from agents.realtime import frames
 from agents.realtime.bridge import Continuation, RealtimeBridge
 from agents.realtime.client_output import ClientOutput
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
+from agents.realtime.relay.closing import ending
 from agents.realtime.tools import WebhookExecutor
 from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
 from billing.spend import spend_guard_for
+from tenants.metrics import ADMISSIONS_REFUSED, CHANNEL_LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
+
+# The control plane's pace: a failed layer call is retried after BACKOFF_S, doubling up to
+# BACKOFF_MAX_S; a registered session re-joins its group every REREGISTER_S, which restores
+# what a Redis restart without persistence forgot (and refreshes the group's expiry).
+CONTROL_BACKOFF_S = 0.5
+CONTROL_BACKOFF_MAX_S = 10.0
+REREGISTER_S = 10.0
+# A session waits this long at most for its first join before it opens the upstream: with Redis
+# up the join takes a millisecond and the session is reachable from its first event; with Redis
+# down (refused at once) or unreachable (the connect timeout), the session goes on without it.
+FIRST_JOIN_WAIT_S = 0.25
+# Leaving the group at the end is best effort (the group expires anyway): never wait long.
+DISCARD_TIMEOUT_S = 1.0
+
+
+def control_backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (1, 2, …)."""
+    return min(CONTROL_BACKOFF_MAX_S, CONTROL_BACKOFF_S * 2 ** max(failures - 1, 0))
 
 
 class RealtimeConsumer(AsyncConsumer):
@@ -63,10 +90,14 @@ class RealtimeConsumer(AsyncConsumer):
         self.recorder: DatabaseRecorder | None = None
         self.session_id: int | None = None
         self._ended = False
+        self._bridge_ready = asyncio.Event()  # set once the bridge started (or never will)
+        self._reregister = asyncio.Event()  # the layer failed: join the group again now
+        self._join_tried = asyncio.Event()  # the first join succeeded or failed
+        self._register: asyncio.Task[None] | None = None
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         control = None
         if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_name = await self.channel_layer.new_channel()  # no I/O: a name
             control = asyncio.create_task(self._control_loop(), name="realtime-control")
         # Subclasses that translate frames (the phone bridge) keep their own websocket_receive.
         direct = type(self).websocket_receive is RealtimeConsumer.websocket_receive
@@ -82,18 +113,61 @@ class RealtimeConsumer(AsyncConsumer):
         except StopConsumer:
             pass
         finally:
-            if control is not None:
-                control.cancel()
+            for task in (control, self._register):
+                if task is not None:
+                    task.cancel()
             # disconnect() is not guaranteed to run: make sure nothing is left open.
             await self._end("server_shutdown")
 
     async def _control_loop(self) -> None:
+        """Control messages for this session, whatever the layer does.
+
+        A layer error (Redis down, restarted, a read timeout) is counted and retried after a
+        capped backoff, and asks for the group to be joined again: a restart without
+        persistence forgets who was in it.
+        """
+        failures = 0
         while True:
-            message = await self.channel_layer.receive(self.channel_name)
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+            except Exception as error:
+                failures += 1
+                CHANNEL_LAYER_ERRORS.labels(operation="receive").inc()
+                if failures == 1:
+                    logger.warning("channel layer receive failed (%r); retrying", error)
+                self._reregister.set()
+                await asyncio.sleep(control_backoff(failures))
+                continue
+            failures = 0
             try:
                 await self.dispatch(message)
             except Exception:
                 logger.exception("control message %s failed", message.get("type"))
+
+    async def _register_loop(self, group: str) -> None:
+        """Join the session's control group now and again, in the background.
+
+        Started after admission and never awaited by it: a session starts and talks with Redis
+        down, and becomes reachable when Redis is back.
+        """
+        failures = 0
+        while True:
+            try:
+                await self.channel_layer.group_add(group, self.channel_name)
+            except Exception as error:
+                failures += 1
+                CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
+                if failures == 1:
+                    logger.warning("joining %s failed (%r); retrying", group, error)
+                self._join_tried.set()
+                await asyncio.sleep(control_backoff(failures))
+                continue
+            failures = 0
+            self._join_tried.set()
+            self._reregister.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REREGISTER_S):
+                    await self._reregister.wait()
 
     # --- hooks for the two sockets ------------------------------------------------------------
 
@@ -103,6 +177,9 @@ class RealtimeConsumer(AsyncConsumer):
     # --- websocket events ---------------------------------------------------------------------
 
     async def websocket_connect(self, message: dict) -> None:
+        if drain.draining():
+            await self._refuse_draining()
+            return
         try:
             access = await database_sync_to_async(self.authenticate)()
             session = await database_sync_to_async(services.session_start)(
@@ -118,6 +195,13 @@ class RealtimeConsumer(AsyncConsumer):
         await self._start_bridge(access, session)
 
     async def _start_bridge(self, access: Access, session: Session) -> None:
+        drain.session_opened(self)  # from here on, a drain ends this session (phone calls too)
+        try:
+            await self._open_bridge(access, session)
+        finally:
+            self._bridge_ready.set()
+
+    async def _open_bridge(self, access: Access, session: Session) -> None:
         api_key = await database_sync_to_async(provider_key_for_tenant)(tenant_id=access.tenant.pk)
         provider, connect = upstream_connector(
             agent=access.agent, api_key=api_key, safety_identifier=session.end_user_hash
@@ -161,9 +245,12 @@ class RealtimeConsumer(AsyncConsumer):
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.start()
         if self.channel_layer is not None:
-            await self.channel_layer.group_add(
-                services.session_group(session.pk), self.channel_name
+            self._register = asyncio.create_task(
+                self._register_loop(services.session_group(session.pk)), name="realtime-register"
             )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_JOIN_WAIT_S):
+                    await self._join_tried.wait()
         if not await self.bridge.start():
             await self._end("upstream_error")
             return
@@ -198,6 +285,23 @@ class RealtimeConsumer(AsyncConsumer):
     async def websocket_disconnect(self, message: dict) -> None:
         await self._end(Session.EndReason.CLIENT_CLOSED)
         raise StopConsumer()
+
+    async def drain(self, deadline: float) -> None:
+        """The process is draining (SIGTERM): end this session with ``server_restarting``.
+
+        An answer in flight is let finish first, so that the user hears it and its
+        ``response.done`` is billed; an idle session ends at once; at ``deadline`` (loop
+        time) it ends whatever it is doing. Returns once the usage and the end are recorded.
+        """
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self._bridge_ready.wait()
+                while self.bridge is not None and self.bridge.response_active and not self._ended:
+                    await asyncio.sleep(0.05)
+        if loop.time() >= deadline and self.bridge is not None and self.bridge.response_active:
+            logger.warning("session %s: drain deadline, an answer is cut off", self.session_id)
+        await self._end(drain.DRAIN_CODE)
 
     async def session_end_requested(self, message: dict) -> None:
         """Cross-process control: an admin (or a quota) ends this session."""
@@ -239,28 +343,56 @@ class RealtimeConsumer(AsyncConsumer):
         if self._ended:
             return
         self._ended = True
+        try:
+            await self._finish(reason)
+        finally:
+            drain.session_closed(self)
+
+    async def _finish(self, reason: str) -> None:
         if self.output is not None:
             self.output.detach()
+        if self._register is not None:
+            self._register.cancel()
         if self.bridge is not None:
             if reason == Session.EndReason.CLIENT_CLOSED:
                 await self.bridge.close(reason)
             else:
                 await self.bridge.end(reason)
             reason = self.bridge.end_reason or reason
-        if self.channel_layer is not None and self.session_id is not None:
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(
-                    services.session_group(self.session_id), self.channel_name
-                )
+        elif reason == drain.DRAIN_CODE and self.output is not None:
+            await self._tell_draining()
         if self.recorder is not None:
             try:
                 await self.recorder.close(reason=reason)
             except Exception:
                 logger.exception("could not record the end of session %s", self.session_id)
+        if self.channel_layer is not None and self.session_id is not None:
+            try:
+                async with asyncio.timeout(DISCARD_TIMEOUT_S):
+                    await self.channel_layer.group_discard(
+                        services.session_group(self.session_id), self.channel_name
+                    )
+            except Exception:  # Redis away: the group expires on its own
+                CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
 
     def _offered_subprotocol(self) -> str | None:
         offered = self.scope.get("subprotocols") or []
         return "realtime" if "realtime" in offered else None
+
+    async def _refuse_draining(self) -> None:
+        """A new socket while the process drains: refused with the code clients reconnect on
+        (the load balancer, told by the failing readiness check, sends the retry elsewhere)."""
+        self._ended = True
+        ADMISSIONS_REFUSED.labels(code=drain.DRAIN_CODE).inc()
+        await self._accept(self._offered_subprotocol())
+        await self._tell_draining()
+
+    async def _tell_draining(self) -> None:
+        row = ending(drain.DRAIN_CODE)
+        with contextlib.suppress(Exception):
+            error = frames.error_event(row.code, row.message, error_type=row.error_type)
+            await self.send_text(frames.dumps(error))
+            await self.close(row.close_code, row.code)
 
     async def _refuse(self, denied: AccessDenied, subprotocol: str | None) -> None:
         """Accept only to say why, then close with a code (4401, 4403, 4404, 4429…)."""

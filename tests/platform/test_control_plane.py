@@ -1,0 +1,408 @@
+"""The control plane outlives quiet, Redis restarts and Redis outages (real processes).
+
+Two Daphne processes share a PostgreSQL database and a Redis of this module's own (a
+``redis-server`` on a free port, without persistence, that the tests stop and restart; never
+the shared one). Sessions live in process A; the console (its "End session" button and its live
+view) is served by process B, so everything between them crosses the channel layer.
+
+* After 60 s of quiet (longer than redis 8's 5 s socket timeout and channels-redis's 5 s
+  blocking pop), the live view in B still streams the session in A, and "End session" in B
+  ends it; after a Redis restart that forgets every group, both work again once the sessions
+  have re-joined (they re-join on their own within seconds).
+* With Redis down for 60 s, new sessions are admitted and talk; once Redis is back, a session
+  admitted during the outage can be ended from the console.
+
+Both need PostgreSQL (two processes, one database): they run when ``DATABASE_URL`` is set, as
+in CI's second pass. The loops themselves are also checked in-process against a failing layer,
+in every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.servers import ROOT, Platform, base_environ, free_port, server_command, stop_process
+from tests.waiting import until, until_sync
+
+
+def real_processes(test):
+    """Two Daphne processes (one PostgreSQL database) and a redis-server of the test's own."""
+    test = pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL"),
+        reason="two Daphne processes need a shared database: set DATABASE_URL (PostgreSQL)",
+    )(test)
+    return pytest.mark.skipif(
+        shutil.which("redis-server") is None, reason="no redis-server binary"
+    )(test)
+
+
+QUIET_S = 60.0  # the scenario itself: a wait, not a poll
+OUTAGE_S = 60.0
+PREFIX = "vpcp"
+
+
+class OwnRedis:
+    """A private redis-server without persistence: a restart forgets everything."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.tmp_path = tmp_path
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        until_sync(self.answers, "redis-server to answer")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+    def answers(self) -> bool:
+        import redis
+
+        try:
+            with redis.Redis(port=self.port, socket_timeout=1) as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def has_member(self, group: str) -> bool:
+        import redis
+
+        try:
+            with redis.Redis(port=self.port, socket_timeout=1) as client:
+                return client.zcard(f"{PREFIX}:channels::group:{group}") > 0
+        except redis.RedisError:
+            return False
+
+
+def serve(environ, tmp_path: Path, name: str) -> tuple[subprocess.Popen, int, object]:
+    """A second Daphne on the same database (already migrated and seeded)."""
+    port = free_port()
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed by the fixture
+    process = subprocess.Popen(
+        server_command("daphne", port), cwd=ROOT, env=environ, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def listening() -> bool:
+        assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+            return True
+        return False
+
+    until_sync(listening, f"{name} to listen", timeout=30)
+    return process, port, log
+
+
+class Deployment:
+    def __init__(self, tmp_path: Path) -> None:
+        import psycopg
+
+        self.redis = OwnRedis(tmp_path)
+        self.database = "vp_cp_" + secrets.token_hex(4)
+        with psycopg.connect(self.admin_url, autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {self.database}")
+        self.environ = base_environ(
+            tmp_path,
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.database}",
+            REDIS_URL=self.redis.url,
+            VP_REDIS_PREFIX=PREFIX,
+        )
+        self.a = Platform(self.environ, tmp_path)
+        self.b_process, self.b_port, self.b_log = serve(self.environ, tmp_path, "daphne-b")
+        self.b_url = f"http://127.0.0.1:{self.b_port}"
+        self.tmp_path = tmp_path
+
+    admin_url = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+    def stop(self) -> None:
+        import psycopg
+
+        stop_process(self.b_process)
+        self.b_log.close()
+        self.a.stop()
+        self.redis.stop()
+        with psycopg.connect(self.admin_url, autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+    def logs(self) -> str:
+        return self.a.log_tail(3000) + (self.tmp_path / "daphne-b.log").read_text()[-3000:]
+
+    def open_session_ids(self) -> list[int]:
+        return json.loads(
+            self.a.shell(
+                "import json; from tenants.scoping import scopes_disabled; "
+                "from agents.models import Session\n"
+                "with scopes_disabled(): print(json.dumps(list(Session.objects.filter("
+                "ended_at__isnull=True).order_by('pk').values_list('pk', flat=True))))"
+            ).splitlines()[-1]
+        )
+
+    def end_reason(self, session_id: int) -> str:
+        return self.a.shell(
+            "from tenants.scoping import scopes_disabled; from agents.models import Session\n"
+            f"with scopes_disabled(): print('end:' + Session.objects.get(pk={session_id})"
+            ".end_reason)"
+        ).splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    deployment = Deployment(tmp_path_factory.mktemp("control-plane"))
+    yield deployment
+    deployment.stop()
+
+
+class Console:
+    """A logged-in console user of process B: presses "End session", opens the live view."""
+
+    def __init__(self, base_url: str, seed: dict) -> None:
+        self.base_url = base_url
+        self.seed = seed
+        self.jar = CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        page = self.opener.open(f"{base_url}/login/").read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
+        form = {"username": seed["username"], "password": seed["password"],
+                "csrfmiddlewaretoken": token}  # fmt: skip
+        self.opener.open(f"{base_url}/login/", urllib.parse.urlencode(form).encode())
+        assert self.cookie("sessionid"), "the console login failed"
+
+    def cookie(self, name: str) -> str:
+        return next((cookie.value for cookie in self.jar if cookie.name == name), "")
+
+    def end_session(self, session_id: int) -> None:
+        request = urllib.request.Request(
+            f"{self.base_url}/t/{self.seed['tenant']}/sessions/{session_id}/end/", data=b"",
+            headers={"X-CSRFToken": self.cookie("csrftoken"), "Referer": self.base_url + "/"},
+        )  # fmt: skip
+        assert self.opener.open(request).status == 200  # redirected to the session's page
+
+    def live(self, session_id: int):
+        host = self.base_url.removeprefix("http://")
+        cookies = "; ".join(f"{cookie.name}={cookie.value}" for cookie in self.jar)
+        return websockets.connect(
+            f"ws://{host}/ws/console/t/{self.seed['tenant']}/sessions/{session_id}/",
+            additional_headers={"Cookie": cookies, "Origin": self.base_url},
+        )
+
+
+def api_connect(deployment: Deployment):
+    return websockets.connect(
+        f"{deployment.a.ws_url}/v1/realtime?model=gpt-realtime-2",
+        additional_headers={"Authorization": f"Bearer {deployment.a.seed['api_key']}"},
+    )
+
+
+async def talk(connection, text: str) -> str:
+    """One text turn with the local engine: the answer's transcript."""
+    await connection.send(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": text}]}}))  # fmt: skip
+    await connection.send(json.dumps({"type": "response.create"}))
+    transcript = ""
+    while True:
+        event = json.loads(await asyncio.wait_for(connection.recv(), 30))
+        if event["type"] == "response.output_audio_transcript.done":
+            transcript = event["transcript"]
+        if event["type"] == "response.done":
+            assert event["response"]["status"] == "completed", event
+            return transcript
+
+
+async def transcript_heard(live, text: str) -> None:
+    """The live view streams the turn: an item with ``text`` arrives."""
+    while True:
+        message = json.loads(await asyncio.wait_for(live.recv(), 30))
+        if message["type"] == "transcript" and text in (message["item"].get("text") or ""):
+            return
+
+
+async def ended_by_admin(connection) -> tuple[str, int]:
+    error = None
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while True:
+            event = json.loads(await asyncio.wait_for(connection.recv(), 15))
+            if event["type"] == "error":
+                error = event["error"]["code"]
+    return error, connection.close_code
+
+
+async def live_ended(live) -> str:
+    while True:
+        message = json.loads(await asyncio.wait_for(live.recv(), 15))
+        if message["type"] == "ended":
+            return message["reason"]
+
+
+@real_processes
+async def test_end_session_and_live_view_after_quiet_and_a_redis_restart(deployment):
+    console = await asyncio.to_thread(Console, deployment.b_url, deployment.a.seed)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(api_connect(deployment))
+        assert json.loads(await first.recv())["type"] == "session.created"
+        second = await stack.enter_async_context(api_connect(deployment))
+        assert json.loads(await second.recv())["type"] == "session.created"
+        first_id, second_id = await asyncio.to_thread(deployment.open_session_ids)
+        first_live = await stack.enter_async_context(console.live(first_id))
+        second_live = await stack.enter_async_context(console.live(second_id))
+
+        # Quiet: no message on any socket or channel for longer than every Redis timeout.
+        await asyncio.sleep(QUIET_S)
+
+        # The live view in B still streams the session in A, and "End session" in B ends it.
+        await talk(first, "after the quiet")
+        await transcript_heard(first_live, "after the quiet")
+        await asyncio.to_thread(console.end_session, first_id)
+        assert await ended_by_admin(first) == ("session_ended", 4000)
+        assert await live_ended(first_live) == "ended_by_admin"
+        async with console.live(first_id) as again:  # a page that reconnects after the end
+            ended = json.loads(await asyncio.wait_for(again.recv(), 10))
+        assert ended == {"type": "ended", "reason": "ended_by_admin"}
+
+        # A Redis restart without persistence forgets every group; the session and the live
+        # view in the other process join theirs again by themselves.
+        deployment.redis.stop()
+        deployment.redis.start()
+        for group in (f"vp-session-{second_id}", f"vp-session-live-{second_id}"):
+            await asyncio.to_thread(
+                until_sync, lambda group=group: deployment.redis.has_member(group),
+                f"{group} re-joined after the restart", 30,
+            )  # fmt: skip
+        await talk(second, "after the restart")
+        await transcript_heard(second_live, "after the restart")
+        await asyncio.to_thread(console.end_session, second_id)
+        assert await ended_by_admin(second) == ("session_ended", 4000)
+        assert await live_ended(second_live) == "ended_by_admin"
+
+    assert await asyncio.to_thread(deployment.end_reason, first_id) == "end:ended_by_admin"
+    assert await asyncio.to_thread(deployment.end_reason, second_id) == "end:ended_by_admin"
+
+
+@real_processes
+async def test_sessions_are_admitted_and_talk_while_redis_is_down(deployment):
+    console = await asyncio.to_thread(Console, deployment.b_url, deployment.a.seed)
+    deployment.redis.stop()
+    try:
+        outage_ends = time.monotonic() + OUTAGE_S
+        answers = []
+        kept = None
+        kept_id = None
+        # A new session every few seconds through the whole outage: each is admitted and talks.
+        while time.monotonic() < outage_ends:
+            connection = await api_connect(deployment)
+            assert json.loads(await asyncio.wait_for(connection.recv(), 10))["type"] == (
+                "session.created"
+            )
+            answers.append(await talk(connection, f"outage turn {len(answers)}"))
+            if kept is None:  # the first stays open across the outage
+                kept = connection
+                kept_id = (await asyncio.to_thread(deployment.open_session_ids))[-1]
+            else:
+                await connection.close()
+            await asyncio.sleep(min(3.0, max(0.0, outage_ends - time.monotonic())))
+    finally:
+        deployment.redis.start()
+    assert len(answers) >= 6, deployment.logs()
+    assert answers == [f"You said: outage turn {number}." for number in range(len(answers))]
+
+    # Redis is back: the session admitted during the outage joins its group, and the console
+    # (process B) can end it.
+    await asyncio.to_thread(
+        until_sync, lambda: deployment.redis.has_member(f"vp-session-{kept_id}"),
+        "the session admitted during the outage to join its group", 30,
+    )  # fmt: skip
+    await asyncio.to_thread(console.end_session, kept_id)
+    assert await ended_by_admin(kept) == ("session_ended", 4000)
+    assert await asyncio.to_thread(deployment.end_reason, kept_id) == "end:ended_by_admin"
+
+
+class FlakyLayer:
+    """A channel layer that fails ``failures`` times, then answers (and records joins)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.joins: list[tuple[str, str]] = []
+        self.delivered = False
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("Redis is away")
+
+    async def receive(self, channel: str) -> dict:
+        self._maybe_fail()
+        if self.delivered:  # one message, then quiet
+            await asyncio.Event().wait()
+        self.delivered = True
+        return {"type": "session.end_requested", "reason": "ended_by_admin"}
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self._maybe_fail()
+        self.joins.append((group, channel))
+
+
+async def test_the_control_loops_outlive_layer_errors(monkeypatch):
+    from agents import consumers
+    from tenants.metrics import CHANNEL_LAYER_ERRORS
+
+    monkeypatch.setattr(consumers, "CONTROL_BACKOFF_S", 0.001)
+    monkeypatch.setattr(consumers, "REREGISTER_S", 0.05)
+    errors = CHANNEL_LAYER_ERRORS.labels(operation="receive")
+    errors_before = errors._value.get()
+    consumer = consumers.RealtimeConsumer()
+    consumer.channel_layer = FlakyLayer(failures=3)
+    consumer.channel_name = "specific.x!y"
+    consumer._reregister = asyncio.Event()
+    consumer._join_tried = asyncio.Event()
+    handled: list[dict] = []
+
+    async def dispatch(message: dict) -> None:
+        handled.append(message)
+
+    consumer.dispatch = dispatch
+    control = asyncio.create_task(consumer._control_loop())
+    try:
+        await until(lambda: handled, "a control message after three failed receives")
+    finally:
+        control.cancel()
+    assert handled[0] == {"type": "session.end_requested", "reason": "ended_by_admin"}
+    assert errors._value.get() - errors_before == 3
+    assert consumer._reregister.is_set()  # a failed receive asks for the group again
+
+    consumer.channel_layer = FlakyLayer(failures=2)
+    register = asyncio.create_task(consumer._register_loop("vp-session-7"))
+    try:
+        # Joined after two failures, then joined again periodically (a restart forgets it).
+        await until(lambda: len(consumer.channel_layer.joins) >= 3, "three joins")
+    finally:
+        register.cancel()
+    assert set(consumer.channel_layer.joins) == {("vp-session-7", "specific.x!y")}

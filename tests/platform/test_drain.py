@@ -1,0 +1,176 @@
+"""SIGTERM drains a real server process (Daphne, and uvicorn): nobody is cut off unannounced.
+
+Ten API sessions each have an answer in flight (a scripted OpenAI stand-in streams it over a
+few seconds, with known usage) when the process gets SIGTERM. Each client must hear its answer
+to the end (``response.done``), then get the ``server_restarting`` error event and close 4012
+"server_restarting" (1012's twin: Daphne cannot send 1012), all within ``VP_DRAIN_SECONDS``; a
+socket opened during the drain is refused the same way; the process exits on its own; and the
+ledger holds exactly the upstream's usage, token for token. The readiness endpoint reports the
+drain from the signal on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.conformance.test_closes import AUDIO_DELTA, SETUP, ScriptedUpstream
+from tests.servers import SERVERS, Platform, base_environ
+from tests.waiting import until_sync
+
+DRAIN_SECONDS = 20
+SESSIONS = 10
+ANSWER_DELTAS = 30  # one every 0.1 s: a 3 s answer, in flight when SIGTERM comes
+USAGE = {"total_tokens": 300, "input_tokens": 100, "output_tokens": 200,
+         "input_token_details": {"text_tokens": 100, "audio_tokens": 0},
+         "output_token_details": {"text_tokens": 0, "audio_tokens": 200}}  # fmt: skip
+
+
+class SlowUpstream(ScriptedUpstream):
+    """Answers each ``response.create`` with audio over a few seconds, then ``response.done``."""
+
+    def __init__(self) -> None:
+        self.tokens_sent = 0
+        self.responses_sent = 0
+        super().__init__()
+        self.mode = "slow"
+
+    async def _slow(self, connection) -> None:
+        number = 0
+        async for message in connection:
+            if json.loads(message).get("type") != "response.create":
+                continue
+            number += 1
+            response_id = f"resp_{id(connection)}_{number}"
+            response = {"id": response_id, "object": "realtime.response",
+                        "status": "in_progress", "output": []}  # fmt: skip
+            await connection.send(json.dumps({"type": "response.created", "response": response}))
+            for _ in range(ANSWER_DELTAS):
+                await asyncio.sleep(0.1)
+                await connection.send(json.dumps({
+                    "type": "response.output_audio.delta", "event_id": "e",
+                    "response_id": response_id, "item_id": "item_a", "output_index": 0,
+                    "content_index": 0, "delta": AUDIO_DELTA}))  # fmt: skip
+            done = {**response, "status": "completed", "usage": USAGE}
+            await connection.send(json.dumps({"type": "response.done", "response": done}))
+            self.responses_sent += 1
+            self.tokens_sent += USAGE["total_tokens"]
+
+
+@pytest.fixture(params=SERVERS)
+def draining(request, tmp_path):
+    upstream = SlowUpstream()
+    environ = base_environ(
+        tmp_path,
+        OPENAI_API_KEY="sk-scripted-" + "x" * 30,
+        VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{upstream.port}/v1/realtime",
+        VP_RECONNECT_ATTEMPTS="0",
+        VP_DRAIN_SECONDS=str(DRAIN_SECONDS),
+    )
+    platform = Platform(environ, tmp_path, server=request.param)
+    created = json.loads(platform.shell(SETUP).splitlines()[-1])
+    yield platform, upstream, created["api_key"]
+    platform.stop()
+    upstream.stop()
+
+
+def connect(platform: Platform, api_key: str):
+    return websockets.connect(
+        f"{platform.ws_url}/v1/realtime?model=gpt-realtime-2",
+        additional_headers={"Authorization": f"Bearer {api_key}"},
+    )
+
+
+def draining_check(platform: Platform) -> dict:
+    """The readiness endpoint's ``draining`` check (the endpoint is 503 for other reasons too:
+    no Celery worker beats in this test)."""
+    try:
+        body = urllib.request.urlopen(f"{platform.http_url}/readyz", timeout=5).read()
+    except urllib.error.HTTPError as answer:
+        body = answer.read()
+    return json.loads(body)["checks"]["draining"]
+
+
+async def until_closed(connection) -> list[dict]:
+    events = []
+    try:
+        while True:
+            events.append(json.loads(await asyncio.wait_for(connection.recv(), 60)))
+    except websockets.ConnectionClosed:
+        return events
+
+
+LEDGER = r"""
+import json
+from django.db.models import F, Sum
+from billing.models import UsageEvent
+from agents.models import Session
+from tenants.scoping import scopes_disabled
+with scopes_disabled():
+    tokens = UsageEvent.objects.aggregate(total=Sum(
+        F("input_text_tokens") + F("input_audio_tokens") + F("output_text_tokens")
+        + F("output_audio_tokens")))["total"]
+    print(json.dumps({
+        "responses": UsageEvent.objects.count(), "tokens": tokens,
+        "ends": sorted(Session.objects.values_list("end_reason", flat=True)),
+        "open": Session.objects.filter(ended_at__isnull=True).count()}))
+"""
+
+
+async def test_sigterm_drains_every_session_and_bills_every_answer(draining):
+    platform, upstream, api_key = draining
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(platform, api_key))
+                   for _ in range(SESSIONS)]  # fmt: skip
+        for client in clients:
+            assert json.loads(await client.recv())["type"] == "session.created"
+            await client.send(json.dumps({"type": "response.create"}))
+        for client in clients:  # every answer is in flight
+            assert json.loads(await client.recv())["type"] == "response.created"
+
+        assert draining_check(platform) == {"ok": True, "draining": False}
+        platform.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        # Readiness fails at once, so that the load balancer sends new sockets elsewhere.
+        await asyncio.to_thread(
+            until_sync, lambda: draining_check(platform)["draining"], "readiness to fail", 2
+        )
+        assert draining_check(platform) == {"ok": False, "draining": True}
+
+        # A new socket during the drain is refused with the code clients reconnect on.
+        async with connect(platform, api_key) as late:
+            refused = await until_closed(late)
+        assert [event["error"]["code"] for event in refused] == ["server_restarting"]
+        assert (late.close_code, late.close_reason) == (4012, "server_restarting")
+
+        endings = await asyncio.gather(*(until_closed(client) for client in clients))
+        told_within = time.monotonic() - signalled
+
+    for client, events in zip(clients, endings, strict=True):
+        types = [event["type"] for event in events]
+        # The answer in flight was heard to its end, then the client was told why.
+        assert types[-2:] == ["response.done", "error"], types[-5:]
+        assert types.count("response.output_audio.delta") == ANSWER_DELTAS
+        assert events[-1]["error"]["code"] == "server_restarting"
+        assert (client.close_code, client.close_reason) == (4012, "server_restarting")
+    assert told_within < DRAIN_SECONDS
+
+    # The process exits by itself once drained.
+    await asyncio.to_thread(platform.process.wait, DRAIN_SECONDS)
+
+    ledger = json.loads(platform.shell(LEDGER).splitlines()[-1])
+    assert upstream.responses_sent == SESSIONS
+    assert ledger == {
+        "responses": SESSIONS,
+        "tokens": upstream.tokens_sent,
+        "ends": ["server_shutdown"] * SESSIONS,
+        "open": 0,
+    }
