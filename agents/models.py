@@ -159,6 +159,13 @@ class Session(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "-started_at"], name="session_tenant_started"),
             models.Index(fields=["tenant", "ended_at"], name="session_tenant_ended"),
+            # The abandoned-session sweep (every heartbeat interval, across tenants) reads only
+            # the open sessions: a partial index keeps it off the table's history.
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=models.Q(ended_at__isnull=True),
+                name="session_open_heartbeat",
+            ),
         ]
 
     def __str__(self) -> str:
