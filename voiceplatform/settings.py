@@ -445,7 +445,9 @@ EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", False)
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", not EMAIL_USE_SSL)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", 10, minimum=1)
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "VoicePlatform <no-reply@localhost>")
+# Default sender: no-reply at the platform's first host name (mail servers refuse @localhost).
+_MAIL_DOMAIN = ALLOWED_HOSTS[0].lstrip(".") if ALLOWED_HOSTS else "localhost"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", f"VoicePlatform <no-reply@{_MAIL_DOMAIN}>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 LANGUAGE_CODE = "en-us"

@@ -429,3 +429,16 @@ def test_the_reset_token_never_reaches_daphnes_access_log(tmp_path):
         if driver is not None:
             driver.quit()
         platform.stop()
+
+
+def test_deploy_checks_name_throttling_off_and_mail_that_is_never_sent(settings):
+    from tenants.checks import check_login_throttling, check_password_reset_mail
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.DEFAULT_FROM_EMAIL = "no-reply@voice.example.com"
+    assert check_login_throttling() == [] and check_password_reset_mail() == []
+    settings.AXES_ENABLED = False
+    assert [w.id for w in check_login_throttling()] == ["tenants.W001"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    settings.DEFAULT_FROM_EMAIL = "VoicePlatform <no-reply@localhost>"
+    assert [w.id for w in check_password_reset_mail()] == ["tenants.W002", "tenants.W003"]
