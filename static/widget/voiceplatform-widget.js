@@ -360,6 +360,7 @@
     upstream_unavailable: "The voice service is temporarily unavailable.",
     policy_violation: "The connection was closed by the server.",
     server_error: "Something went wrong on our side.",
+    server_restarting: "The voice assistant is restarting. Please reconnect in a moment.",
     unavailable: "The voice assistant could not be reached.",
   };
 
@@ -386,6 +387,13 @@
     audio_unsupported: 1,
     microphone_missing: 1,
   };
+  // A server restarting for a deploy closes with 1012 (Service Restart) or its twin 4012 (Daphne
+  // sends no 1012) and reason/error code "server_restarting": reconnect with a fresh token,
+  // keeping the microphone and the audio graph, after a short, growing, jittered delay.
+  var RESTART_CLOSE_CODES = { 1012: 1, 4012: 1 };
+  var RESTART_ATTEMPTS = 8; // about 20 s of tries: long enough for a single server to restart
+  var RESTART_FIRST_DELAY_MS = 300;
+  var RESTART_MAX_DELAY_MS = 8000;
   // Error events that do not end anything (races around barge-in, a dropped frame).
   var QUIET_ERRORS = {
     response_cancel_not_active: 1,
@@ -479,7 +487,9 @@
       serverErrors: [],
       continuations: [],
       closeCode: null,
+      reconnects: 0,
     };
+    this.restarts = 0; // reconnect attempts since the last session.created
     this.run = 0; // increases with every start/stop, so late callbacks of an old run are ignored
     this.lines = {};
     this.interrupted = {};
@@ -852,6 +862,14 @@
   Widget.prototype.onSocketClosed = function (code) {
     this.state.closeCode = code;
     var codeName = this.lastErrorCode;
+    var restarting = RESTART_CLOSE_CODES[code] || codeName === "server_restarting";
+    // A reconnect that found no server (the whole fleet restarting) tries again too.
+    var retrying = this.restarts > 0 && !this.ready && code === 1006;
+    if ((restarting || retrying) && this.restarts < RESTART_ATTEMPTS && this.context) {
+      this.reconnect();
+      return;
+    }
+    this.restarts = 0;
     this.teardown();
     this.run++;
     if (code === 1000 || code === 1005) {
@@ -872,6 +890,43 @@
       name = code === 1013 ? "upstream_unavailable" : "connection_lost";
     }
     this.fail(name);
+  };
+
+  // The server is restarting: only the socket is replaced (a fresh token, a new socket that the
+  // load balancer sends to a server still up); the microphone and the audio graph stay, so no
+  // new user gesture is needed. The conversation goes on in a new realtime session.
+  Widget.prototype.reconnect = function () {
+    var self = this;
+    var socket = this.socket;
+    if (socket) socket.onopen = socket.onmessage = socket.onclose = null;
+    this.socket = null;
+    this.ready = false;
+    this.state.connected = false;
+    this.state.responseActive = false;
+    this.restarts += 1;
+    this.state.reconnects += 1;
+    var run = ++this.run;
+    var delay = Math.min(RESTART_MAX_DELAY_MS, RESTART_FIRST_DELAY_MS * Math.pow(2, this.restarts - 1));
+    this.setStatus("connecting", "Reconnecting\u2026");
+    setTimeout(function () {
+      if (run !== self.run) return;
+      self
+        .requestToken()
+        .then(function (session) {
+          if (run !== self.run) return;
+          self.session = session;
+          self.connect(session, run);
+        })
+        .catch(function (error) {
+          if (run !== self.run) return;
+          if (self.restarts < RESTART_ATTEMPTS) {
+            self.reconnect();
+          } else {
+            self.restarts = 0;
+            self.fail((error && error.vpwCode) || "unavailable");
+          }
+        });
+    }, delay / 2 + (Math.random() * delay) / 2);
   };
 
   // A session that ended on the server's side, normally (not an error).
@@ -950,6 +1005,7 @@
       case "session.updated":
         if (!this.ready) {
           this.ready = true;
+          this.restarts = 0;
           this.state.connected = true;
           this.refreshStatus();
           this.updateControls();

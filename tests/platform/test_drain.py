@@ -174,3 +174,52 @@ async def test_sigterm_drains_every_session_and_bills_every_answer(draining):
         "ends": ["server_shutdown"] * SESSIONS,
         "open": 0,
     }
+
+
+@pytest.mark.browser
+def test_the_widget_reconnects_with_a_fresh_token_when_its_server_restarts(tmp_path):
+    """Chromium with the demo page: SIGTERM its Daphne, start another on the same port (a
+    single-server restart); the widget, told 4012 server_restarting, fetches a new token from
+    the page's endpoint and talks to the new process, microphone and panel untouched."""
+    from tests.browser.conftest import Platform as BrowserPlatform
+    from tests.browser.conftest import require_browser, start_browser, write_utterance_wav
+
+    chromium = require_browser()
+    wav = tmp_path / "hello.wav"
+    write_utterance_wav(wav, "hello", before_s=0.5, after_s=0.5)
+    (tmp_path / "data").mkdir()
+    platform = BrowserPlatform(tmp_path / "data")
+    (tmp_path / "profile").mkdir()
+    driver = start_browser(chromium, wav, tmp_path / "profile", loop=False)
+    try:
+        driver.get(f"{platform.origin}/widget/demo/")
+        state = lambda: driver.execute_script("return VoicePlatformWidget.state")  # noqa: E731
+        until_sync(lambda: state() and state()["status"] == "idle", "the widget to mount")
+        driver.execute_script(
+            "document.querySelector('[data-voiceplatform-widget]').shadowRoot"
+            ".querySelector('.vpw-launcher').click()"
+        )
+        until_sync(lambda: state()["connected"], "the first session", 30)
+
+        platform.process.send_signal(signal.SIGTERM)
+        platform.process.wait(DRAIN_SECONDS)
+        platform.log.close()
+        platform.start()  # the same port, the same database
+
+        until_sync(lambda: state()["reconnects"] >= 1 and state()["connected"], "a reconnect", 30)
+        final = state()
+        assert final["closeCode"] == 4012
+        assert final["errors"] == []
+        assert final["serverErrors"] == ["server_restarting"]
+        rows = json.loads(
+            platform.shell(
+                "import json; from tenants.scoping import scopes_disabled; "
+                "from agents.models import Session\n"
+                "with scopes_disabled(): print(json.dumps(list(Session.objects.order_by('pk')"
+                ".values_list('end_reason', flat=True))))"
+            ).splitlines()[-1]
+        )
+        assert rows == ["server_shutdown", ""]  # the first drained, the second live
+    finally:
+        driver.quit()
+        platform.stop()
