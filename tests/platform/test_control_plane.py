@@ -14,7 +14,7 @@ view) is served by process B, so everything between them crosses the channel lay
 
 Both need PostgreSQL (two processes, one database): they run when ``DATABASE_URL`` is set, as
 in CI's second pass. The loops themselves are also checked in-process against a failing layer,
-in every run.
+in every run, and the console page's reconnect in Chromium.
 """
 
 from __future__ import annotations
@@ -406,3 +406,73 @@ async def test_the_control_loops_outlive_layer_errors(monkeypatch):
     finally:
         register.cancel()
     assert set(consumer.channel_layer.joins) == {("vp-session-7", "specific.x!y")}
+
+
+# Every WebSocket the console page opens, for the test to close one under it.
+TRACK_SOCKETS = """
+window.vpTestSockets = [];
+const Native = window.WebSocket;
+window.WebSocket = function (url, protocols) {
+  const socket = protocols === undefined ? new Native(url) : new Native(url, protocols);
+  window.vpTestSockets.push(socket);
+  return socket;
+};
+window.WebSocket.prototype = Native.prototype;
+"""
+
+
+@pytest.mark.browser
+async def test_the_console_live_view_reconnects_when_its_socket_closes(tmp_path):
+    """Chromium on a live session's page: its socket is closed under it (as a deploy or a
+    proxy timeout would); the page opens another and goes on showing the conversation."""
+    from selenium.webdriver.common.by import By
+
+    from tests.browser.conftest import Platform as BrowserPlatform
+    from tests.browser.conftest import require_browser, start_browser, write_utterance_wav
+
+    chromium = require_browser()
+    wav = tmp_path / "quiet.wav"
+    write_utterance_wav(wav, "hello", before_s=0.5, after_s=0.5)
+    (tmp_path / "data").mkdir()
+    platform = BrowserPlatform(tmp_path / "data")
+    (tmp_path / "profile").mkdir()
+    driver = start_browser(chromium, wav, tmp_path / "profile", loop=False)
+    try:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": TRACK_SOCKETS})
+        driver.get(f"{platform.origin}/login/")
+        driver.find_element(By.ID, "id_username").send_keys(platform.seed["username"])
+        driver.find_element(By.ID, "id_password").send_keys(platform.seed["password"])
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        async with websockets.connect(
+            f"ws://127.0.0.1:{platform.port}/v1/realtime?model=gpt-realtime-2",
+            additional_headers={"Authorization": f"Bearer {platform.seed['api_key']}"},
+        ) as session:
+            assert json.loads(await session.recv())["type"] == "session.created"
+            session_id = int(
+                platform.shell(
+                    "from tenants.scoping import scopes_disabled; "
+                    "from agents.models import Session\n"
+                    "with scopes_disabled(): print(Session.objects.get(ended_at__isnull=True).pk)"
+                ).splitlines()[-1]
+            )
+            driver.get(f"{platform.origin}/t/{platform.seed['tenant']}/sessions/{session_id}/")
+
+            def sockets_open() -> int:
+                return driver.execute_script(
+                    "return vpTestSockets.filter(s => s.readyState === 1).length"
+                )
+
+            until_sync(lambda: sockets_open() == 1, "the live view's socket")
+            driver.execute_script("vpTestSockets[0].close(4000, 'gone')")
+            until_sync(lambda: sockets_open() == 1, "the page to open another socket")
+            assert driver.execute_script("return vpTestSockets.length") == 2
+
+            await talk(session, "after the reconnect")
+            await asyncio.to_thread(
+                until_sync,
+                lambda: "after the reconnect" in driver.find_element(By.ID, "transcript").text,
+                "the live view to show the turn",
+            )
+    finally:
+        driver.quit()
+        platform.stop()
