@@ -442,3 +442,57 @@ def test_deploy_checks_name_throttling_off_and_mail_that_is_never_sent(settings)
     settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
     settings.DEFAULT_FROM_EMAIL = "VoicePlatform <no-reply@localhost>"
     assert [w.id for w in check_password_reset_mail()] == ["tenants.W002", "tenants.W003"]
+
+
+def test_behind_the_proxy_daphne_gives_the_forwarded_client_address(tmp_path, monkeypatch):
+    """Production's Daphne runs with --proxy-headers (Procfile) behind nginx, which overwrites
+    X-Forwarded-For with the client's address: REMOTE_ADDR is then that address, and it is what
+    the lockout counts (one client locked, another behind the same proxy not)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from http.cookiejar import CookieJar
+
+    from tests import servers
+
+    plain_command = servers.server_command
+
+    def with_proxy_headers(server: str, port: int) -> list[str]:
+        command = plain_command(server, port)
+        return [*command[:-1], "--proxy-headers", command[-1]]
+
+    monkeypatch.setattr(servers, "server_command", with_proxy_headers)
+    environ = servers.base_environ(tmp_path, VP_LOGIN_FAILURE_LIMIT=str(LIMIT))
+    platform = servers.Platform(environ, tmp_path, server="daphne")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def attempt(username: str, password: str, client_address: str) -> int:
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar()), NoRedirect()
+        )
+        page = opener.open(f"{platform.http_url}/login/", timeout=10).read().decode()
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
+        form = {"username": username, "password": password}
+        request = urllib.request.Request(
+            f"{platform.http_url}/login/",
+            data=urllib.parse.urlencode({**form, "csrfmiddlewaretoken": csrf}).encode(),
+            headers={"X-Forwarded-For": client_address},
+        )
+        try:
+            return opener.open(request, timeout=10).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    try:
+        # Guesses at other accounts from one client lock that client's address ...
+        statuses = [attempt(f"nobody-{n}", "guess", "203.0.113.7") for n in range(LIMIT)]
+        assert statuses == [200] * (LIMIT - 1) + [429]
+        username, password = platform.seed["username"], platform.seed["password"]
+        assert attempt(username, password, "203.0.113.7") == 429
+        # ... and not another client's, though both reach Daphne from the same proxy address.
+        assert attempt(username, password, "198.51.100.1") == 302
+    finally:
+        platform.stop()
