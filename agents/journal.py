@@ -64,6 +64,8 @@ BACKOFF_MAX_S = 5.0
 # counting against limits matters more than the order of its writes); it is never dropped.
 REFUSED_BACKOFF_MAX_S = 300.0
 SCAN_EVERY_S = 30.0
+PASS_ENTRIES = 1000  # written per pass of the writer, then new entries are looked at again
+ACK_EVERY = 50
 REWRITE_MIN_BYTES = 1 << 20
 
 
@@ -464,16 +466,18 @@ class Journal:
             yield from orphan.pending.values()
 
     def _write_due(self, *, include_own: bool) -> int:
-        """Write every due entry, oldest first; stop at the first connection failure."""
+        """Write due entries, this process's first (live sessions wait for them), oldest first,
+        at most ``PASS_ENTRIES``; stop at the first connection failure."""
         now = time.monotonic()
         with self._state:
             if now < self._retry_at and not self._available:
                 return 0
             work: list[tuple[_Orphan | None, _Pending]] = []
-            for orphan in self._orphans.values():
-                work += [(orphan, p) for p in orphan.pending.values() if p.due <= now]
             if include_own:
                 work += [(None, p) for p in self._pending.values() if p.due <= now]
+            for orphan in self._orphans.values():
+                work += [(orphan, p) for p in orphan.pending.values() if p.due <= now]
+        del work[PASS_ENTRIES:]
         acked: list[int] = []
         done = 0
         for orphan, pending in work:
@@ -496,6 +500,9 @@ class Journal:
             done += 1
             if orphan is None:
                 acked.append(pending.entry["seq"])
+                if len(acked) >= ACK_EVERY:  # a long backlog: let waiters and depth move
+                    self._acknowledge(acked)
+                    acked = []
             else:
                 self._orphan_written(orphan, pending)
         if acked:
