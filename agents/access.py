@@ -106,13 +106,16 @@ def session_stale_cutoff(now: datetime | None = None) -> datetime:
     return (now or timezone.now()) - timedelta(seconds=settings.VP_SESSION_STALE_SECONDS)
 
 
-def live_sessions_count(*, tenant_id: int, now: datetime | None = None) -> int:
+def live_sessions_count(
+    *, tenant_id: int, now: datetime | None = None, channel: str | None = None
+) -> int:
     """The tenant's sessions that count against its concurrency limit: not ended, and alive
-    (a heartbeat within ``VP_SESSION_STALE_SECONDS``)."""
+    (a heartbeat within ``VP_SESSION_STALE_SECONDS``); of one channel when given."""
     with tenant_scope(tenant_id):
-        return Session.objects.filter(
+        live = Session.objects.filter(
             ended_at__isnull=True, heartbeat_at__gte=session_stale_cutoff(now)
-        ).count()
+        )
+        return (live if channel is None else live.filter(channel=channel)).count()
 
 
 def _refused(denied: AccessDenied) -> AccessDenied:
@@ -121,12 +124,16 @@ def _refused(denied: AccessDenied) -> AccessDenied:
 
 
 def admission_check(
-    *, tenant: Tenant, agent: Agent | None = None, widget_key_id: int | None = None
+    *,
+    tenant: Tenant,
+    agent: Agent | None = None,
+    widget_key_id: int | None = None,
+    channel: str | None = None,
 ) -> None:
     """Refuse a new session for a suspended tenant, over a spending cap, or at its concurrency
     limit (a check without a lock: token minting; ``session_start`` admits atomically)."""
     admission_check_standing(tenant=tenant, agent=agent, widget_key_id=widget_key_id)
-    admission_check_capacity(tenant=tenant)
+    admission_check_capacity(tenant=tenant, channel=channel)
 
 
 def admission_check_standing(
@@ -167,14 +174,27 @@ def admission_check_standing(
         )
 
 
-def admission_check_capacity(*, tenant: Tenant) -> None:
-    """Refuse at the tenant's concurrency limit. Atomic only inside ``session_start``'s
-    transaction, which holds the tenant's row lock while it counts and creates."""
+def admission_check_capacity(*, tenant: Tenant, channel: str | None = None) -> None:
+    """Refuse at the tenant's concurrency limit, and a widget session at the widget's share of
+    it. Atomic only inside ``session_start``'s transaction, which holds the tenant's row lock
+    while it counts and creates."""
     if live_sessions_count(tenant_id=tenant.pk) >= tenant.max_concurrent_sessions:
         raise _refused(
             AccessDenied(
                 "too_many_sessions",
                 f"The limit of {tenant.max_concurrent_sessions} concurrent sessions is reached.",
+                status=429,
+                close_code=4429,
+            )
+        )
+    if channel == Session.Channel.WIDGET and (
+        live_sessions_count(tenant_id=tenant.pk, channel=channel) >= tenant.widget_session_limit
+    ):
+        raise _refused(
+            AccessDenied(
+                "too_many_widget_sessions",
+                f"The widget's share of concurrent sessions ({tenant.widget_session_limit}) is "
+                "in use; try again shortly.",
                 status=429,
                 close_code=4429,
             )

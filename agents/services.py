@@ -86,7 +86,7 @@ def session_start(
     admission_check_standing(tenant=tenant, agent=agent, widget_key_id=widget_key_id)
     with tenant_scope(tenant), transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        admission_check_capacity(tenant=locked)
+        admission_check_capacity(tenant=locked, channel=channel)
         # heartbeat_at starts at creation (auto_now_add): counted until its heartbeats stop.
         return Session.objects.create(
             tenant=tenant,

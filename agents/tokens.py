@@ -64,7 +64,9 @@ def widget_token_mint(
     if agent_id in (None, ""):
         raise AccessDenied("agent_required", "Name the agent to talk to.", status=400)
     agent = agent_get_for_tenant(tenant_id=widget_key.tenant_id, agent_id=agent_id)
-    admission_check(tenant=widget_key.tenant, agent=agent, widget_key_id=widget_key.pk)
+    admission_check(
+        tenant=widget_key.tenant, agent=agent, widget_key_id=widget_key.pk, channel="widget"
+    )
     return _client_token_create(
         agent=agent,
         kind=ClientToken.Kind.WIDGET,

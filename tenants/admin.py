@@ -22,6 +22,12 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
+    # The signing secret is the tenant's to see (once) and rotate, in the console.
+    exclude = [
+        "webhook_secret_encrypted", "webhook_secret_previous_encrypted",
+        "webhook_secret_previous_until", "webhook_secret_shown",
+    ]  # fmt: skip
+    readonly_fields = ["webhook_secret_masked"]
 
 
 @admin.register(Membership)

@@ -37,6 +37,13 @@ class Tenant(models.Model):
         help_text="Spend cap per calendar month in USD; empty means no cap.",
     )
     max_session_minutes = models.PositiveIntegerField(default=60)
+    # The public widget's key and Origin are no authentication outside a browser: widget
+    # sessions may take only this share of the concurrency limit, so that whoever floods the
+    # widget cannot take the slots of the tenant's own backend and phone lines.
+    widget_share_percent = models.PositiveSmallIntegerField(
+        default=80,
+        help_text="Share of the concurrent sessions widget sessions may take (at least one).",
+    )
     # The secret that signs the platform's calls to the tenant's tool webhooks (HMAC-SHA256),
     # encrypted like every credential. After a rotation the previous one stays valid (calls are
     # signed with both) until ``webhook_secret_previous_until``. Shown once: to the first
@@ -79,6 +86,10 @@ class Tenant(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+    @property
+    def widget_session_limit(self) -> int:
+        return max(1, self.max_concurrent_sessions * min(self.widget_share_percent, 100) // 100)
 
     @property
     def has_budget(self) -> bool:
