@@ -201,11 +201,21 @@ def admission_check_capacity(*, tenant: Tenant, channel: str | None = None) -> N
         )
 
 
+def token_refused(code: str, message: str) -> AccessDenied:
+    """A refused session token (4401). Each reason has its own code, so a page, a backend's
+    logs and the platform's metrics can tell a replay from an expiry or a revocation:
+    ``token_missing``, ``token_invalid`` (unknown, forged, or for another door),
+    ``token_expired``, ``token_used`` (single use, already spent), ``token_revoked``."""
+    return _refused(AccessDenied(code, message, close_code=4401))
+
+
 def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
     """Spend a single-use token (widget: right origin too; console try-it; phone stream): once.
     A client secret a backend minted is valid until it expires, while its API key stands."""
+    if not raw:
+        raise token_refused("token_missing", "No session token was presented.")
     if not raw.startswith((WIDGET_TOKEN_PREFIX, EPHEMERAL_PREFIX)):
-        raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+        raise token_refused("token_invalid", "Invalid session token.")
     now = timezone.now()
     with scopes_disabled():  # the token itself names its tenant
         token = (
@@ -213,29 +223,26 @@ def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
             .filter(hashed_token=token_hash(raw))
             .first()
         )
-        if token is None or token.expires_at <= now:
-            raise AccessDenied(
-                "invalid_token", "Invalid or expired session token.", close_code=4401
-            )
+        if token is None:
+            raise token_refused("token_invalid", "Invalid session token.")
+        if token.expires_at <= now:
+            raise token_refused("token_expired", "This session token has expired.")
         if token.api_key is not None:  # a client secret a tenant backend minted
             if not token.api_key.is_active:
-                raise AccessDenied(
-                    "invalid_token", "The key that minted this secret was revoked.",
-                    close_code=4401,
-                )  # fmt: skip
+                raise token_refused("token_revoked", "The key that minted this secret was revoked.")
             # As OpenAI's client secrets: any number of sessions until it expires.
             ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
             return token
         if token.widget_key is not None and token.widget_key.revoked_at is not None:
-            raise AccessDenied(
-                "invalid_token", "The widget key of this token was revoked.", close_code=4401
-            )
+            raise token_refused("token_revoked", "The widget key of this token was revoked.")
         if token.kind == ClientToken.Kind.WIDGET and not origin_is_allowed(origin, [token.origin]):
-            raise AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403)
+            raise _refused(
+                AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403)
+            )
         # Atomic single use: only one socket can flip used_at from empty.
         spent = ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
     if spent != 1:
-        raise AccessDenied("invalid_token", "This session token was already used.", close_code=4401)
+        raise token_refused("token_used", "This session token was already used.")
     return token
 
 
@@ -255,7 +262,7 @@ def widget_socket_access(*, offered: list[str], origin: str | None, client_ip: s
     )
     token = client_token_consume(raw=raw, origin=origin)
     if token.end_user.startswith(PHONE_END_USER_PREFIX):  # minted for a phone call's stream
-        raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+        raise token_refused("token_invalid", "Invalid session token.")
     return Access(
         tenant=token.tenant,
         agent=token.agent,
@@ -321,6 +328,6 @@ def phone_stream_access(*, raw_token: str) -> Access:
     """``/twilio/stream/``: the single-use stream token the voice webhook put in the TwiML."""
     token = client_token_consume(raw=raw_token, origin=None)
     if not token.end_user.startswith(PHONE_END_USER_PREFIX):
-        raise AccessDenied("invalid_token", "Invalid session token.", close_code=4401)
+        raise token_refused("token_invalid", "Invalid session token.")
     return Access(tenant=token.tenant, agent=token.agent, end_user=token.end_user,
                   subprotocol=None)  # fmt: skip

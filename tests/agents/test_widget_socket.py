@@ -401,7 +401,7 @@ async def test_token_is_single_use(shop):
 
     second = widget_socket(minted["token"])
     try:
-        await assert_refused(second, "invalid_token", 4401)
+        await assert_refused(second, "token_used", 4401)
     finally:
         await second.disconnect()
     assert await counts() == {"sessions": 1, "tokens": 1, "used_tokens": 1, "usage": 0}
@@ -419,7 +419,7 @@ async def test_expired_token_is_refused(shop):
     await expire_tokens()
     communicator = widget_socket(minted["token"])
     try:
-        await assert_refused(communicator, "invalid_token", 4401)
+        await assert_refused(communicator, "token_expired", 4401)
     finally:
         await communicator.disconnect()
     assert await counts() == {"sessions": 0, "tokens": 1, "used_tokens": 0, "usage": 0}
@@ -432,7 +432,7 @@ async def test_a_token_minted_before_its_key_was_revoked_is_refused(shop):
     await sync_to_async(widget_key_revoke)(widget_key=shop["key"])
     communicator = widget_socket(minted["token"])
     try:
-        await assert_refused(communicator, "invalid_token", 4401)
+        await assert_refused(communicator, "token_revoked", 4401)
     finally:
         await communicator.disconnect()
     assert await counts() == {"sessions": 0, "tokens": 1, "used_tokens": 0, "usage": 0}
@@ -454,7 +454,7 @@ async def test_token_from_another_origin_is_refused(shop):
 async def test_socket_without_a_token_is_refused(shop):
     communicator = widget_socket(None)
     try:
-        await assert_refused(communicator, "invalid_token", 4401)
+        await assert_refused(communicator, "token_missing", 4401)
     finally:
         await communicator.disconnect()
     assert await counts() == {"sessions": 0, "tokens": 0, "used_tokens": 0, "usage": 0}
@@ -632,7 +632,7 @@ async def test_client_secret_opens_widget_sockets_until_its_key_is_revoked(shop)
         body["value"], origin="https://anywhere.example", prefix="openai-insecure-api-key."
     )
     try:
-        await assert_refused(third, "invalid_token", 4401)
+        await assert_refused(third, "token_revoked", 4401)
     finally:
         await third.disconnect()
     assert await counts() == {"sessions": 2, "tokens": 1, "used_tokens": 1, "usage": 0}

@@ -290,7 +290,7 @@ async def test_the_stream_token_is_single_use(application, phone):
     second, _ = await open_stream(application, token)
     try:
         closed = await second.receive_output(timeout=TIMEOUT)
-        assert closed == {"type": "websocket.close", "code": 4401, "reason": "invalid_token"}
+        assert closed == {"type": "websocket.close", "code": 4401, "reason": "token_used"}
     finally:
         await second.disconnect()
     sessions, _, _ = await stored()
@@ -298,8 +298,11 @@ async def test_the_stream_token_is_single_use(application, phone):
 
 
 @transactional
-@pytest.mark.parametrize("which", ["missing", "forged", "api-ephemeral"])
-async def test_a_stream_without_a_phone_token_is_refused(application, phone, which):
+@pytest.mark.parametrize(
+    ("which", "code"),
+    [("missing", "token_missing"), ("forged", "token_invalid"), ("api-ephemeral", "token_invalid")],
+)
+async def test_a_stream_without_a_phone_token_is_refused(application, phone, which, code):
     from agents import tokens
     from tenants.services import api_key_issue
 
@@ -316,7 +319,7 @@ async def test_a_stream_without_a_phone_token_is_refused(application, phone, whi
     communicator, twilio = await open_stream(application, token)
     try:
         closed = await communicator.receive_output(timeout=TIMEOUT)
-        assert closed == {"type": "websocket.close", "code": 4401, "reason": "invalid_token"}
+        assert closed == {"type": "websocket.close", "code": 4401, "reason": code}
     finally:
         await communicator.disconnect()
     sessions, _, _ = await stored()
