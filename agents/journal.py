@@ -64,6 +64,9 @@ BACKOFF_MAX_S = 5.0
 # counting against limits matters more than the order of its writes); it is never dropped.
 REFUSED_BACKOFF_MAX_S = 300.0
 SCAN_EVERY_S = 30.0
+# After an outage this long, the connection pool is replaced once the database answers again
+# (psycopg's pool retries on its own, 1 s, 2 s, 4 s...: after a short blink it is soon back).
+RESET_AFTER_S = 5.0
 PASS_ENTRIES = 1000  # written per pass of the writer, then new entries are looked at again
 ACK_EVERY = 50
 REWRITE_MIN_BYTES = 1 << 20
@@ -171,8 +174,9 @@ class Journal:
     ``is_transient(exc)`` says whether an exception means the database is unreachable (back off
     and retry everything later) rather than that it refused this entry (retry it later alone);
     ``probe()`` checks that the database is reachable, without the connection pool, before
-    anything is written after a failure; ``reset()`` is then called once (drop the pool, whose
-    connections the outage broke and whose reconnect backoff may by now be long). ``on_depth(n)``
+    anything is written after a failure; ``reset()`` is then called once if the outage lasted
+    ``RESET_AFTER_S`` (drop the pool, whose connections the outage broke and whose reconnect
+    backoff may by now be long). ``on_depth(n)``
     is told the number of entries on disk not yet in the database whenever it changes.
     """
 
@@ -216,6 +220,7 @@ class Journal:
         self._pending: dict[int, _Pending] = {}
         self._orphans: dict[Path, _Orphan] = {}
         self._available = True
+        self._unavailable_since = 0.0
         self._backoff_s = 0.0
         self._retry_at = 0.0
         self._next_scan = 0.0
@@ -281,6 +286,7 @@ class Journal:
         with self._state:
             if self._available:
                 self._available = False
+                self._unavailable_since = time.monotonic()
                 self._backoff_s = self._backoff_initial_s
                 self._retry_at = time.monotonic() + self._backoff_s
             self._state.notify_all()
@@ -577,6 +583,8 @@ class Journal:
 
     def _back_off(self) -> None:
         with self._state:
+            if self._available:
+                self._unavailable_since = time.monotonic()
             self._available = False
             self._backoff_s = min(
                 self._backoff_max_s, max(self._backoff_initial_s, self._backoff_s * 2)
@@ -602,7 +610,9 @@ class Journal:
                 raise
             self._back_off()
             return False
-        if self._reset is not None:
+        if self._reset is not None and (
+            time.monotonic() - self._unavailable_since >= RESET_AFTER_S
+        ):
             with contextlib.suppress(Exception):
                 self._reset()
         if not self._available:

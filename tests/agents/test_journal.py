@@ -134,6 +134,39 @@ def test_the_database_down_delays_entries_and_never_drops_them(journals, databas
     assert made.depth() == 0
 
 
+def test_after_a_long_outage_the_pool_is_replaced_once_after_a_blink_not(
+    journals, database, monkeypatch
+):
+    monkeypatch.setattr(journal, "RESET_AFTER_S", 0.3)
+    probes: list[float] = []
+    resets: list[float] = []
+
+    def probe() -> None:
+        probes.append(time.monotonic())
+        if database.down:
+            raise Unreachable("connection refused")
+
+    made = journals(database.apply, probe=probe, reset=lambda: resets.append(time.monotonic()))
+    database.down = True
+    blink = made.submit("usage", **usage("resp_blink"))
+    until_sync(lambda: not made.database_available(), "the journal to see the database down")
+    database.down = False
+    blink.written.result(5)
+    assert resets == []  # a blink: the pool reconnects by itself
+
+    probes.clear()
+    database.down = True
+    made.report_database_error()  # e.g. a heartbeat failed: the journal probes on its own
+    until_sync(lambda: len(probes) >= 3 and probes[-1] - probes[0] > 0.3, "a long outage")
+    assert made.depth() == 0 and not made.database_available()
+    database.down = False
+    until_sync(made.database_available, "the probe to find the database back")
+    assert len(resets) == 1
+    made.submit("usage", **usage("resp_after")).written.result(5)
+    assert len(resets) == 1
+    assert database.writes == ["resp_blink", "resp_after"]
+
+
 def test_a_refused_entry_is_kept_and_holds_nothing_back(journals, database):
     database.refuse = {"resp_bad"}
     made = journals(database.apply)
