@@ -711,13 +711,44 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def is_contention(exc: BaseException) -> bool:
+    """SQLite's lock held by another writer of the process: retry soon, nothing is down.
+
+    (The test suite's in-memory SQLite, shared between threads, answers "database table is
+    locked" at once instead of waiting; a file database waits up to its busy timeout.)"""
+    from django.db import OperationalError
+
+    return isinstance(exc, OperationalError) and "is locked" in str(exc)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A transient error that says the database is away (not merely busy)."""
+    return is_transient(exc) and not is_contention(exc)
+
+
 def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
 def apply_entry(entry: dict[str, Any]) -> None:
-    """Write one journal entry to the database (idempotent), with Django's connection hygiene
-    around it: the calling thread is the journal's, not a request's."""
+    """Write one journal entry to the database (idempotent); SQLite's lock held by another
+    thread of the process is waited out here, briefly, rather than taken for an outage."""
+    for attempt in range(CONTENTION_RETRIES):
+        try:
+            _apply_entry(entry)
+            return
+        except Exception as exc:
+            if not is_contention(exc) or attempt == CONTENTION_RETRIES - 1:
+                raise
+            time.sleep(0.005 * min(attempt + 1, 10))
+
+
+CONTENTION_RETRIES = 100  # about 4 s
+
+
+def _apply_entry(entry: dict[str, Any]) -> None:
+    """One write, with Django's connection hygiene around it: the calling thread is the
+    journal's, not a request's."""
     from django.db import close_old_connections
 
     from agents.services import session_end_record

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -71,7 +72,8 @@ class DatabaseRecorder:
         self.session_id = session_id
         self.agent_id = agent_id
         self.provider = provider
-        self._queue: asyncio.Queue[Record | None] = asyncio.Queue()
+        # Records with when they came (monotonic): one is given up BEST_EFFORT_SECONDS after.
+        self._queue: asyncio.Queue[tuple[Record, float] | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._heartbeat_seconds = (
@@ -91,11 +93,11 @@ class DatabaseRecorder:
     # --- the Recorder protocol (non-blocking: typed records go on the queue) -----------------
 
     def record_segment(self, record: SegmentRecord) -> None:
-        self._queue.put_nowait(record)
+        self._queue.put_nowait((record, time.monotonic()))
 
     def record_transcript(self, record: TranscriptRecord) -> None:
         if record.item_id:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait((record, time.monotonic()))
 
     def record_usage(self, record: UsageRecord) -> None:
         # Stamped now: a record written late (database trouble) still counts for when it happened.
@@ -149,23 +151,22 @@ class DatabaseRecorder:
                 gap_ms=record.gap_ms,
             )
 
-    async def _write_best_effort(self, record: Record) -> None:
+    async def _write_best_effort(self, record: Record, came_at: float) -> None:
         """Write one transcript item or segment, retrying while the database comes back."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + BEST_EFFORT_SECONDS
+        deadline = came_at + BEST_EFFORT_SECONDS
         delay = 0.25
         while True:
             if self._journal.database_available():
                 try:
                     await self._write(record)
                 except Exception as exc:
-                    if journal.is_transient(exc):
+                    if journal.is_unreachable(exc):
                         self._journal.report_database_error()
                     logger.warning("could not store %s: %s", type(record).__name__, exc)
                 else:
                     await self._after_write(record)
                     return
-            if loop.time() >= deadline:
+            if time.monotonic() >= deadline:
                 logger.error("dropped %r of session %s after retries", record, self.session_id)
                 return
             await asyncio.sleep(delay)
@@ -183,7 +184,7 @@ class DatabaseRecorder:
             entry = await self._queue.get()
             if entry is None:
                 return
-            await self._write_best_effort(entry)
+            await self._write_best_effort(*entry)
 
     async def _heartbeat_loop(self) -> None:
         missed = False
@@ -207,7 +208,7 @@ class DatabaseRecorder:
                 )
             except Exception as exc:
                 missed = True
-                if journal.is_transient(exc):
+                if journal.is_unreachable(exc):
                     self._journal.report_database_error()
                 logger.warning("heartbeat of session %s failed: %s", self.session_id, exc)
 

@@ -403,9 +403,12 @@ def test_manage_journal_replay_writes_a_dead_process_journal(
     call_command("journal_replay", "--check")
 
 
-def test_database_errors_that_mean_unreachable_are_transient():
+def test_database_errors_that_mean_unreachable_are_transient_a_lock_is_only_contention():
     assert journal.is_transient(OperationalError("connection refused"))
+    assert journal.is_unreachable(OperationalError("connection refused"))
     assert not journal.is_transient(ValueError("bad entry"))
+    locked = OperationalError("database table is locked")
+    assert journal.is_transient(locked) and not journal.is_unreachable(locked)
 
 
 # --- the recorder: a database blink longer than the old retries ------------------------------
