@@ -131,6 +131,7 @@ class LoginView(auth_views.LoginView):
     def form_valid(self, form: Any) -> HttpResponse:
         user = form.get_user()
         if totp.device_confirmed(user) is None:
+            self.request.session.pop(SECOND_FACTOR_PENDING_SESSION_KEY, None)  # an earlier try
             return super().form_valid(form)
         self.request.session[SECOND_FACTOR_PENDING_SESSION_KEY] = {
             "user_id": user.pk,

@@ -57,8 +57,9 @@ def provisioning_uri(*, user: AbstractBaseUser, secret: str) -> str:
 
 
 def qr_svg(uri: str) -> str:
-    """The URI as an inline SVG QR code (no image request, nothing sent elsewhere)."""
-    return segno.make(uri, error="m").svg_inline(scale=4, border=2)
+    """The URI as an inline SVG QR code (no image request, nothing sent elsewhere), with the
+    4-module quiet zone readers expect."""
+    return segno.make(uri, error="m").svg_inline(scale=4, border=4)
 
 
 def _matching_step(secret: str, code: str, now: float) -> int | None:
