@@ -41,6 +41,7 @@ class Access:
     end_user: str
     subprotocol: str | None
     widget_key_id: int | None = None
+    api_key_id: int | None = None  # the API key, or the one that minted the client secret
 
 
 class AccessDenied(Exception):
@@ -52,6 +53,7 @@ class AccessDenied(Exception):
         self.message = message
         self.status = status
         self.close_code = close_code
+        self.tenant_id: int | None = None  # when known: refusals are logged with it
 
 
 def not_found(what: str = "agent") -> AccessDenied:
@@ -118,8 +120,9 @@ def live_sessions_count(
         return (live if channel is None else live.filter(channel=channel)).count()
 
 
-def _refused(denied: AccessDenied) -> AccessDenied:
+def _refused(denied: AccessDenied, tenant_id: int | None = None) -> AccessDenied:
     ADMISSIONS_REFUSED.labels(denied.code).inc()
+    denied.tenant_id = tenant_id
     return denied
 
 
@@ -146,7 +149,8 @@ def admission_check_standing(
         raise _refused(
             AccessDenied(
                 "tenant_suspended", "This service is suspended.", status=403, close_code=4403
-            )
+            ),
+            tenant.pk,
         )
     exhausted = spend_caps_exhausted(
         tenant_id=tenant.pk,
@@ -160,7 +164,8 @@ def admission_check_standing(
                 "The monthly budget is used up; new sessions are refused.",
                 status=402,
                 close_code=4402,
-            )
+            ),
+            tenant.pk,
         )
     if exhausted:
         raise _refused(
@@ -170,7 +175,8 @@ def admission_check_standing(
                 "refused until tomorrow (UTC).",
                 status=402,
                 close_code=4402,
-            )
+            ),
+            tenant.pk,
         )
 
 
@@ -185,7 +191,8 @@ def admission_check_capacity(*, tenant: Tenant, channel: str | None = None) -> N
                 f"The limit of {tenant.max_concurrent_sessions} concurrent sessions is reached.",
                 status=429,
                 close_code=4429,
-            )
+            ),
+            tenant.pk,
         )
     if channel == Session.Channel.WIDGET and (
         live_sessions_count(tenant_id=tenant.pk, channel=channel) >= tenant.widget_session_limit
@@ -197,16 +204,17 @@ def admission_check_capacity(*, tenant: Tenant, channel: str | None = None) -> N
                 "in use; try again shortly.",
                 status=429,
                 close_code=4429,
-            )
+            ),
+            tenant.pk,
         )
 
 
-def token_refused(code: str, message: str) -> AccessDenied:
+def token_refused(code: str, message: str, tenant_id: int | None = None) -> AccessDenied:
     """A refused session token (4401). Each reason has its own code, so a page, a backend's
     logs and the platform's metrics can tell a replay from an expiry or a revocation:
     ``token_missing``, ``token_invalid`` (unknown, forged, or for another door),
     ``token_expired``, ``token_used`` (single use, already spent), ``token_revoked``."""
-    return _refused(AccessDenied(code, message, close_code=4401))
+    return _refused(AccessDenied(code, message, close_code=4401), tenant_id)
 
 
 def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
@@ -226,23 +234,28 @@ def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
         if token is None:
             raise token_refused("token_invalid", "Invalid session token.")
         if token.expires_at <= now:
-            raise token_refused("token_expired", "This session token has expired.")
+            raise token_refused("token_expired", "This session token has expired.", token.tenant_id)
         if token.api_key is not None:  # a client secret a tenant backend minted
             if not token.api_key.is_active:
-                raise token_refused("token_revoked", "The key that minted this secret was revoked.")
+                raise token_refused(
+                    "token_revoked", "The key that minted this secret was revoked.", token.tenant_id
+                )
             # As OpenAI's client secrets: any number of sessions until it expires.
             ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
             return token
         if token.widget_key is not None and token.widget_key.revoked_at is not None:
-            raise token_refused("token_revoked", "The widget key of this token was revoked.")
+            raise token_refused(
+                "token_revoked", "The widget key of this token was revoked.", token.tenant_id
+            )
         if token.kind == ClientToken.Kind.WIDGET and not origin_is_allowed(origin, [token.origin]):
             raise _refused(
-                AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403)
+                AccessDenied("origin_not_allowed", "Origin not allowed.", close_code=4403),
+                token.tenant_id,
             )
         # Atomic single use: only one socket can flip used_at from empty.
         spent = ClientToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now)
     if spent != 1:
-        raise token_refused("token_used", "This session token was already used.")
+        raise token_refused("token_used", "This session token was already used.", token.tenant_id)
     return token
 
 
@@ -269,6 +282,7 @@ def widget_socket_access(*, offered: list[str], origin: str | None, client_ip: s
         end_user=token.end_user or f"ip:{client_ip}",
         subprotocol=_chosen_subprotocol(offered),
         widget_key_id=token.widget_key_id,
+        api_key_id=token.api_key_id,
     )
 
 
@@ -297,6 +311,7 @@ def api_socket_access(
         token = client_token_consume(raw=raw_key, origin=None)
         end_user = query.get("user") or f"client_secret:{token.pk}"
         return Access(tenant=token.tenant, agent=token.agent, end_user=end_user,
+                      api_key_id=token.api_key_id,
                       subprotocol=_chosen_subprotocol(offered))  # fmt: skip
     api_key = api_key_authenticate(raw_key) if raw_key else None
     if api_key is None:
@@ -309,7 +324,7 @@ def api_socket_access(
         intent="translation" if translations else query.get("intent", ""),
     )
     end_user = query.get("user") or f"api_key:{api_key.pk}"
-    return Access(tenant=api_key.tenant, agent=agent, end_user=end_user,
+    return Access(tenant=api_key.tenant, agent=agent, end_user=end_user, api_key_id=api_key.pk,
                   subprotocol=_chosen_subprotocol(offered))  # fmt: skip
 
 

@@ -14,3 +14,12 @@ class AgentsConfig(AppConfig):
             concurrency_per_tenant=settings.VP_OUTBOUND_CONCURRENCY_PER_TENANT,
             resolver_threads=settings.VP_OUTBOUND_RESOLVER_THREADS,
         )
+        from tenants.signals import key_revoked
+
+        key_revoked.connect(_end_sessions_of_revoked_key, dispatch_uid="agents.revoked_key")
+
+
+def _end_sessions_of_revoked_key(sender, *, key, actor=None, **kwargs) -> None:
+    from agents.services import sessions_end_for_revoked_key
+
+    sessions_end_for_revoked_key(key=key, actor=actor)

@@ -290,6 +290,12 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
 def session_end_ask(request: HttpRequest, session_id: int) -> HttpResponse:
     session = tenant_object_get(Session, pk=session_id)
     if session.ended_at is None:
-        services.session_end_request(session=session, actor=request.user)
-        messages.success(request, "The session is being ended.")
+        try:
+            services.session_end_request(session=session, actor=request.user)
+        except services.ControlPlaneUnavailable:
+            messages.error(
+                request, "The session could not be reached right now (Redis); try again shortly."
+            )
+        else:
+            messages.success(request, "The session is being ended.")
     return redirect("session-detail", request.tenant.slug, session.pk)

@@ -182,11 +182,9 @@ class RealtimeConsumer(AsyncConsumer):
             return
         try:
             access = await database_sync_to_async(self.authenticate)()
-            session = await database_sync_to_async(services.session_start)(
-                tenant=access.tenant, agent=access.agent, channel=self.channel,
-                end_user=access.end_user,
-            )  # fmt: skip
+            session = await self._admit(access)
         except AccessDenied as denied:
+            self._log_refusal(denied)
             await self._refuse(denied, self._offered_subprotocol())
             return
         await self._accept(access.subprotocol)
@@ -210,6 +208,7 @@ class RealtimeConsumer(AsyncConsumer):
         policy = await database_sync_to_async(policy_for_agent)(
             agent=access.agent, channel=self.channel
         )
+        signing = access.tenant.webhook_signing_secrets()  # two during a rotation's overlap
         guard = await database_sync_to_async(spend_guard_for)(
             tenant_id=access.tenant.pk,
             agent_id=access.agent.pk,
@@ -235,7 +234,8 @@ class RealtimeConsumer(AsyncConsumer):
             continuation=self._continuation(access, session),
             spend_guard=guard,
             tool_executor=WebhookExecutor(
-                signing_secret=access.tenant.webhook_signing_secret,
+                signing_secret=signing[0],
+                extra_signing_secrets=signing[1:],
                 session_id=session.pk,
                 agent_id=access.agent.pk,
                 allow_private_addresses=settings.VP_ALLOW_PRIVATE_WEBHOOKS,
@@ -393,6 +393,20 @@ class RealtimeConsumer(AsyncConsumer):
             error = frames.error_event(row.code, row.message, error_type=row.error_type)
             await self.send_text(frames.dumps(error))
             await self.close(row.close_code, row.code)
+
+    async def _admit(self, access: Access) -> Session:
+        """Admit and record the new session (atomic admission), or raise ``AccessDenied``."""
+        return await database_sync_to_async(services.session_start)(
+            tenant=access.tenant, agent=access.agent, channel=self.channel,
+            end_user=access.end_user, widget_key_id=access.widget_key_id,
+            api_key_id=access.api_key_id,
+        )  # fmt: skip
+
+    def _log_refusal(self, denied: AccessDenied) -> None:
+        logger.info(
+            "%s socket refused: %s (tenant %s, client %s)", self.channel, denied.code,
+            denied.tenant_id if denied.tenant_id is not None else "unknown", self.client_ip(),
+        )  # fmt: skip
 
     async def _refuse(self, denied: AccessDenied, subprotocol: str | None) -> None:
         """Accept only to say why, then close with a code (4401, 4403, 4404, 4429…)."""

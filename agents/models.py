@@ -147,6 +147,14 @@ class Session(TenantOwnedModel):
     channel = models.CharField(max_length=10, choices=Channel.choices)
     model = models.CharField(max_length=40)
     end_user_hash = models.CharField(max_length=64, blank=True)
+    # The key the session came in with (directly, or through a token or client secret minted
+    # from it): revoking the key ends the session.
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    widget_key = models.ForeignKey(
+        "tenants.WidgetKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from datetime import datetime
 
 from asgiref.sync import async_to_sync
@@ -29,8 +30,15 @@ from agents.models import (
 from billing.tasks import enqueue_session_tally
 from tenants import crypto
 from tenants.audit import audit_record
-from tenants.models import Tenant
+from tenants.metrics import CHANNEL_LAYER_ERRORS
+from tenants.models import ApiKey, Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
+
+logger = logging.getLogger(__name__)
+
+
+class ControlPlaneUnavailable(Exception):
+    """The channel layer (Redis) could not carry a request to a live session."""
 
 
 def end_user_hash(*, tenant_id: int, end_user: str) -> str:
@@ -49,7 +57,7 @@ def session_live_group(session_id: int) -> str:
     return f"vp-session-live-{session_id}"
 
 
-def session_end_request(*, session: Session, actor: object | None) -> None:
+def session_end_request(*, session: Session, actor: object | None, message: str = "") -> None:
     """Ask whichever process holds the session's socket to end it (through the channel layer).
 
     The end itself is recorded by that process; a session no process holds any more is ended
@@ -57,12 +65,35 @@ def session_end_request(*, session: Session, actor: object | None) -> None:
     """
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(
-            session_group(session.pk), {"type": "session.end_requested", "reason": "ended_by_admin"}
-        )
+        try:
+            async_to_sync(layer.group_send)(
+                session_group(session.pk),
+                {"type": "session.end_requested", "reason": "ended_by_admin", "message": message},
+            )
+        except Exception as error:
+            CHANNEL_LAYER_ERRORS.labels(operation="group_send").inc()
+            raise ControlPlaneUnavailable(str(error)) from error
     audit_record(
         tenant=session.tenant_id, actor=actor, action="session.end_requested", target=session
     )
+
+
+def sessions_end_for_revoked_key(*, key: object, actor: object | None = None) -> int:
+    """End the live sessions that came in with a key just revoked (an API key, directly or
+    through a client secret it minted; a widget key, through its tokens). The number asked."""
+    field = "api_key" if isinstance(key, ApiKey) else "widget_key"
+    with tenant_scope(key.tenant_id):  # type: ignore[attr-defined]
+        live = list(Session.objects.filter(ended_at__isnull=True, **{field: key}))
+    asked = 0
+    for session in live:
+        try:
+            session_end_request(
+                session=session, actor=actor, message="The key of this session was revoked."
+            )
+            asked += 1
+        except ControlPlaneUnavailable:  # the revocation itself stands
+            logger.warning("could not ask session %s to end", session.pk, exc_info=True)
+    return asked
 
 
 def session_start(
@@ -72,6 +103,7 @@ def session_start(
     channel: str,
     end_user: str,
     widget_key_id: int | None = None,
+    api_key_id: int | None = None,
 ) -> Session:
     """Admit a new session and create it, or raise ``AccessDenied``.
 
@@ -95,6 +127,8 @@ def session_start(
             channel=channel,
             model=agent.model,
             end_user_hash=end_user_hash(tenant_id=tenant.pk, end_user=end_user),
+            widget_key_id=widget_key_id,
+            api_key_id=api_key_id,
         )
 
 

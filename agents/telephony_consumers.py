@@ -20,7 +20,6 @@ import logging
 
 from channels.db import database_sync_to_async
 
-from agents import services
 from agents.access import Access, AccessDenied, phone_stream_access
 from agents.consumers import RealtimeConsumer
 from agents.models import Session
@@ -108,12 +107,9 @@ class TwilioMediaConsumer(RealtimeConsumer):
         self.call.stream_sid = start.stream_sid
         try:
             access = await database_sync_to_async(self.authenticate)()
-            session = await database_sync_to_async(services.session_start)(
-                tenant=access.tenant, agent=access.agent, channel=self.channel,
-                end_user=access.end_user,
-            )  # fmt: skip
+            session = await self._admit(access)
         except AccessDenied as denied:
-            logger.info("phone stream %s refused: %s", start.stream_sid, denied.code)
+            self._log_refusal(denied)
             self._ended = True
             await self.close(denied.close_code, denied.code)
             return

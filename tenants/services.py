@@ -28,6 +28,7 @@ from tenants.models import (
 )
 from tenants.origins import origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
+from tenants.signals import key_revoked
 
 API_KEY_PREFIX = "vp_live_"
 WIDGET_KEY_PREFIX = "vp_pk_"
@@ -253,6 +254,8 @@ def api_key_issue(
 
 
 def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) -> ApiKey:
+    """Revoke the key: it, every client secret it minted and every live session that came in
+    with them stop working (the sessions end through the ``key_revoked`` signal)."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         with tenant_scope(api_key.tenant_id):
@@ -260,7 +263,12 @@ def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None) ->
             audit_record(
                 tenant=api_key.tenant_id, actor=actor, action="api_key.revoked", target=api_key
             )
+        _announce_revocation(api_key, actor)
     return api_key
+
+
+def _announce_revocation(key: ApiKey | WidgetKey, actor: AbstractBaseUser | None) -> None:
+    transaction.on_commit(lambda: key_revoked.send(sender=type(key), key=key, actor=actor))
 
 
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
@@ -341,6 +349,7 @@ def widget_key_revoke(*, widget_key: WidgetKey, actor: AbstractBaseUser | None =
                 tenant=widget_key.tenant_id, actor=actor, action="widget_key.revoked",
                 target=widget_key,
             )  # fmt: skip
+        _announce_revocation(widget_key, actor)
     return widget_key
 
 

@@ -313,7 +313,7 @@ def test_admin_can_end_a_session_through_the_channel_layer(client, world, consol
     client.force_login(world.owner_a)
     client.post(reverse("session-end", args=["tenant-a", console["session"].pk]))
     message = async_to_sync(layer.receive)(channel)
-    assert message == {"type": "session.end_requested", "reason": "ended_by_admin"}
+    assert message == {"type": "session.end_requested", "reason": "ended_by_admin", "message": ""}
     client.force_login(user_with_role(world, "viewer"))
     assert (
         client.post(reverse("session-end", args=["tenant-a", console["session"].pk])).status_code
