@@ -81,7 +81,8 @@ class Command(BaseCommand):
             for process in processes.values():
                 if process.poll() is None:
                     process.terminate()
-            deadline = time.monotonic() + 10
+            # Daphne drains its sessions first (VP_DRAIN_SECONDS): give it that long and more.
+            deadline = time.monotonic() + settings.VP_DRAIN_SECONDS + 10
             for process in processes.values():
                 try:
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
