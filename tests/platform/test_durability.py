@@ -216,6 +216,13 @@ class Database:
                 (self.name,),
             )
 
+            def backends() -> int:
+                query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                return admin.execute(query, (self.name,)).fetchone()[0]
+
+            # A terminated backend takes a moment to exit; until then its session still works.
+            until_sync(lambda: backends() == 0, "the database's connections gone")
+
     def come_back(self) -> None:
         if self.kind == "sqlite":
             if self._lock is not None:
@@ -278,8 +285,9 @@ class DurablePlatform:
     def restart(self) -> None:
         """A new Daphne process on the same port, data directory and journal directory."""
         self.restarts += 1
-        log = open(self.platform.log_path.with_suffix(f".{self.restarts}.log"), "w")  # noqa: SIM115
         self.platform.log.close()
+        self.platform.log_path = self.platform.log_path.with_suffix(f".{self.restarts}.log")
+        log = open(self.platform.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.platform.log = log
         self.platform.process = subprocess.Popen(
             server_command("daphne", self.platform.port),
@@ -303,6 +311,21 @@ class DurablePlatform:
     def journal_pending(self) -> int:
         """Entries on disk not yet in the database, every process's journal of the directory."""
         return sum(len(read_entries(path)[0]) for path in journal_files(self.journal_dir))
+
+    @contextlib.contextmanager
+    def diagnosed(self):
+        """A failure also shows the journals and the server's log."""
+        try:
+            yield
+        except Exception as error:
+            journals = {
+                path.name: (len(read_entries(path)[0]), path.stat().st_size)
+                for path in journal_files(self.journal_dir)
+            }
+            raise AssertionError(
+                f"{error}\njournals (pending, bytes): {journals}\n"
+                f"server log:\n{self.platform.log_tail(6000)}"
+            ) from error
 
     def stop(self) -> None:
         stop_process(self.platform.process)
@@ -362,63 +385,66 @@ def platform_on(tmp_path):
 async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform_on):
     durable = platform_on("postgresql")
     database = durable.database
-    clients = [await Client(durable).open() for _ in range(SESSIONS)]
-    for client in clients:
-        await client.respond()
-    await until(lambda: database.ledger() == durable.upstream.ledger(), "the first answers stored")
-
-    database.go_away()
-    away_at = time.monotonic()
-    came_back_at: datetime | None = None
-    try:
+    with durable.diagnosed():
+        clients = [await Client(durable).open() for _ in range(SESSIONS)]
         for client in clients:
             await client.respond()
-        # Half the sessions end during the outage: their ends are journaled with their real time.
-        for client in clients[: SESSIONS // 2]:
+        await until(
+            lambda: database.ledger() == durable.upstream.ledger(), "the first answers stored"
+        )
+
+        database.go_away()
+        away_at = time.monotonic()
+        came_back_at: datetime | None = None
+        try:
+            for client in clients:
+                await client.respond()
+            # Half the sessions end during the outage: their ends are journaled, with their time.
+            for client in clients[: SESSIONS // 2]:
+                await client.close()
+            live = clients[SESSIONS // 2 :]
+
+            def unwritten() -> int:  # the outage's answers and ends, all on disk
+                return len(durable.upstream.sent) - SESSIONS + SESSIONS // 2
+
+            await until(
+                lambda: durable.journal_pending() == unwritten(), "the outage's records on disk"
+            )
+            # The live sessions keep talking, an answer each every 5 s, for the rest of the 60 s.
+            while time.monotonic() - away_at < OUTAGE_S:
+                await asyncio.gather(*(client.respond() for client in live))
+                await asyncio.sleep(min(5.0, max(OUTAGE_S - (time.monotonic() - away_at), 0)))
+            await until(
+                lambda: durable.journal_pending() == unwritten(), "the outage's records on disk"
+            )
+        finally:
+            database.come_back()
+            came_back_at = datetime.now(UTC)
+
+        for client in live:
+            await client.respond()
             await client.close()
-        live = clients[SESSIONS // 2 :]
-
-        def unwritten() -> int:  # the outage's answers and ends, all on disk
-            return len(durable.upstream.sent) - SESSIONS + SESSIONS // 2
 
         await until(
-            lambda: durable.journal_pending() == unwritten(), "the outage's records on disk"
+            lambda: database.ledger() == durable.upstream.ledger(),
+            "the ledger to equal the upstream's usage",
+            timeout=60,
         )
-        # The live sessions keep talking, an answer each every 5 s, for the rest of the 60 s.
-        while time.monotonic() - away_at < OUTAGE_S:
-            await asyncio.gather(*(client.respond() for client in live))
-            await asyncio.sleep(min(5.0, max(OUTAGE_S - (time.monotonic() - away_at), 0)))
         await until(
-            lambda: durable.journal_pending() == unwritten(), "the outage's records on disk"
+            lambda: all(ended for ended, _ in database.sessions().values()),
+            "every session ended",
+            timeout=30,
         )
-    finally:
-        database.come_back()
-        came_back_at = datetime.now(UTC)
-
-    for client in live:
-        await client.respond()
-        await client.close()
-
-    await until(
-        lambda: database.ledger() == durable.upstream.ledger(),
-        "the ledger to equal the upstream's usage",
-        timeout=60,
-    )
-    await until(
-        lambda: all(ended for ended, _ in database.sessions().values()),
-        "every session ended",
-        timeout=30,
-    )
-    until_sync(lambda: durable.journal_pending() == 0, "the journal emptied")
-    sessions = database.sessions()
-    assert len(sessions) == SESSIONS
-    assert {reason for _, reason in sessions.values()} == {"client_closed"}
-    # Ended during the outage: at the real end, not when the database came back.
-    ended_during = sorted(ended for ended, _ in sessions.values() if ended < came_back_at)
-    assert len(ended_during) == SESSIONS // 2
-    for client, ended in zip(clients[: SESSIONS // 2], ended_during, strict=True):
-        assert abs(ended - client.closed_at) < timedelta(seconds=2), (ended, client.closed_at)
-    assert len(database.ledger()) == len(durable.upstream.sent) > 2 * SESSIONS + 5
+        until_sync(lambda: durable.journal_pending() == 0, "the journal emptied")
+        sessions = database.sessions()
+        assert len(sessions) == SESSIONS
+        assert {reason for _, reason in sessions.values()} == {"client_closed"}
+        # Ended during the outage: at the real end, not when the database came back.
+        ended_during = sorted(ended for ended, _ in sessions.values() if ended < came_back_at)
+        assert len(ended_during) == SESSIONS // 2
+        for client, ended in zip(clients[: SESSIONS // 2], ended_during, strict=True):
+            assert abs(ended - client.closed_at) < timedelta(seconds=2), (ended, client.closed_at)
+        assert len(database.ledger()) == len(durable.upstream.sent) > 2 * SESSIONS + 5
 
 
 @pytest.mark.parametrize(
@@ -432,36 +458,39 @@ async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform
 async def test_kill_9_with_unwritten_records_replays_them_at_restart(platform_on, kind):
     durable = platform_on(kind)
     database = durable.database
-    clients = [await Client(durable).open() for _ in range(3)]
-    for client in clients:
-        await client.respond()
-    await until(lambda: database.ledger() == durable.upstream.ledger(), "the first answers stored")
-
-    database.go_away()
-    try:
+    with durable.diagnosed():
+        clients = [await Client(durable).open() for _ in range(3)]
         for client in clients:
             await client.respond()
-            await client.respond()
-        await until(lambda: durable.journal_pending() == 6, "the unwritten answers on disk")
-        durable.kill()
-    finally:
-        database.come_back()
-    for client in clients:
-        with contextlib.suppress(Exception):
-            await client.connection.close()
-    assert durable.journal_pending() == 6  # the dead process's journal, whole
-    assert len(database.ledger()) == 3
+        await until(
+            lambda: database.ledger() == durable.upstream.ledger(), "the first answers stored"
+        )
 
-    durable.restart()
-    # The restarted process replays as its journal service starts (at start-up with the ASGI
-    # hook, else with its first session): this session also proves it serves.
-    after = await Client(durable).open()
-    await after.respond()
-    await after.close()
-    await until(
-        lambda: database.ledger() == durable.upstream.ledger(),
-        "the ledger to equal the upstream's usage",
-        timeout=30,
-    )
-    until_sync(lambda: durable.journal_pending() == 0, "the orphaned journal replayed")
-    assert len(database.ledger()) == 10
+        database.go_away()
+        try:
+            for client in clients:
+                await client.respond()
+                await client.respond()
+            await until(lambda: durable.journal_pending() == 6, "the unwritten answers on disk")
+            durable.kill()
+        finally:
+            database.come_back()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.connection.close()
+        assert durable.journal_pending() == 6  # the dead process's journal, whole
+        assert len(database.ledger()) == 3
+
+        durable.restart()
+        # The restarted process replays as its journal service starts (at start-up with the ASGI
+        # hook, else with its first session): this session also proves it serves.
+        after = await Client(durable).open()
+        await after.respond()
+        await after.close()
+        await until(
+            lambda: database.ledger() == durable.upstream.ledger(),
+            "the ledger to equal the upstream's usage",
+            timeout=60,
+        )
+        until_sync(lambda: durable.journal_pending() == 0, "the orphaned journal replayed")
+        assert len(database.ledger()) == 10
