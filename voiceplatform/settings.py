@@ -157,6 +157,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tenants.middleware.StaffAdminUnscopedMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "voiceplatform.urls"
@@ -292,6 +293,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = parse_redis_url(env.str("REDIS_URL")) if env.is_set("REDIS_URL") else ""
 # Every key this deployment writes starts with it: two platforms (or test runs) share a Redis.
 REDIS_PREFIX = env.str("VP_REDIS_PREFIX", "vp")
+# The channel layer's encryption keys: the first encrypts, any decrypts (rotate by putting a new
+# one first on every process, then removing the old one). Default: derived from SECRET_KEY.
+VP_CHANNEL_LAYER_KEYS = env.list("VP_CHANNEL_LAYER_KEYS", [SECRET_KEY])
 if REDIS_URL:
     # redis 8 clients time a socket read out after 5 s, just when channels-redis's blocking pop
     # (BZPOPMIN, 5 s) answers "nothing": a quiet control loop would see a timeout every 5 s.
@@ -311,6 +315,9 @@ if REDIS_URL:
                     }
                 ],
                 "prefix": f"{REDIS_PREFIX}:channels:",
+                # Every message crosses Redis encrypted (Fernet keys derived from these): control
+                # messages, and the transcript text a console live view receives.
+                "symmetric_encryption_keys": VP_CHANNEL_LAYER_KEYS,
             },
         }
     }
@@ -501,6 +508,26 @@ VP_READY_WORKER_MAX_AGE_SECONDS = env.float(
     3 * env.float("VP_HEARTBEAT_SECONDS", 60.0, minimum=1.0),
     minimum=0.0,
 )
+
+# Content-Security-Policy (django-csp) on every page the platform serves: scripts only from the
+# platform's own static files (no inline script, no eval: the vendored htmx needs neither) and
+# blob: (the widget builds its audio worklet in the page, so that the same script works on
+# tenants' sites without CORS; only code already running can make a blob), sockets and fetches
+# to the same host, nothing framed, no plugins. Inline style attributes stay allowed (the usage
+# charts colour their legend with them); they cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", "blob:"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 LOGGING = {
     "version": 1,
