@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from agents import journal
 from agents.models import Agent, Session
 from billing.spend import spend_caps_exhausted
 from tenants.metrics import ADMISSIONS_REFUSED
@@ -145,6 +146,16 @@ def admission_check_standing(
     """Everything but the concurrency limit: the tenant is active, and no cap the session would
     spend against is used up (the monthly budget; with the agent, its daily cap and the widget
     key's). Reads only: safe outside the admission lock."""
+    if not journal.accepting():
+        raise _refused(
+            AccessDenied(
+                "usage_journal_full",
+                "The service cannot record usage right now; try again shortly.",
+                status=503,
+                close_code=4013,
+            ),
+            tenant.pk,
+        )
     if not tenant.is_active:
         raise _refused(
             AccessDenied(

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from agents import journal
 from tenants.metrics import DRAINING
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,15 @@ async def drain(seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds + 10.0):
                 await _state.done.wait()
+    # What the sessions recorded is on disk; hand it to the database before the process goes
+    # (what does not make it stays in the journal, and the next process replays it).
+    remaining = max(1.0, seconds + 10.0 - (time.monotonic() - started))
+    flushed = await journal.flush_async(remaining)
     logger.warning(
-        "drained in %.1f s (%d sessions left)", time.monotonic() - started, len(_state.sessions)
+        "drained in %.1f s (%d sessions left, usage journal %s)",
+        time.monotonic() - started,
+        len(_state.sessions),
+        "flushed" if flushed else "left for the next process",
     )
 
 

@@ -42,6 +42,7 @@ BACKOFF_MAX_SECONDS = 5.0
 # (the console and the tests see them at once); past it, or when it is down, the journal
 # writes them later.
 CLOSE_WAIT_SECONDS = 5.0
+LIVE_NOTIFY_TIMEOUT_S = 0.5  # a console live view is told within this, or not at all
 
 Record = SegmentRecord | TranscriptRecord
 
@@ -226,8 +227,10 @@ class DatabaseRecorder:
         layer = get_channel_layer()
         if layer is None:
             return
+        # Bounded: an unreachable Redis costs a record half a second, not its connect timeout.
         with contextlib.suppress(Exception):
-            await layer.group_send(services.session_live_group(self.session_id), message)
+            async with asyncio.timeout(LIVE_NOTIFY_TIMEOUT_S):
+                await layer.group_send(services.session_live_group(self.session_id), message)
 
     def _current_audio(self) -> tuple[int, int]:
         source = getattr(self, "_audio_source", None)

@@ -17,8 +17,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from agents import drain  # noqa: E402
+from agents import drain, journal  # noqa: E402
 from voiceplatform.routing import websocket_urlpatterns  # noqa: E402
+
+# Replay what a dead predecessor left in the usage journal now, not at the first session.
+journal.ensure_started()
 
 router = ProtocolTypeRouter(
     {

@@ -298,3 +298,20 @@ def test_yesterdays_spend_does_not_close_today(world, agent):
     spend_cap_set(tenant_id=world.tenant_a.pk, agent_id=agent.pk, daily_limit_usd=Decimal("1"))
     record(world.tenant_a, agent, "old", timezone.now() - timedelta(days=1), audio_out=100_000)
     start(world.tenant_a, agent)
+
+
+def test_a_full_usage_journal_closes_admission(world, agent, monkeypatch):
+    """Past VP_JOURNAL_MAX_BYTES of unwritten usage on this host (how the journal counts it:
+    tests/agents/test_journal.py), new sessions are refused (503/4013, "try again") rather than
+    admitted with nowhere safe to record their usage."""
+    from agents import journal
+
+    service = journal.get()
+    monkeypatch.setattr(service, "bytes_on_disk", lambda: service.max_bytes + 1)
+    with pytest.raises(AccessDenied) as refused:
+        start(world.tenant_a, agent)
+    assert (refused.value.code, refused.value.status, refused.value.close_code) == (
+        "usage_journal_full", 503, 4013,
+    )  # fmt: skip
+    monkeypatch.undo()
+    assert start(world.tenant_a, agent).pk
