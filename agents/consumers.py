@@ -44,7 +44,7 @@ from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
 from billing.spend import spend_guard_for
-from tenants.metrics import ADMISSIONS_REFUSED, CHANNEL_LAYER_ERRORS
+from tenants.metrics import ADMISSIONS_REFUSED, CHANNEL_LAYER_ERRORS, DROPPED_FRAMES, LIVE_SESSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ class RealtimeConsumer(AsyncConsumer):
             policy=policy,
             client=self,
             connect_upstream=connect,
+            on_drop=lambda reason: DROPPED_FRAMES.labels(reason=reason).inc(),
             recorder=self.recorder,
             max_duration_s=access.tenant.max_session_minutes * 60,
             max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
@@ -244,6 +245,7 @@ class RealtimeConsumer(AsyncConsumer):
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.start()
+        LIVE_SESSIONS.labels(channel=self.channel).inc()  # down again in _end
         if self.channel_layer is not None:
             self._register = asyncio.create_task(
                 self._register_loop(services.session_group(session.pk)), name="realtime-register"
@@ -343,6 +345,8 @@ class RealtimeConsumer(AsyncConsumer):
         if self._ended:
             return
         self._ended = True
+        if self.bridge is not None:
+            LIVE_SESSIONS.labels(channel=self.channel).dec()
         try:
             await self._finish(reason)
         finally:

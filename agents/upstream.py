@@ -6,6 +6,7 @@ platform's key; with neither, or for agents configured so, the bundled local eng
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ from agents.models import Agent
 from agents.realtime.bridge import Upstream
 from agents.realtime.engine import connect_local
 from tenants import crypto
+from tenants.metrics import UPSTREAM_CONNECT_FAILURES, UPSTREAM_CONNECT_SECONDS
 from tenants.models import ProviderCredential
 from tenants.scoping import tenant_scope
 
@@ -67,7 +69,7 @@ def upstream_connector(
                 realtime_pacing=settings.VP_LOCAL_ENGINE_REALTIME_PACING,
             )
 
-        return provider, connect
+        return provider, _measured(connect)
 
     headers = {"Authorization": f"Bearer {api_key}", "OpenAI-Safety-Identifier": safety_identifier}
     url = openai_url(model=model, intent=intent)
@@ -86,4 +88,29 @@ def upstream_connector(
             compression=None,
         )
 
-    return provider, connect_openai
+    return provider, _measured(connect_openai)
+
+
+def _measured(connect: Callable[[], Awaitable[Upstream]]) -> Callable[[], Awaitable[Upstream]]:
+    """``connect``, timed into ``vp_upstream_connect_seconds`` and its failures counted by
+    reason (``http_<status>``, ``timeout``, or the error's class)."""
+
+    async def measured() -> Upstream:
+        started = time.monotonic()
+        try:
+            upstream = await connect()
+        except Exception as error:
+            status = getattr(getattr(error, "response", None), "status_code", None)
+            reason = (
+                f"http_{status}"
+                if status
+                else "timeout"
+                if isinstance(error, TimeoutError)
+                else type(error).__name__
+            )
+            UPSTREAM_CONNECT_FAILURES.labels(reason=reason).inc()
+            raise
+        UPSTREAM_CONNECT_SECONDS.observe(time.monotonic() - started)
+        return upstream
+
+    return measured

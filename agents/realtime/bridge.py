@@ -143,6 +143,7 @@ class RealtimeBridge:
         continuation: Continuation | None = None,
         tool_executor: ToolExecutor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_drop: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.policy = policy
         self.client = client
@@ -155,6 +156,7 @@ class RealtimeBridge:
         self.continuation = continuation
         self.tool_executor = tool_executor
         self._clock = clock
+        self._on_drop = on_drop  # a frame dropped instead of forwarded, by reason (metrics)
         self.upstream: Upstream | None = None
         self.upstream_session_id = ""
         self.end_reason = ""
@@ -463,6 +465,7 @@ class RealtimeBridge:
             self._ending_task = asyncio.get_running_loop().create_task(self.end("audio_flood"))
             return
         if verdict == metering.DROP:
+            self._on_drop("audio_rate_exceeded")
             await self._client_error(
                 "audio_rate_exceeded",
                 "audio is arriving faster than real time; the frame was dropped",
@@ -494,6 +497,7 @@ class RealtimeBridge:
     def _hold(self, text: str) -> None:
         if self._swap_buffer_chars + len(text) > SWAP_BUFFER_MAX_CHARS:
             logger.warning("swap buffer full: a client frame was dropped")
+            self._on_drop("swap_buffer_full")
             return
         self._swap_buffer.append(text)
         self._swap_buffer_chars += len(text)
@@ -778,6 +782,7 @@ class RealtimeBridge:
                 logger.info("%s: audio omitted for the client (too large)", event.get("type"))
                 return fitted
         logger.warning("%s of %d characters dropped: too large", event.get("type"), len(text))
+        self._on_drop("event_too_large")
         return frames.dumps(
             frames.error_event(
                 "event_too_large",

@@ -305,3 +305,47 @@ def test_database_pool_waits_are_counted():
     platform_metrics.db_pool_sample()
     assert platform_metrics.DB_POOL_WAITS._value.get() == waits_before + 1
     assert platform_metrics.DB_POOL_WAIT_SECONDS._value.get() > 0
+
+
+async def test_a_real_session_shows_in_the_metrics(platform):
+    """Live sessions, the upstream's connect time and a dropped frame, as a scrape sees them."""
+    import asyncio
+
+    import websockets
+
+    headers = {"Authorization": f"Bearer {platform.seed['api_key']}"}
+    url = f"{platform.ws_url}/v1/realtime?model=gpt-realtime-mini"
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as connection:
+        assert json.loads(await connection.recv())["type"] == "session.created"
+        exposition = await asyncio.to_thread(scrape, platform)
+        assert sample(exposition, "vp_live_sessions", 'channel="api"') == 1.0
+        assert sample(exposition, "vp_upstream_connect_seconds_count") >= 1.0
+        # Audio faster than real time: the relay drops frames (and says so) instead of
+        # forwarding them; the client stops at the first such error, short of a flood.
+        chunk = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 16000})
+        codes: list[str] = []
+
+        async def read() -> None:
+            while "audio_rate_exceeded" not in codes:
+                event = json.loads(await connection.recv())
+                if event["type"] == "error":
+                    codes.append(event["error"]["code"])
+
+        reader = asyncio.create_task(read())
+        for _ in range(400):
+            if reader.done():
+                break
+            await connection.send(chunk)
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(reader, 15)
+    dropped = sample(
+        await asyncio.to_thread(scrape, platform),
+        "vp_dropped_frames_total",
+        'reason="audio_rate_exceeded"',
+    )
+    assert dropped and dropped >= 1.0
+
+    def ended() -> bool:
+        return sample(scrape(platform), "vp_live_sessions", 'channel="api"') == 0.0
+
+    await asyncio.to_thread(until_sync, ended, "the live sessions gauge back to 0")
