@@ -193,3 +193,17 @@ def test_celery_visibility_timeout_is_configurable_and_outlasts_the_task_limit(t
     assert "VP_CELERY_VISIBILITY_TIMEOUT (200) must exceed VP_CELERY_TASK_TIME_LIMIT (300)" in (
         result.stderr
     )
+
+
+def test_every_setting_of_ours_is_listed_in_env_example():
+    """The operator's list of settings is complete: each VP_ variable the settings read."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    read = set(
+        re.findall(
+            r'env\.\w+\(\s*"(VP_[A-Z0-9_]+)"', (root / "voiceplatform/settings.py").read_text()
+        )
+    )
+    listed = set(re.findall(r"^(VP_[A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
+    assert read - listed == set()
