@@ -13,8 +13,6 @@ any other reason than "ended" or "not found".
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from channels.db import database_sync_to_async
@@ -24,11 +22,10 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.http import Http404
 
-from agents import services
-from agents.consumers import FIRST_JOIN_WAIT_S, REREGISTER_S, control_backoff
+from agents import control_plane, services
+from agents.consumers import FIRST_JOIN_WAIT_S
 from agents.models import Session
 from tenants.access import membership_get_for_user
-from tenants.metrics import CHANNEL_LAYER_ERRORS
 from tenants.scoping import tenant_scope
 
 logger = logging.getLogger(__name__)
@@ -41,9 +38,7 @@ class SessionLiveConsumer(AsyncJsonWebsocketConsumer):
         """``AsyncConsumer.__call__`` with a channel receive that survives layer errors."""
         self.scope = scope
         self.base_send = send
-        self._register: asyncio.Task[None] | None = None
-        self._reregister = asyncio.Event()
-        self._join_tried = asyncio.Event()
+        self._membership: control_plane.Membership | None = None
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()  # no I/O: a name
         try:
@@ -51,41 +46,17 @@ class SessionLiveConsumer(AsyncJsonWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
-            if self._register is not None:
-                self._register.cancel()
+            if self._membership is not None:
+                self._membership.stop()
 
     async def _channel_receive(self) -> dict:
-        failures = 0
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except Exception as error:
-                failures += 1
-                CHANNEL_LAYER_ERRORS.labels(operation="receive").inc()
-                if failures == 1:
-                    logger.warning("live view: channel layer receive failed (%r)", error)
-                self._reregister.set()
-                await asyncio.sleep(control_backoff(failures))
+        return await control_plane.receive(
+            self.channel_layer, self.channel_name, label="live view", on_failure=self._rejoin
+        )
 
-    async def _register_loop(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-            except Exception as error:
-                failures += 1
-                CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
-                if failures == 1:
-                    logger.warning("live view: joining %s failed (%r)", self.group, error)
-                self._join_tried.set()
-                await asyncio.sleep(control_backoff(failures))
-                continue
-            failures = 0
-            self._join_tried.set()
-            self._reregister.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REREGISTER_S):
-                    await self._reregister.wait()
+    def _rejoin(self) -> None:
+        if self._membership is not None:
+            self._membership.rejoin.set()
 
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
@@ -101,13 +72,13 @@ class SessionLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.send_json({"type": "ended", "reason": end_reason})
             return
-        self.group = services.session_live_group(session_id)
-        self._register = asyncio.create_task(self._register_loop(), name="live-register")
+        self._membership = control_plane.Membership(
+            self.channel_layer, services.session_live_group(session_id), self.channel_name,
+            label="live view",
+        )  # fmt: skip
         # Joined before the page hears "open" when the layer answers; accepted all the same
         # when it does not (the join goes on in the background).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_JOIN_WAIT_S * 4):
-                await self._join_tried.wait()
+        await self._membership.first_try(FIRST_JOIN_WAIT_S * 4)
         await self.accept()
 
     def _session(self, tenant_slug: str, session_id: str) -> tuple[int, str | None] | None:
@@ -127,14 +98,8 @@ class SessionLiveConsumer(AsyncJsonWebsocketConsumer):
         return session.pk, (session.end_reason or "ended") if session.ended_at else None
 
     async def disconnect(self, code: int) -> None:
-        if self._register is not None:
-            self._register.cancel()
-        if hasattr(self, "group"):
-            try:
-                async with asyncio.timeout(1.0):
-                    await self.channel_layer.group_discard(self.group, self.channel_name)
-            except Exception:  # the group expires on its own
-                CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
+        if self._membership is not None:
+            await self._membership.leave()
 
     async def live_transcript(self, message: dict) -> None:
         await self.send_json({"type": "transcript", "item": message["item"]})

@@ -30,7 +30,7 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from agents import drain, services
+from agents import control_plane, drain, services
 from agents.access import Access, AccessDenied, api_socket_access, widget_socket_access
 from agents.compaction import Seed, seed_for_rotation
 from agents.models import Session
@@ -44,27 +44,14 @@ from agents.recording import DatabaseRecorder
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
 from billing.spend import spend_guard_for
-from tenants.metrics import ADMISSIONS_REFUSED, CHANNEL_LAYER_ERRORS, DROPPED_FRAMES, LIVE_SESSIONS
+from tenants.metrics import ADMISSIONS_REFUSED, DROPPED_FRAMES, LIVE_SESSIONS
 
 logger = logging.getLogger(__name__)
 
-# The control plane's pace: a failed layer call is retried after BACKOFF_S, doubling up to
-# BACKOFF_MAX_S; a registered session re-joins its group every REREGISTER_S, which restores
-# what a Redis restart without persistence forgot (and refreshes the group's expiry).
-CONTROL_BACKOFF_S = 0.5
-CONTROL_BACKOFF_MAX_S = 10.0
-REREGISTER_S = 10.0
 # A session waits this long at most for its first join before it opens the upstream: with Redis
 # up the join takes a millisecond and the session is reachable from its first event; with Redis
 # down (refused at once) or unreachable (the connect timeout), the session goes on without it.
 FIRST_JOIN_WAIT_S = 0.25
-# Leaving the group at the end is best effort (the group expires anyway): never wait long.
-DISCARD_TIMEOUT_S = 1.0
-
-
-def control_backoff(failures: int) -> float:
-    """Seconds to wait after the ``failures``-th failure in a row (1, 2, …)."""
-    return min(CONTROL_BACKOFF_MAX_S, CONTROL_BACKOFF_S * 2 ** max(failures - 1, 0))
 
 
 class RealtimeConsumer(AsyncConsumer):
@@ -91,9 +78,7 @@ class RealtimeConsumer(AsyncConsumer):
         self.session_id: int | None = None
         self._ended = False
         self._bridge_ready = asyncio.Event()  # set once the bridge started (or never will)
-        self._reregister = asyncio.Event()  # the layer failed: join the group again now
-        self._join_tried = asyncio.Event()  # the first join succeeded or failed
-        self._register: asyncio.Task[None] | None = None
+        self._membership: control_plane.Membership | None = None  # in the session's group
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         control = None
         if self.channel_layer is not None:
@@ -113,61 +98,27 @@ class RealtimeConsumer(AsyncConsumer):
         except StopConsumer:
             pass
         finally:
-            for task in (control, self._register):
-                if task is not None:
-                    task.cancel()
+            if control is not None:
+                control.cancel()
+            if self._membership is not None:
+                self._membership.stop()
             # disconnect() is not guaranteed to run: make sure nothing is left open.
             await self._end("server_shutdown")
 
     async def _control_loop(self) -> None:
-        """Control messages for this session, whatever the layer does.
-
-        A layer error (Redis down, restarted, a read timeout) is counted and retried after a
-        capped backoff, and asks for the group to be joined again: a restart without
-        persistence forgets who was in it.
-        """
-        failures = 0
+        """Control messages for this session, whatever the layer does (control_plane)."""
         while True:
-            try:
-                message = await self.channel_layer.receive(self.channel_name)
-            except Exception as error:
-                failures += 1
-                CHANNEL_LAYER_ERRORS.labels(operation="receive").inc()
-                if failures == 1:
-                    logger.warning("channel layer receive failed (%r); retrying", error)
-                self._reregister.set()
-                await asyncio.sleep(control_backoff(failures))
-                continue
-            failures = 0
+            message = await control_plane.receive(
+                self.channel_layer, self.channel_name, label="session", on_failure=self._rejoin
+            )
             try:
                 await self.dispatch(message)
             except Exception:
                 logger.exception("control message %s failed", message.get("type"))
 
-    async def _register_loop(self, group: str) -> None:
-        """Join the session's control group now and again, in the background.
-
-        Started after admission and never awaited by it: a session starts and talks with Redis
-        down, and becomes reachable when Redis is back.
-        """
-        failures = 0
-        while True:
-            try:
-                await self.channel_layer.group_add(group, self.channel_name)
-            except Exception as error:
-                failures += 1
-                CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
-                if failures == 1:
-                    logger.warning("joining %s failed (%r); retrying", group, error)
-                self._join_tried.set()
-                await asyncio.sleep(control_backoff(failures))
-                continue
-            failures = 0
-            self._join_tried.set()
-            self._reregister.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REREGISTER_S):
-                    await self._reregister.wait()
+    def _rejoin(self) -> None:
+        if self._membership is not None:
+            self._membership.rejoin.set()
 
     # --- hooks for the two sockets ------------------------------------------------------------
 
@@ -247,12 +198,12 @@ class RealtimeConsumer(AsyncConsumer):
         self.recorder.start()
         LIVE_SESSIONS.labels(channel=self.channel).inc()  # down again in _end
         if self.channel_layer is not None:
-            self._register = asyncio.create_task(
-                self._register_loop(services.session_group(session.pk)), name="realtime-register"
-            )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FIRST_JOIN_WAIT_S):
-                    await self._join_tried.wait()
+            # Never awaited beyond its first try: a session starts and talks with Redis down.
+            self._membership = control_plane.Membership(
+                self.channel_layer, services.session_group(session.pk), self.channel_name,
+                label="session",
+            )  # fmt: skip
+            await self._membership.first_try(FIRST_JOIN_WAIT_S)
         if not await self.bridge.start():
             await self._end("upstream_error")
             return
@@ -355,8 +306,8 @@ class RealtimeConsumer(AsyncConsumer):
     async def _finish(self, reason: str) -> None:
         if self.output is not None:
             self.output.detach()
-        if self._register is not None:
-            self._register.cancel()
+        if self._membership is not None:
+            self._membership.stop()
         if self.bridge is not None:
             if reason == Session.EndReason.CLIENT_CLOSED:
                 await self.bridge.close(reason)
@@ -370,14 +321,8 @@ class RealtimeConsumer(AsyncConsumer):
                 await self.recorder.close(reason=reason)
             except Exception:
                 logger.exception("could not record the end of session %s", self.session_id)
-        if self.channel_layer is not None and self.session_id is not None:
-            try:
-                async with asyncio.timeout(DISCARD_TIMEOUT_S):
-                    await self.channel_layer.group_discard(
-                        services.session_group(self.session_id), self.channel_name
-                    )
-            except Exception:  # Redis away: the group expires on its own
-                CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
+        if self._membership is not None:
+            await self._membership.leave()
 
     def _offered_subprotocol(self) -> str | None:
         offered = self.scope.get("subprotocols") or []
