@@ -39,7 +39,7 @@ import pytest
 import websockets
 
 from tests.servers import ROOT, Platform, base_environ, free_port, server_command, stop_process
-from tests.waiting import until, until_sync
+from tests.waiting import until_sync
 
 
 def real_processes(test):
@@ -343,69 +343,6 @@ async def test_sessions_are_admitted_and_talk_while_redis_is_down(deployment):
     await asyncio.to_thread(console.end_session, kept_id)
     assert await ended_by_admin(kept) == ("session_ended", 4000)
     assert await asyncio.to_thread(deployment.end_reason, kept_id) == "end:ended_by_admin"
-
-
-class FlakyLayer:
-    """A channel layer that fails ``failures`` times, then answers (and records joins)."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.joins: list[tuple[str, str]] = []
-        self.delivered = False
-
-    def _maybe_fail(self) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise ConnectionError("Redis is away")
-
-    async def receive(self, channel: str) -> dict:
-        self._maybe_fail()
-        if self.delivered:  # one message, then quiet
-            await asyncio.Event().wait()
-        self.delivered = True
-        return {"type": "session.end_requested", "reason": "ended_by_admin"}
-
-    async def group_add(self, group: str, channel: str) -> None:
-        self._maybe_fail()
-        self.joins.append((group, channel))
-
-
-async def test_the_control_loops_outlive_layer_errors(monkeypatch):
-    from agents import consumers
-    from tenants.metrics import CHANNEL_LAYER_ERRORS
-
-    monkeypatch.setattr(consumers, "CONTROL_BACKOFF_S", 0.001)
-    monkeypatch.setattr(consumers, "REREGISTER_S", 0.05)
-    errors = CHANNEL_LAYER_ERRORS.labels(operation="receive")
-    errors_before = errors._value.get()
-    consumer = consumers.RealtimeConsumer()
-    consumer.channel_layer = FlakyLayer(failures=3)
-    consumer.channel_name = "specific.x!y"
-    consumer._reregister = asyncio.Event()
-    consumer._join_tried = asyncio.Event()
-    handled: list[dict] = []
-
-    async def dispatch(message: dict) -> None:
-        handled.append(message)
-
-    consumer.dispatch = dispatch
-    control = asyncio.create_task(consumer._control_loop())
-    try:
-        await until(lambda: handled, "a control message after three failed receives")
-    finally:
-        control.cancel()
-    assert handled[0] == {"type": "session.end_requested", "reason": "ended_by_admin"}
-    assert errors._value.get() - errors_before == 3
-    assert consumer._reregister.is_set()  # a failed receive asks for the group again
-
-    consumer.channel_layer = FlakyLayer(failures=2)
-    register = asyncio.create_task(consumer._register_loop("vp-session-7"))
-    try:
-        # Joined after two failures, then joined again periodically (a restart forgets it).
-        await until(lambda: len(consumer.channel_layer.joins) >= 3, "three joins")
-    finally:
-        register.cancel()
-    assert set(consumer.channel_layer.joins) == {("vp-session-7", "specific.x!y")}
 
 
 # Every WebSocket the console page opens, for the test to close one under it.
