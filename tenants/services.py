@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from tenants import crypto
+from tenants import crypto, totp
 from tenants.audit import audit_record
 from tenants.models import (
     ApiKey,
@@ -187,6 +187,7 @@ def credentials_rotate() -> int:
                 update_fields=["webhook_secret_encrypted", "webhook_secret_previous_encrypted"]
             )
         count += 1
+    count += totp.secrets_rotate()  # members' second-factor secrets
     return count
 
 

@@ -27,3 +27,9 @@ def test_an_unencrypted_redis_layer_is_reported(settings):
         }
     }
     assert "voiceplatform.W003" in ids()
+
+
+def test_the_sign_in_checks_are_registered(settings):
+    settings.AXES_ENABLED = False
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    assert {"tenants.W001", "tenants.W002"} <= ids()
