@@ -207,3 +207,32 @@ def second_factor(request: HttpRequest) -> HttpResponse:
     context = {"enabled": False, "form": form, "secret": secret, "uri": uri}
     context["qr_svg"] = totp.qr_svg(uri)
     return render(request, "registration/second_factor.html", context)
+
+
+class ThrottledPasswordResetView(auth_views.PasswordResetView):
+    """Django's reset request, limited per client address and per e-mail address (django-
+    ratelimit, ``VP_PASSWORD_RESET_RATE``), so that nobody can mail-bomb a member or probe at
+    speed. Over the limit the answer is the same "sent" page without sending (no enumeration,
+    nothing to learn from the limit either)."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        from django_ratelimit.core import is_ratelimited
+
+        rate = settings.VP_PASSWORD_RESET_RATE
+        email = form.cleaned_data.get("email", "").strip().lower()
+        try:
+            limited = any(
+                is_ratelimited(
+                    self.request,
+                    group=f"password-reset-{scope}",
+                    key=key,
+                    rate=rate,
+                    increment=True,
+                )  # fmt: skip
+                for scope, key in (("address", "ip"), ("email", lambda group, request: email))
+            )
+        except Exception:  # the cache (Redis) is away: Django's reset still works
+            limited = False
+        if limited:
+            return redirect(self.get_success_url())
+        return super().form_valid(form)

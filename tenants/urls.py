@@ -14,7 +14,7 @@ urlpatterns = [
     # fragment (/reset/#<uid>/<token>), like invitations, so no access log sees it; the page posts
     # it into the session, where Django's confirm view reads it at its token-less URL. Django's
     # own form, /reset/<uid>/<token>/, is not routed.
-    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/", auth.ThrottledPasswordResetView.as_view(), name="password_reset"),
     path(
         "password-reset/sent/",
         auth_views.PasswordResetDoneView.as_view(),

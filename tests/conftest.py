@@ -88,11 +88,13 @@ def world(db) -> World:
 
 
 @pytest.fixture(autouse=True)
-def _widget_rate_limits_out_of_the_way(settings):
-    """Every test mints widget tokens from 127.0.0.1: the abuse limits are tested on their own
-    (tests/agents/test_widget_abuse.py), not by accident across modules."""
+def _rate_limits_out_of_the_way(settings):
+    """Every test mints widget tokens and asks for password resets from 127.0.0.1: the limits
+    are tested on their own (tests/agents/test_widget_abuse.py, test_login_security.py), not
+    by accident across modules."""
     settings.VP_WIDGET_SESSION_RATE_PER_ADDRESS = "100000/m"
     settings.VP_WIDGET_SESSION_RATE_PER_KEY = "100000/m"
+    settings.VP_PASSWORD_RESET_RATE = "100000/m"
 
 
 @pytest.fixture(autouse=True)

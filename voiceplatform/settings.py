@@ -433,6 +433,8 @@ AXES_RESET_ON_SUCCESS = False
 AXES_CLIENT_IP_CALLABLE = "tenants.auth.client_ip_address"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 VP_LOGIN_CLIENT_IP_HEADER = env.str("VP_LOGIN_CLIENT_IP_HEADER", "")
+# Password-reset requests per client address and, separately, per e-mail address.
+VP_PASSWORD_RESET_RATE = env.str("VP_PASSWORD_RESET_RATE", "5/h")
 # Second factor (optional per member, TOTP): the code must follow the password within this time.
 VP_LOGIN_CODE_TIMEOUT_SECONDS = env.int("VP_LOGIN_CODE_TIMEOUT_SECONDS", 300, minimum=30)
 VP_TOTP_ISSUER = env.str("VP_TOTP_ISSUER", "VoicePlatform")

@@ -496,3 +496,23 @@ def test_behind_the_proxy_daphne_gives_the_forwarded_client_address(tmp_path, mo
         assert attempt(username, password, "198.51.100.1") == 302
     finally:
         platform.stop()
+
+
+def test_reset_requests_are_limited_per_address_and_per_email(world, settings):
+    """Nobody can mail-bomb a member: past the rate, the same "sent" page, and no mail."""
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.VP_PASSWORD_RESET_RATE = "2/h"
+    answers = [
+        Client(REMOTE_ADDR=f"198.51.100.{n}").post(
+            "/password-reset/", {"email": "owner-a@example.com"}
+        )
+        for n in range(4)
+    ]
+    assert {(a.status_code, a["Location"]) for a in answers} == {(302, "/password-reset/sent/")}
+    assert len(mail.outbox) == 2  # per e-mail address, across addresses
+    one = Client(REMOTE_ADDR="203.0.113.5")
+    for email in ("a@example.com", "b@example.com", "member-a@example.com"):
+        one.post("/password-reset/", {"email": email})
+    assert [m.to for m in mail.outbox[2:]] == []  # the third from one address sends nothing
