@@ -13,6 +13,7 @@ import secrets
 
 import pytest
 import websockets
+from django.conf import settings
 from openai import AsyncOpenAI
 
 from tests.conftest import require_service
@@ -126,8 +127,10 @@ def test_daphne_on_postgresql_and_redis_with_cross_process_end(services_platform
             await asyncio.wait_for(connection.recv(), timeout=10)  # session.created
             session_id = await asyncio.to_thread(services_platform.open_session_id)
             layer = RedisChannelLayer(
-                hosts=[redis_url()], prefix=f"{REDIS_PREFIX}:channels:"
-            )  # the server's own layer, in this run's namespace
+                hosts=[redis_url()],
+                prefix=f"{REDIS_PREFIX}:channels:",
+                symmetric_encryption_keys=settings.VP_CHANNEL_LAYER_KEYS,
+            )  # the server's own layer (its keys too), in this run's namespace
             await layer.group_send(
                 f"vp-session-{session_id}",
                 {"type": "session.end_requested", "reason": "ended_by_admin"},
