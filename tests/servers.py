@@ -5,10 +5,13 @@ gives its keys and ids) and serves ``voiceplatform.asgi:application`` on a free 
 embedded mode (SQLite, in-memory channel layer, the bundled local engine as upstream) unless
 the environment says otherwise. What ``WebsocketCommunicator`` cannot show needs it: the
 server's own frame limits and close-code rules, real clients over a real socket.
+``ServerProcess`` is one more process on a platform's database (or the same one restarted);
+``api_connect`` opens an API session's socket on any of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -76,22 +81,27 @@ def server_command(server: str, port: int) -> list[str]:
     raise ValueError(f"unknown server {server!r}: one of {SERVERS}")
 
 
-class Platform:
-    """A migrated, seeded platform served by ``server`` ("daphne" or "uvicorn")."""
+class ServerProcess:
+    """One server process (``server``: "daphne" or "uvicorn") serving the platform on ``port``
+    (a free one by default), its output in ``log_path``; started when it listens."""
 
-    def __init__(self, environ, tmp_path, server: str = "daphne"):
+    def __init__(
+        self, environ, log_path: Path, *, server: str = "daphne", port: int | None = None
+    ) -> None:
         self.environ = environ
         self.server = server
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
-        manage(environ, "migrate", "--noinput", "-v0", timeout=300)
-        self.seed = json.loads(manage(environ, "seed_demo", "--json"))
-        self.log_path = Path(tmp_path) / f"{server}.log"
+        self.log_path = Path(log_path)
+        self.start()
+
+    def start(self) -> None:
+        """Serve on ``port`` (again, after ``stop`` or a kill: the same port and environment)."""
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            server_command(server, self.port),
+            server_command(self.server, self.port),
             cwd=ROOT,
-            env=environ,
+            env=self.environ,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -101,10 +111,10 @@ class Platform:
                 return
             if self.process.poll() is not None:
                 self.log.close()
-                raise AssertionError(f"{server} exited: {self.log_path.read_text()[-4000:]}")
+                raise AssertionError(f"{self.server} exited: {self.log_path.read_text()[-4000:]}")
             time.sleep(0.2)
         self.stop()
-        raise AssertionError(f"{server} did not start")
+        raise AssertionError(f"{self.server} did not start")
 
     @property
     def http_url(self) -> str:
@@ -114,13 +124,22 @@ class Platform:
     def ws_url(self) -> str:
         return f"ws://{self.host}"
 
-    def stop(self):
+    def stop(self) -> None:
         stop_process(self.process)
         self.log.close()
 
     def log_tail(self, chars: int = 4000) -> str:
         self.log.flush()
         return self.log_path.read_text()[-chars:]
+
+
+class Platform(ServerProcess):
+    """A migrated, seeded platform served by ``server`` ("daphne" or "uvicorn")."""
+
+    def __init__(self, environ, tmp_path, server: str = "daphne"):
+        manage(environ, "migrate", "--noinput", "-v0", timeout=300)
+        self.seed = json.loads(manage(environ, "seed_demo", "--json"))
+        super().__init__(environ, Path(tmp_path) / f"{server}.log", server=server)
 
     def shell(self, code: str) -> str:
         return manage(self.environ, "shell", "-c", code).strip()
@@ -142,6 +161,24 @@ class Platform:
                 ".values_list('channel', 'end_reason'))))"
             ).splitlines()[-1]
         )
+
+
+def api_connect(ws_url: str, api_key: str, **options):
+    """An API session's socket on ``ws_url`` (``websockets.connect``: await it, or enter it)."""
+    return websockets.connect(
+        f"{ws_url}/v1/realtime?model=gpt-realtime-2",
+        additional_headers={"Authorization": f"Bearer {api_key}"},
+        **options,
+    )
+
+
+async def events_until_closed(connection, timeout: float = 10) -> list[dict]:
+    """Every event the socket receives until it is closed (each within ``timeout`` s)."""
+    events = []
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while True:
+            events.append(json.loads(await asyncio.wait_for(connection.recv(), timeout)))
+    return events
 
 
 def base_environ(tmp_path, **extra):
