@@ -20,49 +20,30 @@ import urllib.error
 import urllib.request
 
 import pytest
-import websockets
 
-from tests.conformance.test_closes import AUDIO_DELTA, SETUP, ScriptedUpstream
-from tests.servers import SERVERS, Platform, base_environ
+from tests.servers import SERVERS, Platform, api_connect, base_environ, events_until_closed
+from tests.upstreams import ScriptedUpstream, scripted_agent_create
 from tests.waiting import until_sync
 
 DRAIN_SECONDS = 20
 SESSIONS = 10
 ANSWER_DELTAS = 30  # one every 0.1 s: a 3 s answer, in flight when SIGTERM comes
-USAGE = {"total_tokens": 300, "input_tokens": 100, "output_tokens": 200,
-         "input_token_details": {"text_tokens": 100, "audio_tokens": 0},
-         "output_token_details": {"text_tokens": 0, "audio_tokens": 200}}  # fmt: skip
 
 
 class SlowUpstream(ScriptedUpstream):
     """Answers each ``response.create`` with audio over a few seconds, then ``response.done``."""
 
     def __init__(self) -> None:
-        self.tokens_sent = 0
-        self.responses_sent = 0
-        super().__init__()
-        self.mode = "slow"
+        super().__init__(mode="slow")
 
     async def _slow(self, connection) -> None:
         number = 0
         async for message in connection:
-            if json.loads(message).get("type") != "response.create":
-                continue
-            number += 1
-            response_id = f"resp_{id(connection)}_{number}"
-            response = {"id": response_id, "object": "realtime.response",
-                        "status": "in_progress", "output": []}  # fmt: skip
-            await connection.send(json.dumps({"type": "response.created", "response": response}))
-            for _ in range(ANSWER_DELTAS):
-                await asyncio.sleep(0.1)
-                await connection.send(json.dumps({
-                    "type": "response.output_audio.delta", "event_id": "e",
-                    "response_id": response_id, "item_id": "item_a", "output_index": 0,
-                    "content_index": 0, "delta": AUDIO_DELTA}))  # fmt: skip
-            done = {**response, "status": "completed", "usage": USAGE}
-            await connection.send(json.dumps({"type": "response.done", "response": done}))
-            self.responses_sent += 1
-            self.tokens_sent += USAGE["total_tokens"]
+            if json.loads(message).get("type") == "response.create":
+                number += 1
+                await self._respond(
+                    connection, f"resp_{id(connection)}_{number}", deltas=ANSWER_DELTAS, pause=0.1
+                )
 
 
 @pytest.fixture(params=SERVERS)
@@ -70,23 +51,15 @@ def draining(request, tmp_path):
     upstream = SlowUpstream()
     environ = base_environ(
         tmp_path,
-        OPENAI_API_KEY="sk-scripted-" + "x" * 30,
-        VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{upstream.port}/v1/realtime",
+        **upstream.environ,
         VP_RECONNECT_ATTEMPTS="0",
         VP_DRAIN_SECONDS=str(DRAIN_SECONDS),
     )
     platform = Platform(environ, tmp_path, server=request.param)
-    created = json.loads(platform.shell(SETUP).splitlines()[-1])
+    created = scripted_agent_create(platform)
     yield platform, upstream, created["api_key"]
     platform.stop()
     upstream.stop()
-
-
-def connect(platform: Platform, api_key: str):
-    return websockets.connect(
-        f"{platform.ws_url}/v1/realtime?model=gpt-realtime-2",
-        additional_headers={"Authorization": f"Bearer {api_key}"},
-    )
 
 
 def draining_check(platform: Platform) -> dict:
@@ -97,15 +70,6 @@ def draining_check(platform: Platform) -> dict:
     except urllib.error.HTTPError as answer:
         body = answer.read()
     return json.loads(body)["checks"]["draining"]
-
-
-async def until_closed(connection) -> list[dict]:
-    events = []
-    try:
-        while True:
-            events.append(json.loads(await asyncio.wait_for(connection.recv(), 60)))
-    except websockets.ConnectionClosed:
-        return events
 
 
 LEDGER = r"""
@@ -128,7 +92,7 @@ with scopes_disabled():
 async def test_sigterm_drains_every_session_and_bills_every_answer(draining):
     platform, upstream, api_key = draining
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(connect(platform, api_key))
+        clients = [await stack.enter_async_context(api_connect(platform.ws_url, api_key))
                    for _ in range(SESSIONS)]  # fmt: skip
         for client in clients:
             assert json.loads(await client.recv())["type"] == "session.created"
@@ -146,12 +110,12 @@ async def test_sigterm_drains_every_session_and_bills_every_answer(draining):
         assert draining_check(platform) == {"ok": False, "draining": True}
 
         # A new socket during the drain is refused with the code clients reconnect on.
-        async with connect(platform, api_key) as late:
-            refused = await until_closed(late)
+        async with api_connect(platform.ws_url, api_key) as late:
+            refused = await events_until_closed(late, 60)
         assert [event["error"]["code"] for event in refused] == ["server_restarting"]
         assert (late.close_code, late.close_reason) == (4012, "server_restarting")
 
-        endings = await asyncio.gather(*(until_closed(client) for client in clients))
+        endings = await asyncio.gather(*(events_until_closed(client, 60) for client in clients))
         told_within = time.monotonic() - signalled
 
     for client, events in zip(clients, endings, strict=True):
@@ -167,10 +131,10 @@ async def test_sigterm_drains_every_session_and_bills_every_answer(draining):
     await asyncio.to_thread(platform.process.wait, DRAIN_SECONDS)
 
     ledger = json.loads(platform.shell(LEDGER).splitlines()[-1])
-    assert upstream.responses_sent == SESSIONS
+    assert len(upstream.sent) == SESSIONS
     assert ledger == {
         "responses": SESSIONS,
-        "tokens": upstream.tokens_sent,
+        "tokens": sum(usage["total_tokens"] for usage in upstream.sent.values()),
         "ends": ["server_shutdown"] * SESSIONS,
         "open": 0,
     }

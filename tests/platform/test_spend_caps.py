@@ -16,8 +16,8 @@ import json
 import pytest
 import websockets
 
-from tests.conformance.test_closes import ScriptedUpstream
-from tests.servers import Platform, base_environ
+from tests.servers import Platform, api_connect, base_environ, events_until_closed
+from tests.upstreams import ScriptedUpstream
 
 SHOP = "https://shop.example"
 SPEECH = base64.b64encode(b"\x00\x10" * 4800).decode()  # 200 ms of PCM16 24 kHz
@@ -87,12 +87,7 @@ class VadUpstream(ScriptedUpstream):
 def capped(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("spend-caps")
     upstream = VadUpstream()
-    environ = base_environ(
-        tmp_path,
-        OPENAI_API_KEY="sk-scripted-" + "x" * 30,
-        VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{upstream.port}/v1/realtime",
-        VP_RECONNECT_ATTEMPTS="0",
-    )
+    environ = base_environ(tmp_path, **upstream.environ, VP_RECONNECT_ATTEMPTS="0")
     platform = Platform(environ, tmp_path)
     try:
         created = json.loads(platform.shell(SETUP).splitlines()[-1])
@@ -103,19 +98,7 @@ def capped(tmp_path_factory):
 
 
 async def api_session(platform: Platform, api_key: str):
-    return await websockets.connect(
-        f"{platform.ws_url}/v1/realtime?model=gpt-realtime-2",
-        additional_headers={"Authorization": f"Bearer {api_key}"},
-        open_timeout=20,
-    )
-
-
-async def events_until_closed(connection, timeout: float = 10) -> list[dict]:
-    events = []
-    with contextlib.suppress(websockets.ConnectionClosed):
-        while True:
-            events.append(json.loads(await asyncio.wait_for(connection.recv(), timeout)))
-    return events
+    return await api_connect(platform.ws_url, api_key, open_timeout=20)
 
 
 def test_after_the_agents_daily_cap_new_api_sessions_are_refused(capped):
