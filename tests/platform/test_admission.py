@@ -14,34 +14,20 @@ The service-level twins are in tests/agents/test_admission.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import secrets
 import signal
-import socket
-import sqlite3
-import subprocess
 import time
-import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import websockets
 
-from tests.conformance.test_closes import SETUP as SCRIPTED_AGENT_SETUP
-from tests.conformance.test_closes import ScriptedUpstream
-from tests.servers import (
-    ROOT,
-    Platform,
-    base_environ,
-    free_port,
-    manage,
-    server_command,
-    stop_process,
-)
-from tests.waiting import until, until_sync
+from tests.servers import Platform, ServerProcess, api_connect, base_environ, manage
+from tests.services import OwnDatabase, needs_postgresql, timestamp
+from tests.upstreams import ScriptedUpstream, scripted_agent_create
+from tests.waiting import until
 
 LIMIT = 5
 BURST = 8
@@ -49,102 +35,16 @@ BURSTS = 20
 HEARTBEAT_S = 1.0
 STALE_S = 4.0
 
-DATABASES = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(
-            not os.environ.get("DATABASE_URL"), reason="PostgreSQL runs need DATABASE_URL"
-        ),
-    ),
-]
+DATABASES = ["sqlite", pytest.param("postgresql", marks=needs_postgresql)]
 
 
-class Database:
-    """The database both processes share, as the test reads and writes it directly."""
+def open_sessions(database: OwnDatabase) -> int:
+    return database.rows("SELECT count(*) FROM agents_session WHERE ended_at IS NULL")[0][0]
 
-    def __init__(self, kind: str, data_dir: Path) -> None:
-        self.kind = kind
-        self.environ: dict[str, str] = {}
-        if kind == "sqlite":
-            self.path = data_dir / "voiceplatform.sqlite3"
-            return
-        import psycopg
 
-        server = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
-        self.name = "vp_admission_" + secrets.token_hex(4)
-        self.admin_url = urllib.parse.urlunsplit(server._replace(path="/postgres"))
-        self.url = urllib.parse.urlunsplit(server._replace(path=f"/{self.name}"))
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {self.name}")
-        self.environ = {"DATABASE_URL": self.url}
-
-    def rows(self, query: str) -> list[tuple]:
-        if self.kind == "sqlite":
-            with contextlib.closing(sqlite3.connect(self.path, timeout=20)) as connection:
-                return connection.execute(query).fetchall()
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            return connection.execute(query).fetchall()
-
-    def execute(self, statement: str) -> None:
-        if self.kind == "sqlite":
-            with contextlib.closing(sqlite3.connect(self.path, timeout=20)) as connection:
-                connection.execute(statement)
-                connection.commit()
-            return
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            connection.execute(statement)
-
-    def drop(self) -> None:
-        if self.kind == "sqlite":
-            return
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-
-    def open_sessions(self) -> int:
-        return self.rows("SELECT count(*) FROM agents_session WHERE ended_at IS NULL")[0][0]
-
-    def set_limit(self, limit: int) -> None:
-        self.execute(f"UPDATE tenants_tenant SET max_concurrent_sessions = {limit} "
+def set_limit(database: OwnDatabase, limit: int) -> None:
+    database.execute(f"UPDATE tenants_tenant SET max_concurrent_sessions = {limit} "
                      "WHERE slug = 'demo'")  # fmt: skip
-
-
-def timestamp(value: object) -> datetime:
-    """A timestamp as either database returns it (SQLite: naive UTC text)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-class Daphne:
-    """One more Daphne process on the platform's environment (database and data directory)."""
-
-    def __init__(self, environ: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            server_command("daphne", self.port), cwd=ROOT, env=environ,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-        def listening() -> bool:
-            assert self.process.poll() is None, log_path.read_text()[-4000:]
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return True
-            return False
-
-        until_sync(listening, "the second Daphne process", timeout=30)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.log.close()
 
 
 class Cluster:
@@ -156,21 +56,17 @@ class Cluster:
     """
 
     def __init__(self, kind: str, tmp_path: Path, **settings: str) -> None:
-        self.database = Database(kind, tmp_path)
+        self.database = OwnDatabase(kind, tmp_path, "admission")
         self.upstream = ScriptedUpstream()
         environ = base_environ(
-            tmp_path,
-            **self.database.environ,
-            OPENAI_API_KEY="sk-scripted-" + "x" * 30,
-            VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{self.upstream.port}/v1/realtime",
-            **settings,
+            tmp_path, **self.database.environ, **self.upstream.environ, **settings
         )
         self.first: Platform | None = None
-        self.second: Daphne | None = None
+        self.second: ServerProcess | None = None
         try:
             self.first = Platform(environ, tmp_path)
-            created = json.loads(self.first.shell(SCRIPTED_AGENT_SETUP).splitlines()[-1])
-            self.second = Daphne(environ, tmp_path / "daphne-2.log")
+            created = scripted_agent_create(self.first)
+            self.second = ServerProcess(environ, tmp_path / "daphne-2.log")
         except BaseException:
             self.stop()
             raise
@@ -187,11 +83,7 @@ class Cluster:
 
 async def open_session(port: int, api_key: str) -> tuple[str, websockets.ClientConnection | None]:
     """Open an API session: ("admitted", its socket) or (the refusal's code, None)."""
-    connection = await websockets.connect(
-        f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime-2",
-        additional_headers={"Authorization": f"Bearer {api_key}"},
-        open_timeout=20,
-    )
+    connection = await api_connect(f"ws://127.0.0.1:{port}", api_key, open_timeout=20)
     first = json.loads(await asyncio.wait_for(connection.recv(), timeout=20))
     if first["type"] == "session.created":
         return "admitted", connection
@@ -207,7 +99,7 @@ def cluster(request, tmp_path_factory):
 
 
 def test_eight_at_once_against_a_limit_of_five_admits_exactly_five(cluster):
-    cluster.database.set_limit(LIMIT)
+    set_limit(cluster.database, LIMIT)
 
     async def bursts() -> list[list[str]]:
         outcomes = []
@@ -219,7 +111,7 @@ def test_eight_at_once_against_a_limit_of_five_admits_exactly_five(cluster):
             for _, connection in opened:
                 if connection is not None:
                     await connection.close()
-            await until(lambda: cluster.database.open_sessions() == 0, "the burst's ends")
+            await until(lambda: open_sessions(cluster.database) == 0, "the burst's ends")
         return outcomes
 
     outcomes = asyncio.run(bursts())
@@ -241,7 +133,7 @@ def test_sessions_of_a_killed_process_stop_counting_and_end_at_their_last_heartb
 
 def killed_process_sessions(cluster: Cluster) -> None:
     database = cluster.database
-    database.set_limit(3)
+    set_limit(database, 3)
     assert cluster.second is not None and cluster.first is not None
     doomed, survivor = cluster.second.port, cluster.first.port
 

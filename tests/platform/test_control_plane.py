@@ -24,10 +24,7 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -38,7 +35,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.servers import ROOT, Platform, base_environ, free_port, server_command, stop_process
+from tests.servers import Platform, ServerProcess, api_connect, base_environ
+from tests.services import OwnDatabase, OwnRedis
 from tests.waiting import until_sync
 
 
@@ -58,103 +56,35 @@ OUTAGE_S = 60.0
 PREFIX = "vpcp"
 
 
-class OwnRedis:
-    """A private redis-server without persistence: a restart forgets everything."""
+def has_member(own_redis: OwnRedis, group: str) -> bool:
+    """The channel layer's ``group`` has a member in the deployment's Redis."""
+    import redis
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.tmp_path = tmp_path
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        until_sync(self.answers, "redis-server to answer")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
-
-    def answers(self) -> bool:
-        import redis
-
-        try:
-            with redis.Redis(port=self.port, socket_timeout=1) as client:
-                return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def has_member(self, group: str) -> bool:
-        import redis
-
-        try:
-            with redis.Redis(port=self.port, socket_timeout=1) as client:
-                return client.zcard(f"{PREFIX}:channels::group:{group}") > 0
-        except redis.RedisError:
-            return False
-
-
-def serve(environ, tmp_path: Path, name: str) -> tuple[subprocess.Popen, int, object]:
-    """A second Daphne on the same database (already migrated and seeded)."""
-    port = free_port()
-    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed by the fixture
-    process = subprocess.Popen(
-        server_command("daphne", port), cwd=ROOT, env=environ, stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-    def listening() -> bool:
-        assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-            return True
+    try:
+        with own_redis.client() as client:
+            return client.zcard(f"{PREFIX}:channels::group:{group}") > 0
+    except redis.RedisError:
         return False
-
-    until_sync(listening, f"{name} to listen", timeout=30)
-    return process, port, log
 
 
 class Deployment:
     def __init__(self, tmp_path: Path) -> None:
-        import psycopg
-
         self.redis = OwnRedis(tmp_path)
-        self.database = "vp_cp_" + secrets.token_hex(4)
-        with psycopg.connect(self.admin_url, autocommit=True) as db:
-            db.execute(f"CREATE DATABASE {self.database}")
+        self.database = OwnDatabase("postgresql", tmp_path, "cp")
         self.environ = base_environ(
-            tmp_path,
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.database}",
-            REDIS_URL=self.redis.url,
-            VP_REDIS_PREFIX=PREFIX,
+            tmp_path, **self.database.environ, REDIS_URL=self.redis.url, VP_REDIS_PREFIX=PREFIX
         )
         self.a = Platform(self.environ, tmp_path)
-        self.b_process, self.b_port, self.b_log = serve(self.environ, tmp_path, "daphne-b")
-        self.b_url = f"http://127.0.0.1:{self.b_port}"
-        self.tmp_path = tmp_path
-
-    admin_url = "postgresql://postgres@127.0.0.1:5432/postgres"
+        self.b = ServerProcess(self.environ, tmp_path / "daphne-b.log")
 
     def stop(self) -> None:
-        import psycopg
-
-        stop_process(self.b_process)
-        self.b_log.close()
+        self.b.stop()
         self.a.stop()
         self.redis.stop()
-        with psycopg.connect(self.admin_url, autocommit=True) as db:
-            db.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        self.database.drop()
 
     def logs(self) -> str:
-        return self.a.log_tail(3000) + (self.tmp_path / "daphne-b.log").read_text()[-3000:]
+        return self.a.log_tail(3000) + self.b.log_tail(3000)
 
     def open_session_ids(self) -> list[int]:
         return json.loads(
@@ -215,11 +145,8 @@ class Console:
         )
 
 
-def api_connect(deployment: Deployment):
-    return websockets.connect(
-        f"{deployment.a.ws_url}/v1/realtime?model=gpt-realtime-2",
-        additional_headers={"Authorization": f"Bearer {deployment.a.seed['api_key']}"},
-    )
+def session_connect(deployment: Deployment):
+    return api_connect(deployment.a.ws_url, deployment.a.seed["api_key"])
 
 
 async def talk(connection, text: str) -> str:
@@ -265,11 +192,11 @@ async def live_ended(live) -> str:
 
 @real_processes
 async def test_end_session_and_live_view_after_quiet_and_a_redis_restart(deployment):
-    console = await asyncio.to_thread(Console, deployment.b_url, deployment.a.seed)
+    console = await asyncio.to_thread(Console, deployment.b.http_url, deployment.a.seed)
     async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(api_connect(deployment))
+        first = await stack.enter_async_context(session_connect(deployment))
         assert json.loads(await first.recv())["type"] == "session.created"
-        second = await stack.enter_async_context(api_connect(deployment))
+        second = await stack.enter_async_context(session_connect(deployment))
         assert json.loads(await second.recv())["type"] == "session.created"
         first_id, second_id = await asyncio.to_thread(deployment.open_session_ids)
         first_live = await stack.enter_async_context(console.live(first_id))
@@ -294,7 +221,7 @@ async def test_end_session_and_live_view_after_quiet_and_a_redis_restart(deploym
         deployment.redis.start()
         for group in (f"vp-session-{second_id}", f"vp-session-live-{second_id}"):
             await asyncio.to_thread(
-                until_sync, lambda group=group: deployment.redis.has_member(group),
+                until_sync, lambda group=group: has_member(deployment.redis, group),
                 f"{group} re-joined after the restart", 30,
             )  # fmt: skip
         await talk(second, "after the restart")
@@ -309,7 +236,7 @@ async def test_end_session_and_live_view_after_quiet_and_a_redis_restart(deploym
 
 @real_processes
 async def test_sessions_are_admitted_and_talk_while_redis_is_down(deployment):
-    console = await asyncio.to_thread(Console, deployment.b_url, deployment.a.seed)
+    console = await asyncio.to_thread(Console, deployment.b.http_url, deployment.a.seed)
     deployment.redis.stop()
     try:
         outage_ends = time.monotonic() + OUTAGE_S
@@ -318,7 +245,7 @@ async def test_sessions_are_admitted_and_talk_while_redis_is_down(deployment):
         kept_id = None
         # A new session every few seconds through the whole outage: each is admitted and talks.
         while time.monotonic() < outage_ends:
-            connection = await api_connect(deployment)
+            connection = await session_connect(deployment)
             assert json.loads(await asyncio.wait_for(connection.recv(), 10))["type"] == (
                 "session.created"
             )
@@ -337,7 +264,7 @@ async def test_sessions_are_admitted_and_talk_while_redis_is_down(deployment):
     # Redis is back: the session admitted during the outage joins its group, and the console
     # (process B) can end it.
     await asyncio.to_thread(
-        until_sync, lambda: deployment.redis.has_member(f"vp-session-{kept_id}"),
+        until_sync, lambda: has_member(deployment.redis, f"vp-session-{kept_id}"),
         "the session admitted during the outage to join its group", 30,
     )  # fmt: skip
     await asyncio.to_thread(console.end_session, kept_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 
 import pytest
 import websockets
@@ -19,6 +18,7 @@ from openai import AsyncOpenAI
 from tests.conftest import require_service
 from tests.run_isolation import REDIS_PREFIX, redis_url
 from tests.servers import DAPHNE_MAX_MESSAGE, Platform, base_environ, manage
+from tests.services import OwnDatabase
 
 
 @pytest.fixture
@@ -32,16 +32,9 @@ def embedded_platform(tmp_path):
 def services_platform(tmp_path):
     require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", "127.0.0.1", 6379)
-    import psycopg
-
-    name = "vp_e2e_" + secrets.token_hex(4)
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")
+    database = OwnDatabase("postgresql", tmp_path, "e2e")
     environ = base_environ(
-        tmp_path,
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
-        REDIS_URL=redis_url(),
-        VP_REDIS_PREFIX=REDIS_PREFIX,
+        tmp_path, **database.environ, REDIS_URL=redis_url(), VP_REDIS_PREFIX=REDIS_PREFIX
     )
     platform = None
     try:
@@ -50,10 +43,7 @@ def services_platform(tmp_path):
     finally:
         if platform is not None:
             platform.stop()
-        with psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
-        ) as db:
-            db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        database.drop()
 
 
 async def sdk_text_turn(platform: Platform, text: str) -> list[str]:

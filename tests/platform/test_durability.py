@@ -21,20 +21,16 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
-import subprocess
-import threading
 import time
-import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import websockets
 
 from agents.journal import journal_files, read_entries
-from tests.run_isolation import RUN_ID
-from tests.servers import ROOT, Platform, base_environ, free_port, server_command, stop_process
+from tests.servers import Platform, api_connect, base_environ
+from tests.services import OwnDatabase, needs_postgresql, timestamp
+from tests.upstreams import ScriptedUpstream, scripted_agent_create
 from tests.waiting import until, until_sync
 
 OUTAGE_S = 60.0
@@ -42,39 +38,19 @@ SESSIONS = 10
 TOKEN_FIELDS = ("input_text_tokens", "input_audio_tokens", "cached_text_tokens",
                 "cached_audio_tokens", "output_text_tokens", "output_audio_tokens")  # fmt: skip
 
-needs_postgresql = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL"), reason="a PostgreSQL outage needs DATABASE_URL"
-)
 
-
-class UsageUpstream:
-    """An OpenAI Realtime stand-in in its own thread; ``sent`` is its side of the ledger."""
+class UsageUpstream(ScriptedUpstream):
+    """Answers every ``response.create`` with usage no other response has; ``sent`` is its
+    side of the ledger."""
 
     def __init__(self) -> None:
-        self.sent: dict[str, dict] = {}
-        self.connections = 0
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-
-            async def main() -> None:
-                self.server = await websockets.serve(self._handler, "127.0.0.1", 0)
-                self.port = self.server.sockets[0].getsockname()[1]
-                ready.set()
-                await self.server.serve_forever()
-
-            with contextlib.suppress(asyncio.CancelledError):
-                self.loop.run_until_complete(main())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
+        self.answers = 0
+        super().__init__(mode="distinct")
 
     def _usage(self) -> dict:
         """Usage no other response has: every count differs from every other response's."""
-        k = len(self.sent) + 1
+        self.answers += 1
+        k = self.answers
         return {
             "total_tokens": 1000 * k, "input_tokens": 31 * k, "output_tokens": 47 * k,
             "input_token_details": {
@@ -83,33 +59,11 @@ class UsageUpstream:
             "output_token_details": {"text_tokens": 13 * k, "audio_tokens": 34 * k},
         }  # fmt: skip
 
-    async def _handler(self, connection) -> None:
-        self.connections += 1
-        name = f"sess_up_{self.connections}"
-        session = {"id": name, "object": "realtime.session", "type": "realtime",
-                   "model": "gpt-realtime-2"}  # fmt: skip
-        await connection.send(json.dumps({"type": "session.created", "session": session}))
-        number = 0
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for message in connection:
-                event = json.loads(message)
-                if event.get("type") == "session.update":
-                    updated = {**event["session"], **session}
-                    await connection.send(
-                        json.dumps({"type": "session.updated", "session": updated})
-                    )
-                elif event.get("type") == "response.create":
-                    number += 1
-                    response_id = f"resp_{name}_{number}"
-                    usage = self._usage()
-                    self.sent[response_id] = usage
-                    response = {"id": response_id, "object": "realtime.response",
-                                "status": "in_progress", "output": []}  # fmt: skip
-                    await connection.send(
-                        json.dumps({"type": "response.created", "response": response})
-                    )
-                    done = {**response, "status": "completed", "usage": usage}
-                    await connection.send(json.dumps({"type": "response.done", "response": done}))
+    async def _distinct(self, connection) -> None:
+        async for message in connection:
+            if json.loads(message).get("type") == "response.create":
+                usage = self._usage()
+                await self._respond(connection, f"resp_{self.answers}", deltas=0, usage=usage)
 
     def ledger(self) -> dict[str, tuple[int, ...]]:
         """What was sent, in the ledger's columns (TOKEN_FIELDS)."""
@@ -123,160 +77,38 @@ class UsageUpstream:
             )  # fmt: skip
         return rows
 
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.thread.join(5)
+
+def stored_ledger(database: OwnDatabase) -> dict[str, tuple[int, ...]]:
+    """The usage ledger (``billing_usageevent``) by response id, in TOKEN_FIELDS' columns."""
+    rows = database.rows(
+        f"SELECT upstream_response_id, {', '.join(TOKEN_FIELDS)} FROM billing_usageevent"
+    )
+    result = {row[0]: tuple(row[1:]) for row in rows}
+    assert len(result) == len(rows), "a response counted twice"
+    return result
 
 
-SETUP = r"""
-import json
-from agents.configuration import agent_create
-from tenants import services
-from tenants.models import Tenant
-from tenants.scoping import scopes_disabled, tenant_scope
-
-with scopes_disabled():
-    tenant = Tenant.objects.get(slug="demo")
-    tenant.max_concurrent_sessions = 100
-    tenant.save(update_fields=["max_concurrent_sessions"])
-with tenant_scope(tenant):
-    agent = agent_create(tenant=tenant, actor=None, fields={
-        "name": "Durable", "kind": "voice_agent", "provider": "openai",
-        "model": "gpt-realtime-2", "voice": "marin", "turn_detection": "none"})
-    _, raw_key = services.api_key_issue(tenant=tenant, name="durability", default_agent=agent)
-print(json.dumps({"api_key": raw_key}))
-"""
-
-
-class Database:
-    """The platform's database as the test reaches it directly, and makes go away."""
-
-    def __init__(self, kind: str, data_dir: Path) -> None:
-        self.kind = kind
-        self.environ: dict[str, str] = {}
-        self._lock: sqlite3.Connection | None = None
-        self._reader = None
-        if kind == "sqlite":
-            self.path = data_dir / "voiceplatform.sqlite3"
-            return
-        import psycopg
-
-        server = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
-        self.name = f"vp_durability_{RUN_ID}_{free_port()}"
-        self.admin_url = urllib.parse.urlunsplit(server._replace(path="/postgres"))
-        self.url = urllib.parse.urlunsplit(server._replace(path=f"/{self.name}"))
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {self.name}")
-        self.environ = {"DATABASE_URL": self.url}
-
-    def rows(self, query: str) -> list[tuple]:
-        if self.kind == "sqlite":
-            with contextlib.closing(sqlite3.connect(self.path, timeout=20)) as connection:
-                return connection.execute(query).fetchall()
-        import psycopg
-
-        # One connection for the test's polling (cut by go_away, then opened again).
-        for attempt in range(2):
-            try:
-                if self._reader is None or self._reader.closed:
-                    self._reader = psycopg.connect(self.url, autocommit=True)
-                return self._reader.execute(query).fetchall()
-            except psycopg.OperationalError:
-                self._reader = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def ledger(self) -> dict[str, tuple[int, ...]]:
-        rows = self.rows(
-            f"SELECT upstream_response_id, {', '.join(TOKEN_FIELDS)} FROM billing_usageevent"
-        )
-        ledger = {row[0]: tuple(row[1:]) for row in rows}
-        assert len(ledger) == len(rows), "a response counted twice"
-        return ledger
-
-    def sessions(self) -> dict[int, tuple]:
-        rows = self.rows("SELECT id, ended_at, end_reason FROM agents_session")
-        return {pk: (_timestamp(ended_at), reason) for pk, ended_at, reason in rows}
-
-    def go_away(self) -> None:
-        """No new connection succeeds and every open one is cut, as when the server stops."""
-        if self.kind == "sqlite":
-            # The platform's writes wait on the lock (busy timeout), then fail: never stored.
-            self._lock = sqlite3.connect(self.path, timeout=20, isolation_level=None)
-            self._lock.execute("BEGIN EXCLUSIVE")
-            return
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS false")
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (self.name,),
-            )
-
-            def backends() -> int:
-                query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                return admin.execute(query, (self.name,)).fetchone()[0]
-
-            # A terminated backend takes a moment to exit; until then its session still works.
-            until_sync(lambda: backends() == 0, "the database's connections gone")
-
-    def come_back(self) -> None:
-        if self.kind == "sqlite":
-            if self._lock is not None:
-                self._lock.execute("ROLLBACK")
-                self._lock.close()
-                self._lock = None
-            return
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS true")
-
-    def drop(self) -> None:
-        self.come_back()
-        if self._reader is not None:
-            self._reader.close()
-        if self.kind == "sqlite":
-            return
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-
-
-def _timestamp(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def session_ends(database: OwnDatabase) -> dict[int, tuple]:
+    rows = database.rows("SELECT id, ended_at, end_reason FROM agents_session")
+    return {pk: (timestamp(ended_at), reason) for pk, ended_at, reason in rows}
 
 
 class DurablePlatform:
     """The demo platform in one Daphne process, on ``database``, with the usage upstream."""
 
-    def __init__(self, tmp_path: Path, database: Database) -> None:
+    def __init__(self, tmp_path: Path, database: OwnDatabase) -> None:
         self.database = database
         self.upstream = UsageUpstream()
         self.journal_dir = tmp_path / "journal"
         self.environ = base_environ(
             tmp_path,
-            OPENAI_API_KEY="sk-scripted-" + "x" * 30,
-            VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{self.upstream.port}/v1/realtime",
+            **self.upstream.environ,
             VP_RECONNECT_ATTEMPTS="0",
             **database.environ,
         )
         self.platform = Platform(self.environ, tmp_path)
-        self.api_key = json.loads(self.platform.shell(SETUP).splitlines()[-1])["api_key"]
+        self.api_key = scripted_agent_create(self.platform, max_concurrent_sessions=100)["api_key"]
         self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"{self.platform.ws_url}/v1/realtime?model=gpt-realtime-2"
 
     def kill(self) -> None:
         self.platform.process.send_signal(signal.SIGKILL)
@@ -287,26 +119,11 @@ class DurablePlatform:
         self.restarts += 1
         self.platform.log.close()
         self.platform.log_path = self.platform.log_path.with_suffix(f".{self.restarts}.log")
-        log = open(self.platform.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.platform.log = log
-        self.platform.process = subprocess.Popen(
-            server_command("daphne", self.platform.port),
-            cwd=ROOT,
-            env=self.environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.platform.start()
 
-        def listening() -> bool:
-            assert self.platform.process.poll() is None, self.platform.log_tail()
-            with contextlib.suppress(OSError):
-                import socket
-
-                socket.create_connection(("127.0.0.1", self.platform.port), timeout=1).close()
-                return True
-            return False
-
-        until_sync(listening, "the restarted Daphne to listen", timeout=30)
+    def ledger_complete(self) -> bool:
+        """The ledger holds exactly what the upstream sent."""
+        return stored_ledger(self.database) == self.upstream.ledger()
 
     def journal_pending(self) -> int:
         """Entries on disk not yet in the database, every process's journal of the directory."""
@@ -328,8 +145,7 @@ class DurablePlatform:
             ) from error
 
     def stop(self) -> None:
-        stop_process(self.platform.process)
-        self.platform.log.close()
+        self.platform.stop()
         self.upstream.stop()
 
 
@@ -342,10 +158,7 @@ class Client:
         self.closed_at: datetime | None = None
 
     async def open(self) -> Client:
-        self.connection = await websockets.connect(
-            self.platform.url,
-            additional_headers={"Authorization": f"Bearer {self.platform.api_key}"},
-        )
+        self.connection = await api_connect(self.platform.platform.ws_url, self.platform.api_key)
         event = json.loads(await asyncio.wait_for(self.connection.recv(), 15))
         assert event["type"] == "session.created", event
         return self
@@ -365,10 +178,10 @@ class Client:
 
 @pytest.fixture
 def platform_on(tmp_path):
-    made: list[tuple[Database, DurablePlatform | None]] = []
+    made: list[tuple[OwnDatabase, DurablePlatform | None]] = []
 
     def make(kind: str) -> DurablePlatform:
-        database = Database(kind, tmp_path)
+        database = OwnDatabase(kind, tmp_path, "durability")
         made.append((database, None))
         durable = DurablePlatform(tmp_path, database)
         made[-1] = (database, durable)
@@ -389,11 +202,9 @@ async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform
         clients = [await Client(durable).open() for _ in range(SESSIONS)]
         for client in clients:
             await client.respond()
-        await until(
-            lambda: database.ledger() == durable.upstream.ledger(), "the first answers stored"
-        )
+        await until(durable.ledger_complete, "the first answers stored")
 
-        database.go_away()
+        database.refuse_connections()
         away_at = time.monotonic()
         came_back_at: datetime | None = None
         try:
@@ -418,7 +229,7 @@ async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform
                 lambda: durable.journal_pending() == unwritten(), "the outage's records on disk"
             )
         finally:
-            database.come_back()
+            database.allow_connections()
             came_back_at = datetime.now(UTC)
 
         for client in live:
@@ -426,17 +237,17 @@ async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform
             await client.close()
 
         await until(
-            lambda: database.ledger() == durable.upstream.ledger(),
+            durable.ledger_complete,
             "the ledger to equal the upstream's usage",
             timeout=60,
         )
         await until(
-            lambda: all(ended for ended, _ in database.sessions().values()),
+            lambda: all(ended for ended, _ in session_ends(database).values()),
             "every session ended",
             timeout=30,
         )
         until_sync(lambda: durable.journal_pending() == 0, "the journal emptied")
-        sessions = database.sessions()
+        sessions = session_ends(database)
         assert len(sessions) == SESSIONS
         assert {reason for _, reason in sessions.values()} == {"client_closed"}
         # Ended during the outage: at the real end, not when the database came back.
@@ -444,7 +255,7 @@ async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform
         assert len(ended_during) == SESSIONS // 2
         for client, ended in zip(clients[: SESSIONS // 2], ended_during, strict=True):
             assert abs(ended - client.closed_at) < timedelta(seconds=2), (ended, client.closed_at)
-        assert len(database.ledger()) == len(durable.upstream.sent) > 2 * SESSIONS + 5
+        assert len(stored_ledger(database)) == len(durable.upstream.sent) > 2 * SESSIONS + 5
 
 
 @pytest.mark.parametrize(
@@ -462,11 +273,9 @@ async def test_kill_9_with_unwritten_records_replays_them_at_restart(platform_on
         clients = [await Client(durable).open() for _ in range(3)]
         for client in clients:
             await client.respond()
-        await until(
-            lambda: database.ledger() == durable.upstream.ledger(), "the first answers stored"
-        )
+        await until(durable.ledger_complete, "the first answers stored")
 
-        database.go_away()
+        database.refuse_connections()
         try:
             for client in clients:
                 await client.respond()
@@ -474,12 +283,12 @@ async def test_kill_9_with_unwritten_records_replays_them_at_restart(platform_on
             await until(lambda: durable.journal_pending() == 6, "the unwritten answers on disk")
             durable.kill()
         finally:
-            database.come_back()
+            database.allow_connections()
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.connection.close()
         assert durable.journal_pending() == 6  # the dead process's journal, whole
-        assert len(database.ledger()) == 3
+        assert len(stored_ledger(database)) == 3
 
         durable.restart()
         # The restarted process replays as its journal service starts (at start-up with the ASGI
@@ -488,9 +297,9 @@ async def test_kill_9_with_unwritten_records_replays_them_at_restart(platform_on
         await after.respond()
         await after.close()
         await until(
-            lambda: database.ledger() == durable.upstream.ledger(),
+            durable.ledger_complete,
             "the ledger to equal the upstream's usage",
             timeout=60,
         )
         until_sync(lambda: durable.journal_pending() == 0, "the orphaned journal replayed")
-        assert len(database.ledger()) == 10
+        assert len(stored_ledger(database)) == 10

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,8 @@ import urllib.request
 import pytest
 from django.test import override_settings
 
-from tests.servers import ROOT, Platform, base_environ, free_port, stop_process
+from tests.servers import ROOT, Platform, base_environ, stop_process
+from tests.services import OwnRedis
 from tests.waiting import until_sync
 
 BACKEND_HOST = "10.0.0.7:8001"  # what a load balancer sends: the backend's address
@@ -133,26 +133,17 @@ def test_metrics_aggregate_every_process_and_forget_killed_ones(platform):
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of this test's own, so that stopping it touches nobody else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    yield process, f"redis://127.0.0.1:{port}/0"
-    stop_process(process)
+    started = OwnRedis(tmp_path)
+    yield started
+    started.stop()
 
 
 def test_readiness_fails_when_redis_goes_and_the_queue_depth_reads_the_prefixed_keys(
     tmp_path, own_redis
 ):
-    redis_process, url = own_redis
     import redis
 
-    until_sync(lambda: _pings(url), "the test's redis-server")
+    url = own_redis.url
     environ = base_environ(tmp_path, REDIS_URL=url, VP_REDIS_PREFIX="opstest")
     platform = Platform(environ, tmp_path)
     try:
@@ -166,7 +157,7 @@ def test_readiness_fails_when_redis_goes_and_the_queue_depth_reads_the_prefixed_
         with redis.Redis.from_url(url) as client:  # under the deployment's prefix
             assert client.llen("opstest:celery:celery") == 3
 
-        stop_process(redis_process)
+        own_redis.stop()
         status, body = readiness(platform)
         assert status == 503
         assert body["failed"] == ["redis"]
@@ -175,16 +166,6 @@ def test_readiness_fails_when_redis_goes_and_the_queue_depth_reads_the_prefixed_
         assert sample(scrape(platform), "vp_celery_queue_depth", 'queue="celery"') is None
     finally:
         platform.stop()
-
-
-def _pings(url: str) -> bool:
-    import redis
-
-    try:
-        with redis.Redis.from_url(url, socket_timeout=1) as client:
-            return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 # --- in process: the access rule and the hooks other parts of the platform provide -----------
