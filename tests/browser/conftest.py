@@ -18,6 +18,7 @@ import sys
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,19 @@ def start_browser(
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_script_timeout(30)
     return driver
+
+
+def platform_and_browser(tmp_path: Path) -> tuple[Platform, Any]:
+    """A platform on ``tmp_path / "data"`` and Chromium whose microphone says "hello" once
+    (skips or fails as ``require_browser`` does). The caller quits the one and stops the other."""
+    chromium = require_browser()
+    wav = tmp_path / "hello.wav"
+    write_utterance_wav(wav, "hello", before_s=0.5, after_s=0.5)
+    (tmp_path / "data").mkdir()
+    platform = Platform(tmp_path / "data")
+    (tmp_path / "profile").mkdir()
+    driver = start_browser(chromium, wav, tmp_path / "profile", loop=False)
+    return platform, driver
 
 
 @pytest.fixture

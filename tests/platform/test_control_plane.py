@@ -291,16 +291,9 @@ async def test_the_console_live_view_reconnects_when_its_socket_closes(tmp_path)
     proxy timeout would); the page opens another and goes on showing the conversation."""
     from selenium.webdriver.common.by import By
 
-    from tests.browser.conftest import Platform as BrowserPlatform
-    from tests.browser.conftest import require_browser, start_browser, write_utterance_wav
+    from tests.browser.conftest import platform_and_browser
 
-    chromium = require_browser()
-    wav = tmp_path / "quiet.wav"
-    write_utterance_wav(wav, "hello", before_s=0.5, after_s=0.5)
-    (tmp_path / "data").mkdir()
-    platform = BrowserPlatform(tmp_path / "data")
-    (tmp_path / "profile").mkdir()
-    driver = start_browser(chromium, wav, tmp_path / "profile", loop=False)
+    platform, driver = platform_and_browser(tmp_path)
     try:
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": TRACK_SOCKETS})
         driver.get(f"{platform.origin}/login/")

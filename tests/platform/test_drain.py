@@ -145,16 +145,9 @@ def test_the_widget_reconnects_with_a_fresh_token_when_its_server_restarts(tmp_p
     """Chromium with the demo page: SIGTERM its Daphne, start another on the same port (a
     single-server restart); the widget, told 4012 server_restarting, fetches a new token from
     the page's endpoint and talks to the new process, microphone and panel untouched."""
-    from tests.browser.conftest import Platform as BrowserPlatform
-    from tests.browser.conftest import require_browser, start_browser, write_utterance_wav
+    from tests.browser.conftest import platform_and_browser
 
-    chromium = require_browser()
-    wav = tmp_path / "hello.wav"
-    write_utterance_wav(wav, "hello", before_s=0.5, after_s=0.5)
-    (tmp_path / "data").mkdir()
-    platform = BrowserPlatform(tmp_path / "data")
-    (tmp_path / "profile").mkdir()
-    driver = start_browser(chromium, wav, tmp_path / "profile", loop=False)
+    platform, driver = platform_and_browser(tmp_path)
     try:
         driver.get(f"{platform.origin}/widget/demo/")
         state = lambda: driver.execute_script("return VoicePlatformWidget.state")  # noqa: E731
