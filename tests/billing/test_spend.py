@@ -52,18 +52,24 @@ async def settle():
         await asyncio.sleep(0)
 
 
-async def conversation(guard, responses):
-    """The client asks for a response after each one; the upstream answers with ``responses``."""
+async def started_bridge(guard, channel):
+    """The real bridge with ``guard``, between fakes: (bridge, upstream, client, recorder)."""
     upstream, client, recorder = FakeUpstream(), FakeClient(), ListRecorder()
 
     async def connect():
         return upstream
 
     policy = SessionPolicy(agent_id=1, kind="voice_agent", model="gpt-realtime-2",
-                           channel="widget", instructions="")  # fmt: skip
+                           channel=channel, instructions="")  # fmt: skip
     bridge = RealtimeBridge(policy=policy, client=client, connect_upstream=connect,
                             recorder=recorder, spend_guard=guard)  # fmt: skip
     await bridge.start()
+    return bridge, upstream, client, recorder
+
+
+async def conversation(guard, responses):
+    """The client asks for a response after each one; the upstream answers with ``responses``."""
+    bridge, upstream, client, recorder = await started_bridge(guard, "widget")
     for done in responses:
         await bridge.from_client(json.dumps({"type": "response.create"}))
         upstream.push(done)
@@ -171,16 +177,7 @@ def test_a_repeated_response_done_is_taken_off_once(world, agents_a):
     done = response_done("r1", audio_out=5_000)  # $0.32
 
     async def duplicated():
-        upstream, client, recorder = FakeUpstream(), FakeClient(), ListRecorder()
-
-        async def connect():
-            return upstream
-
-        policy = SessionPolicy(agent_id=1, kind="voice_agent", model="gpt-realtime-2",
-                               channel="api", instructions="")  # fmt: skip
-        bridge = RealtimeBridge(policy=policy, client=client, connect_upstream=connect,
-                                recorder=recorder, spend_guard=guard)  # fmt: skip
-        await bridge.start()
+        bridge, upstream, _, recorder = await started_bridge(guard, "api")
         await bridge.from_client(json.dumps({"type": "response.create"}))
         upstream.push(done)
         upstream.push(done)  # delivered twice (a retried relay, a replayed journal)
