@@ -125,6 +125,10 @@ class DurablePlatform:
         """The ledger holds exactly what the upstream sent."""
         return stored_ledger(self.database) == self.upstream.ledger()
 
+    async def ledger_settled(self) -> None:
+        """Wait (60 s at most: replays and retries) until ``ledger_complete``."""
+        await until(self.ledger_complete, "the ledger to equal the upstream's usage", timeout=60)
+
     def journal_pending(self) -> int:
         """Entries on disk not yet in the database, every process's journal of the directory."""
         return sum(len(read_entries(path)[0]) for path in journal_files(self.journal_dir))
@@ -236,11 +240,7 @@ async def test_a_60_s_postgresql_outage_under_10_sessions_loses_nothing(platform
             await client.respond()
             await client.close()
 
-        await until(
-            durable.ledger_complete,
-            "the ledger to equal the upstream's usage",
-            timeout=60,
-        )
+        await durable.ledger_settled()
         await until(
             lambda: all(ended for ended, _ in session_ends(database).values()),
             "every session ended",
@@ -296,10 +296,6 @@ async def test_kill_9_with_unwritten_records_replays_them_at_restart(platform_on
         after = await Client(durable).open()
         await after.respond()
         await after.close()
-        await until(
-            durable.ledger_complete,
-            "the ledger to equal the upstream's usage",
-            timeout=60,
-        )
+        await durable.ledger_settled()
         until_sync(lambda: durable.journal_pending() == 0, "the orphaned journal replayed")
         assert len(stored_ledger(database)) == 10
