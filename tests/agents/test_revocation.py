@@ -89,3 +89,21 @@ async def test_revoking_a_widget_key_ends_its_live_widget_sessions(shop):
     finally:
         await communicator.disconnect()
         await untouched.disconnect()
+
+
+@transactional
+async def test_a_refusal_is_logged_with_its_code_and_tenant(shop, caplog):
+    minted = await mint(shop["key"].key)
+    first = widget_socket(minted["token"])
+    await open_socket(first)
+    await first.disconnect()
+    replay = widget_socket(minted["token"])
+    with caplog.at_level("INFO", logger="agents.consumers"):
+        connected, _ = await replay.connect(timeout=SOCKET_TIMEOUT)
+        assert connected and (await receive(replay))["error"]["code"] == "token_used"
+    await replay.disconnect()
+    tenant_id = shop["world"].tenant_a.pk
+    assert any(
+        record.getMessage().startswith(f"widget socket refused: token_used (tenant {tenant_id},")
+        for record in caplog.records
+    ), [record.getMessage() for record in caplog.records]
