@@ -11,36 +11,19 @@ limit still hold).
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 from django.conf import settings
 from django.http import HttpRequest
-from django_ratelimit.core import get_usage
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Limited:
-    scope: str  # "address" or "key"
-    retry_after_s: int
+from tenants.ratelimits import Limited, first_limited
 
 
 def widget_session_limited(request: HttpRequest, *, widget_key: str) -> Limited | None:
     """Count this mint against the caller's address and the widget key; None when allowed."""
-    checks = (
-        ("address", "ip", settings.VP_WIDGET_SESSION_RATE_PER_ADDRESS),
-        ("key", lambda group, request: widget_key, settings.VP_WIDGET_SESSION_RATE_PER_KEY),
+    return first_limited(
+        request,
+        group="widget-session",
+        checks=(
+            ("address", "ip", settings.VP_WIDGET_SESSION_RATE_PER_ADDRESS),
+            ("key", lambda group, request: widget_key, settings.VP_WIDGET_SESSION_RATE_PER_KEY),
+        ),
     )
-    for scope, key, rate in checks:
-        try:
-            usage = get_usage(
-                request, group=f"widget-session-{scope}", key=key, rate=rate, increment=True
-            )
-        except Exception:  # the cache (Redis) is unreachable: fail open, loudly
-            logger.warning("widget rate limit by %s unavailable", scope, exc_info=True)
-            continue
-        if usage is not None and usage["should_limit"]:
-            return Limited(scope, max(1, int(usage["time_left"])))
-    return None

@@ -216,23 +216,15 @@ class ThrottledPasswordResetView(auth_views.PasswordResetView):
     nothing to learn from the limit either)."""
 
     def form_valid(self, form: Any) -> HttpResponse:
-        from django_ratelimit.core import is_ratelimited
+        from tenants.ratelimits import first_limited
 
         rate = settings.VP_PASSWORD_RESET_RATE
         email = form.cleaned_data.get("email", "").strip().lower()
-        try:
-            limited = any(
-                is_ratelimited(
-                    self.request,
-                    group=f"password-reset-{scope}",
-                    key=key,
-                    rate=rate,
-                    increment=True,
-                )  # fmt: skip
-                for scope, key in (("address", "ip"), ("email", lambda group, request: email))
-            )
-        except Exception:  # the cache (Redis) is away: Django's reset still works
-            limited = False
-        if limited:
+        limited = first_limited(
+            self.request,
+            group="password-reset",
+            checks=(("address", "ip", rate), ("email", lambda group, request: email, rate)),
+        )
+        if limited is not None:
             return redirect(self.get_success_url())
         return super().form_valid(form)
