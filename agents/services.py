@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from agents import signals
 from agents.access import admission_check_capacity, admission_check_standing, session_stale_cutoff
 from agents.models import (
     Agent,
@@ -120,7 +121,7 @@ def session_start(
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         admission_check_capacity(tenant=locked, channel=channel)
         # heartbeat_at starts at creation (auto_now_add): counted until its heartbeats stop.
-        return Session.objects.create(
+        session = Session.objects.create(
             tenant=tenant,
             agent=agent,
             agent_version_id=agent.live_version_id,
@@ -130,6 +131,8 @@ def session_start(
             widget_key_id=widget_key_id,
             api_key_id=api_key_id,
         )
+        signals.send_on_commit(signals.session_started, session_id=session.pk, tenant_id=tenant.pk)
+        return session
 
 
 def session_heartbeat(
@@ -203,6 +206,7 @@ def session_end_record(
         )
     if updated:
         enqueue_session_tally(session_id)
+        signals.send_on_commit(signals.session_ended, session_id=session_id, tenant_id=tenant_id)
 
 
 def sessions_sweep_abandoned(*, now: datetime | None = None) -> int:
@@ -216,9 +220,9 @@ def sessions_sweep_abandoned(*, now: datetime | None = None) -> int:
     """
     cutoff = session_stale_cutoff(now)
     with scopes_disabled():
-        stale = list(
+        stale = dict(
             Session.objects.filter(ended_at__isnull=True, heartbeat_at__lt=cutoff).values_list(
-                "pk", flat=True
+                "pk", "tenant_id"
             )
         )
         if not stale:
@@ -226,8 +230,9 @@ def sessions_sweep_abandoned(*, now: datetime | None = None) -> int:
         ended = Session.objects.filter(
             pk__in=stale, ended_at__isnull=True, heartbeat_at__lt=cutoff
         ).update(ended_at=F("heartbeat_at"), end_reason=Session.EndReason.ABANDONED)
-    for session_id in stale:
+    for session_id, tenant_id in stale.items():
         enqueue_session_tally(session_id)
+        signals.send_on_commit(signals.session_ended, session_id=session_id, tenant_id=tenant_id)
     return ended
 
 
