@@ -467,6 +467,11 @@ def _attempt_record(
             else:
                 delivery.next_attempt_at = later
         delivery.save()
+    logger.info(
+        "webhook delivery %s (%s, tenant %s) attempt %s: %s in %s ms -> %s",
+        delivery.pk, delivery.event_type, delivery.tenant_id, number,
+        outcome.http_status or outcome.error_kind, outcome.latency_ms, delivery.status,
+    )  # fmt: skip
     if outcome.error_kind == "gone":
         _endpoint_turn_off(delivery.endpoint_id, tenant_id=delivery.tenant_id, now=now)
     if delivery.status == WebhookDelivery.Status.PENDING and not manual:

@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents import services as agent_services
-from agents import signals, webhooks
+from agents import signals, tasks, webhooks
 from agents.configuration import agent_create
 from agents.models import (
     Session,
@@ -519,3 +519,20 @@ def test_console_roles_and_tenants(world, receiver, private_allowed, client):
         endpoint.refresh_from_db()
         assert (endpoint.url, endpoint.enabled) == (receiver.url + "/hook", True)
     assert receiver.requests == []
+
+
+def test_the_task_attempts_once_and_a_duplicate_message_posts_nothing(
+    world, receiver, private_allowed
+):
+    agent = make_agent(world.tenant_a)
+    make_endpoint(world.tenant_a, receiver.url + "/hook", events=[STARTED])
+    with tenant_scope(world.tenant_a):
+        session = Session.objects.create(tenant=world.tenant_a, agent=agent, channel="api")
+    [delivery] = webhooks.deliveries_create(
+        tenant_id=world.tenant_a.pk, event_type=STARTED, session_id=session.pk
+    )
+    tasks.webhook_deliver.apply(args=(delivery.pk, world.tenant_a.pk))
+    tasks.webhook_deliver.apply(args=(delivery.pk, world.tenant_a.pk))  # redelivered message
+    assert len(receiver.requests) == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("succeeded", 1)
