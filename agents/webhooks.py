@@ -466,7 +466,12 @@ def _attempt_record(
                 delivery.finished_at = now
             else:
                 delivery.next_attempt_at = later
-        delivery.save()
+        delivery.save(
+            update_fields=[
+                "attempts", "first_attempt_at", "claim_token", "claimed_until", "status",
+                "finished_at", "next_attempt_at",
+            ]
+        )  # fmt: skip
     logger.info(
         "webhook delivery %s (%s, tenant %s) attempt %s: %s in %s ms -> %s",
         delivery.pk, delivery.event_type, delivery.tenant_id, number,
