@@ -3,7 +3,7 @@
 from django.urls import path
 
 from agents import console_views as views
-from agents import telephony_views
+from agents import telephony_views, webhook_views
 
 urlpatterns = [
     path("agents/", views.agent_list, name="agent-list"),
@@ -26,6 +26,15 @@ urlpatterns = [
         "phone-numbers/<int:phone_number_id>/remove/",
         telephony_views.phone_number_remove,
         name="phone-number-remove",
+    ),
+    path("webhooks/", webhook_views.webhook_list, name="webhook-list"),
+    path("webhooks/<int:endpoint_id>/", webhook_views.webhook_detail, name="webhook-detail"),
+    path("webhooks/<int:endpoint_id>/delete/", webhook_views.webhook_delete, name="webhook-delete"),
+    path("webhooks/<int:endpoint_id>/test/", webhook_views.webhook_send_test, name="webhook-test"),
+    path(
+        "webhooks/<int:endpoint_id>/deliveries/<int:delivery_id>/send-again/",
+        webhook_views.webhook_delivery_send_again,
+        name="webhook-send-again",
     ),
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),

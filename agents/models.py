@@ -294,3 +294,112 @@ class PhoneNumber(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.number
+
+
+class WebhookEndpoint(TenantOwnedModel):
+    """A tenant's URL told about its sessions' lives (agents.webhooks delivers, signed)."""
+
+    class Event(models.TextChoices):
+        SESSION_STARTED = "session.started", "session.started"
+        SESSION_ENDED = "session.ended", "session.ended"
+        SESSION_ANALYZED = "session.analyzed", "session.analyzed"
+        RECORDING_READY = "recording.ready", "recording.ready"
+
+    url = models.URLField(max_length=500)
+    # None: every agent of the tenant.
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    events = models.JSONField(default=list)
+    enabled = models.BooleanField(default=True)
+    # Why the platform turned it off ("" when enabled, or turned off by a member).
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "enabled"], name="webhook_endpoint_tenant")]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(TenantOwnedModel):
+    """One event for one endpoint, attempted until it succeeds or its 24 hours are up.
+
+    The due time is in the row (``next_attempt_at``), so a lost broker message or a worker
+    killed mid-attempt only delays it: the beat sweep sends what is due and not in flight.
+    An attempt claims the row first (``claim_token`` until ``claimed_until``), so two workers
+    never post the same attempt.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="+")
+    # Erasing a session erases what was (or would be) sent about it.
+    session = models.ForeignKey(
+        Session, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    event_type = models.CharField(max_length=32)
+    event_id = models.CharField(max_length=64)
+    # One delivery per (endpoint, event): the lifecycle signals may repeat (session_ended).
+    idempotency_key = models.CharField(max_length=120, unique=True)
+    # What the event is about beyond the session (analysis_id, recording_id).
+    subject = models.JSONField(default=dict, blank=True)
+    # Built at the first attempt and frozen: every later attempt sends the same event.
+    payload = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "endpoint", "-created_at"], name="webhook_delivery_log"),
+            # The sweep (across tenants) reads only the pending rows.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="webhook_delivery_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} to endpoint {self.endpoint_id}"
+
+
+class WebhookAttempt(TenantOwnedModel):
+    """One POST of a delivery and what came of it."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    manual = models.BooleanField(default=False)  # "send again" in the console
+    attempted_at = models.DateTimeField()
+    http_status = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    # "" on success; else http_error, timeout, network_error, forbidden_address, ...
+    error_kind = models.CharField(max_length=32, blank=True)
+    error_message = models.CharField(max_length=300, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "number"], name="webhook_attempt_unique_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.error_kind

@@ -228,6 +228,12 @@ VP_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("VP_WEBHOOK_SECRET_OVERLAP_HOURS", 2
 # and the threads that resolve their host names (never the default pool the upstream shares).
 VP_OUTBOUND_CONCURRENCY_PER_TENANT = env.int("VP_OUTBOUND_CONCURRENCY_PER_TENANT", 4, minimum=1)
 VP_OUTBOUND_RESOLVER_THREADS = env.int("VP_OUTBOUND_RESOLVER_THREADS", 8, minimum=1)
+# The platform's own address as tenants reach it (links in webhook payloads to console pages).
+VP_PUBLIC_URL = env.str("VP_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Webhooks to the tenant's systems (agents.webhooks): each attempt's time limit.
+VP_TENANT_WEBHOOK_TIMEOUT_SECONDS = env.float(
+    "VP_TENANT_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=1.0
+)
 
 # Operations (issue 12). Usage and session ends are journaled (fsync) on local disk until the
 # database has them; a process replays orphaned journals at start-up. Past the byte bound, new
@@ -395,6 +401,13 @@ CELERY_BEAT_SCHEDULE = {
     # Billing: fold new usage into daily tallies; issue last month's invoices (idempotent).
     "billing-tally-sweep": {"task": "billing.tally_sweep", "schedule": 60.0},
     "billing-invoices-close": {"task": "billing.invoices_close_previous_month", "schedule": 3600.0},
+    # Tenant webhooks: send what is due and not in flight (a lost message, a killed worker and
+    # every retry later than a few minutes are picked up here; the due time is in the row).
+    "webhook-deliveries-sweep": {
+        "task": "agents.webhook_deliveries_sweep",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,148 @@
+"""What a tenant webhook says: the JSON of each event, built from rows.
+
+Every event has the same envelope (``id``, ``type``, ``created``, ``tenant``, ``agent``,
+``session``) and its own part: ``session.ended`` adds the transcript, the cost and the end;
+``session.analyzed`` the analysis; ``recording.ready`` the recording. Each payload is built once,
+at the delivery's first attempt (by then the transcript is complete), and frozen in the delivery.
+
+Conversation content leaves the platform here, so every piece of it goes through
+:func:`_content_for_sending` (the tenant's data policy applies there).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from agents.models import Agent, Session, TranscriptItem, WebhookEndpoint
+from billing.models import UsageEvent
+from billing.selectors import events_total_cost
+from tenants.models import Tenant
+
+PING = "ping"
+EVENT_TYPES = (*WebhookEndpoint.Event.values, PING)
+# Event ids are derived from what they are about, so the same event always has the same id
+# (a repeated lifecycle signal, "send again"): receivers can deduplicate on it.
+_EVENT_NAMESPACE = uuid.UUID("4f1c6c2e-8f57-4d0b-9a57-6f0c1e3a9b21")
+
+
+def event_id_for(*, tenant_id: int, event_type: str, session_id: int | None) -> str:
+    """The event's id: one per (tenant, event type, session)."""
+    name = f"{tenant_id}:{event_type}:{session_id}"
+    return f"evt_{uuid.uuid5(_EVENT_NAMESPACE, name).hex}"
+
+
+def new_ping_id() -> str:
+    return f"evt_{uuid.uuid4().hex}"
+
+
+def _content_for_sending(tenant: Tenant, value: Any) -> Any:
+    """Conversation content (text, or JSON holding it) as it may leave the platform for this
+    tenant. Identity today; the tenant's data policy (PII redaction) is applied here."""
+    return value
+
+
+def _analysis_payload(analysis_id: int | None) -> dict[str, Any]:
+    """The post-call analysis as sent. A stub until the analysis model exists: the lead wires
+    it to ``SessionAnalysis`` (summary, success evaluation, extracted data)."""
+    return {"analysis_id": analysis_id}
+
+
+def _recording_payload(recording_id: int | None) -> dict[str, Any]:
+    """The recording as sent (its link, duration, format). A stub until the recording model
+    exists."""
+    return {"recording_id": recording_id}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else timezone.localtime(moment, UTC).isoformat()
+
+
+def session_console_url(tenant: Tenant, session_id: int) -> str:
+    return settings.VP_PUBLIC_URL + reverse("session-detail", args=[tenant.slug, session_id])
+
+
+def _envelope(
+    *, tenant: Tenant, event_type: str, event_id: str, agent: Agent | None
+) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": event_type,
+        "created": _iso(timezone.now()),
+        "tenant": {"id": tenant.pk, "slug": tenant.slug, "name": tenant.name},
+        "agent": None if agent is None else {"id": agent.pk, "name": agent.name},
+    }
+
+
+def _session_part(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.pk,
+        "channel": session.channel,
+        "model": session.model,
+        "agent_version_id": session.agent_version_id,
+        "end_user_hash": session.end_user_hash,
+        "started_at": _iso(session.started_at),
+    }
+
+
+def _transcript(tenant: Tenant, session: Session) -> list[dict[str, Any]]:
+    items = TranscriptItem.objects.filter(session=session).order_by("sequence", "pk")
+    return [
+        {
+            "sequence": item.sequence,
+            "role": item.role,
+            "kind": item.kind,
+            "text": _content_for_sending(tenant, item.text),
+            "data": _content_for_sending(tenant, item.data),
+            "created_at": _iso(item.created_at),
+        }
+        for item in items
+    ]
+
+
+def session_event_payload(
+    *,
+    tenant: Tenant,
+    event_type: str,
+    event_id: str,
+    session: Session,
+    subject: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The payload of one lifecycle event of ``session`` (inside the tenant's scope)."""
+    subject = subject or {}
+    agent = Agent.objects.filter(pk=session.agent_id).first()
+    payload = _envelope(tenant=tenant, event_type=event_type, event_id=event_id, agent=agent)
+    payload["session"] = _session_part(session)
+    payload["links"] = {"session": session_console_url(tenant, session.pk)}
+    if event_type == WebhookEndpoint.Event.SESSION_ENDED:
+        payload["session"].update(
+            ended_at=_iso(session.ended_at),
+            end_reason=session.end_reason,
+            duration_seconds=session.duration_seconds,
+            audio_in_seconds=session.audio_in_seconds,
+            audio_out_seconds=session.audio_out_seconds,
+        )
+        payload["transcript"] = _transcript(tenant, session)
+        cost = events_total_cost(UsageEvent.objects.filter(session=session))
+        payload["cost"] = {"currency": "USD", "amount": str(cost)}
+    elif event_type == WebhookEndpoint.Event.SESSION_ANALYZED:
+        payload["analysis"] = _content_for_sending(
+            tenant, _analysis_payload(subject.get("analysis_id"))
+        )
+    elif event_type == WebhookEndpoint.Event.RECORDING_READY:
+        payload["recording"] = _recording_payload(subject.get("recording_id"))
+    return payload
+
+
+def ping_payload(*, tenant: Tenant, event_id: str, endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """The console's test event: the envelope and nothing about any session."""
+    agent = Agent.objects.filter(pk=endpoint.agent_id).first() if endpoint.agent_id else None
+    payload = _envelope(tenant=tenant, event_type=PING, event_id=event_id, agent=agent)
+    payload["session"] = None
+    payload["message"] = "A test event from VoicePlatform: this endpoint is reachable."
+    return payload
