@@ -330,8 +330,9 @@ def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
         usage_month, agent_id, model, provider, effective_from, analysis, code = key
         type_index = list(pricing.TOKEN_TYPES_BY_CODE).index(code)
         adjustment = usage_month != invoice.month
-        return (adjustment, usage_month, names.get(agent_id, ""), agent_id or 0, model,
-                provider, effective_from or date.min, analysis, type_index)  # fmt: skip
+        # An agent's analysis lines come after its conversation lines.
+        return (adjustment, usage_month, names.get(agent_id, ""), agent_id or 0, analysis,
+                model, provider, effective_from or date.min, type_index)  # fmt: skip
 
     for position, key in enumerate(sorted(totals, key=order), start=1):
         usage_month, agent_id, model, provider, effective_from, analysis, code = key
