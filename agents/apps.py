@@ -17,6 +17,9 @@ class AgentsConfig(AppConfig):
         from tenants.signals import key_revoked
 
         key_revoked.connect(_end_sessions_of_revoked_key, dispatch_uid="agents.revoked_key")
+        from agents import analysis, signals
+
+        signals.session_ended.connect(analysis.on_session_ended, dispatch_uid="agents.analysis")
 
 
 def _end_sessions_of_revoked_key(sender, *, key, actor=None, **kwargs) -> None:
