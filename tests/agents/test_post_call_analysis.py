@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -506,3 +507,25 @@ def test_the_agent_form_validates_the_data_schema(client, world, shop, schema, e
         saved = Agent.objects.select_related("live_version").get(pk=agent.pk)
     assert saved.analysis_model == "gpt-5-nano"
     assert saved.live_version.config["analysis_schema"] == json.loads(good)
+
+
+def test_the_sweep_queues_again_what_a_broker_outage_left_pending(
+    shop, queued, django_capture_on_commit_callbacks
+):
+    tenant, agent = shop
+    lost, fresh, dead, done = (new_session(tenant, agent) for _ in range(4))
+    now = timezone.now()
+    long_ago = now - timedelta(seconds=analysis.CLAIM_SECONDS + 1)
+    with tenant_scope(tenant):
+        for session, status, started_at in [
+            (lost, "pending", None), (fresh, "pending", None), (dead, "pending", long_ago),
+            (done, "done", long_ago),
+        ]:  # fmt: skip
+            requested = now if session is fresh else long_ago
+            SessionAnalysis.objects.create(
+                tenant=tenant, session=session, status=status, requested_at=requested,
+                started_at=started_at,
+            )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        assert analysis.analyses_sweep_pending(now=now) == 2
+    assert sorted(queued) == sorted([(lost.pk, tenant.pk), (dead.pk, tenant.pk)])
