@@ -49,7 +49,7 @@ from agents.extraction import (
     model_output_schema,
     validation_problem,
 )
-from agents.models import Session, SessionAnalysis, TranscriptItem
+from agents.models import Agent, Session, SessionAnalysis, TranscriptItem
 from agents.summarizer import Turn, summarize_locally
 from agents.upstream import provider_key_for_tenant
 from billing.models import UsageEvent
@@ -122,12 +122,13 @@ class AnalysisSettings:
 def analysis_settings(session: Session, *, live: bool = False) -> AnalysisSettings:
     """The settings of the session's agent version (``live``: the agent's current ones)."""
     agent = session.agent
-    config: dict[str, Any] = {}
-    if not live and session.agent_version is not None:
-        config = session.agent_version.config or {}
+    version = None if live else session.agent_version
 
     def get(name: str) -> Any:
-        return config[name] if name in config else getattr(agent, name)
+        if version is None:
+            return getattr(agent, name)
+        # A version saved before analysis existed had it off.
+        return (version.config or {}).get(name, Agent._meta.get_field(name).get_default())
 
     model = get("analysis_model") or catalogue.DEFAULT_ANALYSIS_MODEL
     return AnalysisSettings(

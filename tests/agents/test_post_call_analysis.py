@@ -16,7 +16,7 @@ from django.utils import timezone
 from agents import analysis, signals
 from agents.configuration import agent_create
 from agents.extraction import strict_schema
-from agents.models import Agent, Session, SessionAnalysis, TranscriptItem
+from agents.models import Agent, AgentVersion, Session, SessionAnalysis, TranscriptItem
 from agents.services import session_end_record
 from agents.tasks import session_analyze
 from billing.models import UsageEvent
@@ -349,6 +349,23 @@ def test_no_analysis_when_the_agent_version_had_it_off(
     assert queued == []
     with tenant_scope(world.tenant_a):
         assert not SessionAnalysis.objects.exists()
+
+
+def test_a_version_saved_before_analysis_existed_had_it_off(
+    shop, queued, django_capture_on_commit_callbacks
+):
+    tenant, agent = shop  # analysis on now
+    old_config = {
+        key: value for key, value in agent.live_version.config.items()
+        if not key.startswith("analysis_")
+    }  # fmt: skip
+    with tenant_scope(tenant):
+        old = AgentVersion.objects.create(tenant=tenant, agent=agent, number=99, config=old_config)
+    session = new_session(tenant, agent)
+    with tenant_scope(tenant):
+        Session.objects.filter(pk=session.pk).update(agent_version=old)
+    end(session, django_capture_on_commit_callbacks)
+    assert queued == []
 
 
 def test_a_task_for_another_tenant_finds_nothing(shop, world, queued):
