@@ -172,7 +172,7 @@ MODEL_ANSWER = {
 
 
 def test_analysis_with_the_responses_api(
-    shop, fake_openai, queued, django_capture_on_commit_callbacks
+    client, world, shop, fake_openai, queued, django_capture_on_commit_callbacks
 ):
     tenant, agent = shop
     services.provider_credential_set(tenant=tenant, secret=TENANT_KEY)
@@ -242,6 +242,13 @@ def test_analysis_with_the_responses_api(
     )  # fmt: skip
     # gpt-5-mini: 1,000 × 0.25 + 200 × 0.025 + 300 × 2.00 per 1M tokens
     assert events_total_cost([event]) == Decimal("0.000855")
+
+    client.force_login(world.owner_a)
+    page = client.get(reverse("session-detail", args=["tenant-a", session.pk])).content.decode()
+    assert MODEL_ANSWER["summary"] in page
+    assert "OpenAI · <code>gpt-5-mini</code>" in page
+    assert '<dd id="analysis-cost">$0.000855</dd>' in page
+    assert "rule-extracted" not in page
 
 
 def test_model_data_that_breaks_the_schema_is_kept_and_marked_invalid(
