@@ -17,8 +17,10 @@ class AgentsConfig(AppConfig):
         from tenants.signals import key_revoked
 
         key_revoked.connect(_end_sessions_of_revoked_key, dispatch_uid="agents.revoked_key")
+        from agents import analysis, signals
         from agents.webhooks import signals_connect
 
+        signals.session_ended.connect(analysis.on_session_ended, dispatch_uid="agents.analysis")
         signals_connect()
 
 

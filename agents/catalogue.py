@@ -20,6 +20,9 @@ MODELS_BY_KIND: dict[str, tuple[str, ...]] = {
     TRANSLATION: ("gpt-realtime-translate",),
 }
 ALL_MODELS = tuple(model for models in MODELS_BY_KIND.values() for model in models)
+# Text models for post-call analysis (Responses API), each with a price book row (billing 0004).
+ANALYSIS_MODELS = ("gpt-5-mini", "gpt-5-nano", "gpt-5.4-mini", "gpt-5.4-nano")
+DEFAULT_ANALYSIS_MODEL = "gpt-5-mini"
 
 VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",

@@ -39,4 +39,9 @@ urlpatterns = [
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),
     path("sessions/<int:session_id>/end/", views.session_end_ask, name="session-end"),
+    path(
+        "sessions/<int:session_id>/analysis/run/",
+        views.session_analyze_again,
+        name="session-analyze",
+    ),
 ]

@@ -11,12 +11,13 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents import access, catalogue, configuration, services, tokens
+from agents import access, analysis, catalogue, configuration, services, tokens
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
 from agents.models import (
     Agent,
     AgentVersion,
     Session,
+    SessionAnalysis,
     SessionSegment,
     SessionSummary,
     TranscriptItem,
@@ -237,6 +238,8 @@ def session_list(request: HttpRequest) -> HttpResponse:
         "channel": request.GET.get("channel", ""),
         "end_reason": request.GET.get("end_reason", ""),
         "date": request.GET.get("date", ""),
+        "success": request.GET.get("success", ""),
+        "data": request.GET.get("data", "").strip(),
     }
     if filters["agent"].isdigit():
         sessions = sessions.filter(agent_id=int(filters["agent"]))
@@ -253,8 +256,16 @@ def session_list(request: HttpRequest) -> HttpResponse:
             messages.error(request, "The date must look like 2026-11-21.")
         else:
             sessions = sessions.filter(started_at__date=day)
+    if filters["success"] in SessionAnalysis.Success.values:
+        sessions = analysis.sessions_with_success(sessions, filters["success"])
+    if filters["data"]:
+        try:
+            sessions = analysis.sessions_with_data(sessions, filters["data"])
+        except ValueError as problem:
+            messages.error(request, str(problem))
     context = {
-        "sessions": sessions[:SESSIONS_PER_PAGE],
+        "sessions": sessions.select_related("analysis")[:SESSIONS_PER_PAGE],
+        "successes": SessionAnalysis.Success.choices,
         "filters": filters,
         "agents": Agent.objects.order_by("name"),
         "channels": Session.Channel.choices,
@@ -272,7 +283,13 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         label: sum(getattr(event, name) for event in usage) for name, label in TOKEN_LABELS.items()
     }
     cost = events_total_cost(usage)
+    session_analysis = SessionAnalysis.objects.filter(session=session).first()
+    analysis_events = [event for event in usage if event.kind == UsageEvent.Kind.ANALYSIS]
     context = {
+        "analysis": session_analysis,
+        "analysis_rows": analysis.analysis_rows(session_analysis) if session_analysis else [],
+        "analysis_cost": events_total_cost(analysis_events),
+        "can_analyze": request.membership.can_configure and session.ended_at is not None,
         "segments": SessionSegment.objects.filter(session=session).order_by("index"),
         "summary": SessionSummary.objects.filter(session=session).first(),
         "session": session,
@@ -298,4 +315,16 @@ def session_end_ask(request: HttpRequest, session_id: int) -> HttpResponse:
             )
         else:
             messages.success(request, "The session is being ended.")
+    return redirect("session-detail", request.tenant.slug, session.pk)
+
+
+@require_POST
+@tenant_view(configure=True)
+def session_analyze_again(request: HttpRequest, session_id: int) -> HttpResponse:
+    session = tenant_object_get(Session, pk=session_id)
+    if session.ended_at is None:
+        messages.error(request, "A session is analysed once it has ended.")
+    else:
+        run = analysis.session_analysis_rerun(session=session, actor=request.user)
+        messages.success(request, f"Analysis run {run.run} queued; refresh in a moment.")
     return redirect("session-detail", request.tenant.slug, session.pk)

@@ -5,7 +5,14 @@ import json
 from django import forms
 
 from agents import catalogue
+from agents.extraction import SchemaProblem, data_schema_check
 from agents.models import Agent
+
+SCHEMA_EXAMPLE = (
+    '{\n  "type": "object",\n  "properties": {\n    "order_id": {"type": "string"},\n'
+    '    "issue": {"type": "string"},\n    "resolved": {"type": "boolean"}\n  },\n'
+    '  "required": ["issue", "resolved"]\n}'
+)
 
 EFFORT_HELP = (
     "How long the model thinks before it speaks. minimal and low answer fastest and suit "
@@ -15,15 +22,51 @@ EFFORT_HELP = (
 
 
 class AgentForm(forms.ModelForm):
+    # Text, not Django's JSONField: bad JSON and a schema that is not one get errors that
+    # say what is wrong, and the admin's text is shown back as typed.
+    analysis_schema = forms.CharField(
+        label="Data schema",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 10, "class": "code", "placeholder": SCHEMA_EXAMPLE}),
+        help_text=Agent._meta.get_field("analysis_schema").help_text,
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left out (an API client, an older form): the default model.
+        self.fields["analysis_model"].required = False
+        schema = self.instance.analysis_schema if self.instance.pk else None
+        if schema and not self.is_bound:
+            self.initial["analysis_schema"] = json.dumps(schema, indent=2)
+
+    def clean_analysis_model(self):
+        return self.cleaned_data.get("analysis_model") or catalogue.DEFAULT_ANALYSIS_MODEL
+
+    def clean_analysis_schema(self):
+        text = (self.cleaned_data.get("analysis_schema") or "").strip()
+        if not text:
+            return {}
+        try:
+            schema = json.loads(text)
+        except ValueError as error:
+            raise forms.ValidationError(f"Not valid JSON: {error}") from None
+        try:
+            data_schema_check(schema)
+        except SchemaProblem as problem:
+            raise forms.ValidationError(str(problem)) from None
+        return schema
+
     class Meta:
         model = Agent
         fields = [
             "name", "kind", "provider", "model", "voice", "instructions", "reasoning_effort",
             "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
             "max_output_tokens", "target_language", "tool_preambles",
+            "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
         ]  # fmt: skip
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 14, "class": "roomy"}),
+            "analysis_rubric": forms.Textarea(attrs={"rows": 4}),
             "model": forms.Select(choices=[(m, m) for m in catalogue.ALL_MODELS]),
         }
         help_texts = {

@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from agents import catalogue
+from agents.extraction import SchemaProblem, data_schema_check
 from tenants.scoping import TenantOwnedModel
 
 
@@ -58,6 +59,31 @@ class Agent(TenantOwnedModel):
         default=False,
         help_text="Say a short filler (the tool's phrase) before calling a slow tool.",
     )
+    analysis_enabled = models.BooleanField(
+        "Post-call analysis",
+        default=False,
+        help_text="After each session: a summary, a verdict on the rubric, the data below.",
+    )
+    analysis_model = models.CharField(
+        max_length=40,
+        choices=[(model, model) for model in catalogue.ANALYSIS_MODELS],
+        default=catalogue.DEFAULT_ANALYSIS_MODEL,
+        help_text="The text model that analyses, on your OpenAI key (billed per token).",
+    )
+    analysis_rubric = models.TextField(
+        "Success rubric",
+        blank=True,
+        help_text="What a successful conversation achieved, e.g. “the caller's problem was "
+        "solved or a ticket was opened”. Empty: success is not evaluated.",
+    )
+    analysis_schema = models.JSONField(
+        "Data schema",
+        default=dict,
+        blank=True,
+        help_text="A JSON Schema of the data to extract, top level an object, e.g. "
+        '{"type": "object", "properties": {"order_id": {"type": "string"}, '
+        '"resolved": {"type": "boolean"}}}. Empty: no data.',
+    )
     live_version = models.ForeignKey(
         "agents.AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -81,6 +107,10 @@ class Agent(TenantOwnedModel):
             )
         if self.kind == catalogue.TRANSLATION and not self.target_language:
             raise ValidationError({"target_language": "A translation agent needs a target."})
+        try:
+            data_schema_check(self.analysis_schema)
+        except SchemaProblem as problem:
+            raise ValidationError({"analysis_schema": str(problem)}) from None
 
 
 # The fields an agent version captures: everything a session runs with.
@@ -88,6 +118,7 @@ VERSIONED_FIELDS = (
     "name", "kind", "provider", "model", "voice", "instructions", "reasoning_effort",
     "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
     "max_output_tokens", "target_language", "tools", "mcp_servers", "tool_preambles",
+    "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
 )  # fmt: skip
 
 
@@ -276,6 +307,71 @@ class SessionSummary(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"summary r{self.revision} of session {self.session_id}"
+
+
+class SessionAnalysis(TenantOwnedModel):
+    """What a session came to, after it ended: one row per session, rewritten by a new run.
+
+    ``run`` counts runs ("run analysis again" adds one): the ledger key of a run's model call
+    is ``analysis:<session id>:<run>``, so a redelivered task never bills a run twice.
+    ``rule_fields`` names the data fields the offline fallback extracted by rules (not a model).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Method(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        LOCAL = "local", "Local fallback"
+
+    class Success(models.TextChoices):
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+        NOT_EVALUATED = "not_evaluated", "Not evaluated"
+
+    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="analysis")
+    run = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    method = models.CharField(max_length=10, choices=Method.choices, blank=True)
+    model = models.CharField(max_length=40, blank=True)
+    summary = models.TextField(blank=True)
+    success = models.CharField(
+        max_length=16, choices=Success.choices, default=Success.NOT_EVALUATED
+    )
+    success_reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    data_valid = models.BooleanField(default=True)
+    data_problem = models.TextField(blank=True, help_text="Why the data does not validate")
+    rule_fields = models.JSONField(default=list, blank=True)
+    usage_key = models.CharField(max_length=100, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_at = models.DateTimeField()
+    # Who asked for this run in the console ("run again"); None when the session's end did.
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)  # the claim of a running task
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "session analyses"
+        indexes = [
+            models.Index(fields=["tenant", "success"], name="analysis_tenant_success"),
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(status="pending"),
+                name="analysis_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"analysis of session {self.session_id} ({self.status})"
 
 
 class PhoneNumber(TenantOwnedModel):

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
-from agents import services, webhooks
+from agents import analysis, services, webhooks
 from agents.compaction import summary_refresh
 from tenants.tasks import TenantTask
 
@@ -24,6 +25,30 @@ def sessions_sweep_abandoned() -> int:
 def session_summarize(session_id: int, tenant_id: int) -> None:
     """Keep the session's rolling summary current (enqueued every few transcript items)."""
     summary_refresh(session_id=session_id, tenant_id=tenant_id)
+
+
+@shared_task(
+    base=TenantTask,
+    name="agents.session_analyze",
+    ignore_result=True,
+    soft_time_limit=90,
+    time_limit=100,  # under analysis.CLAIM_SECONDS: an older claim is a dead worker's
+    # Database trouble, or another worker running the same run: later (at most 2 min out, far
+    # under the broker's visibility timeout). A model failure is not retried: it falls back.
+    autoretry_for=(OperationalError, InterfaceError, analysis.AnalysisBusy),
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=8,
+)
+def session_analyze(session_id: int, tenant_id: int) -> None:
+    """Post-call analysis of an ended session (queued on commit when it ends; idempotent)."""
+    analysis.session_analyze(session_id=session_id, tenant_id=tenant_id)
+
+
+@shared_task(name="agents.analyses_sweep_pending", ignore_result=True, time_limit=60)
+def analyses_sweep_pending() -> int:
+    """Beat: queue again the analyses a broker outage or a lost worker left pending."""
+    return analysis.analyses_sweep_pending()
 
 
 @shared_task(

@@ -20,7 +20,8 @@ INVOICE_COLUMNS = [
 ]  # fmt: skip
 USAGE_COLUMNS = [
     "occurred_at", "upstream_response_id", "session_id", "agent_id", "widget_key_id",
-    "provider", "model", "status", *TOKEN_FIELDS, "audio_ms", "provider_cost_usd", "invoice",
+    "provider", "kind", "model", "status", *TOKEN_FIELDS, "audio_ms", "provider_cost_usd",
+    "invoice",
 ]  # fmt: skip
 
 
@@ -84,6 +85,7 @@ def usage_csv_rows(events: Iterable[UsageEvent]) -> Iterator[str]:
                 event.agent_id or "",
                 event.widget_key_id or "",
                 event.provider,
+                event.kind,
                 event.model,
                 event.status,
                 *(getattr(event, name) for name in TOKEN_FIELDS),

@@ -35,7 +35,16 @@ class UsageEvent(TenantOwnedModel):
     widget_key = models.ForeignKey(
         "tenants.WidgetKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+    class Kind(models.TextChoices):
+        REALTIME = "realtime", "Realtime"
+        MINUTES = "minutes", "Metered audio"
+        ANALYSIS = "analysis", "Post-call analysis"
+
     provider = models.CharField(max_length=10, default="openai")  # "local" costs nothing
+    # What the usage was for: a realtime response (tokens), metered audio (transcription,
+    # translation), or a post-call analysis (a Responses API call on a text model).
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.REALTIME)
     model = models.CharField(max_length=40)
     upstream_response_id = models.CharField(max_length=100, unique=True)
     status = models.CharField(max_length=20, blank=True)

@@ -56,13 +56,22 @@ GPT_REALTIME_MINI = Rates(
     audio_in=_d("0.60"), audio_cached=_d("0.06"), audio_out=_d("2.40"),
     image_in=_d("0.60"), image_cached=_d("0.06"),
 )  # fmt: skip
-# The published prices, as seeded into the price book (migration 0003 holds the same figures).
+# Text models of post-call analysis (published; migration 0004 holds the same figures).
+TEXT_MODEL_RATES: dict[str, Rates] = {
+    "gpt-5-mini": Rates(text_in=_d("0.25"), text_cached=_d("0.025"), text_out=_d("2.00")),
+    "gpt-5-nano": Rates(text_in=_d("0.05"), text_cached=_d("0.005"), text_out=_d("0.40")),
+    "gpt-5.4-mini": Rates(text_in=_d("0.75"), text_cached=_d("0.075"), text_out=_d("4.50")),
+    "gpt-5.4-nano": Rates(text_in=_d("0.20"), text_cached=_d("0.02"), text_out=_d("1.25")),
+}
+# The published prices, as seeded into the price book (migrations 0003 and 0004 hold the same
+# figures).
 SEED_RATES: dict[str, Rates] = {
     "gpt-realtime-2": GPT_REALTIME_2,
     "gpt-realtime": GPT_REALTIME_2,  # the previous model: the seeds give no own price
     "gpt-realtime-mini": GPT_REALTIME_MINI,
     "gpt-realtime-whisper": Rates(per_minute=_d("0.017")),
     "gpt-realtime-translate": Rates(per_minute=_d("0.034")),
+    **TEXT_MODEL_RATES,
 }
 SEED_EFFECTIVE_FROM = date(2025, 1, 1)
 LOCAL_ENGINE = Rates()

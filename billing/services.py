@@ -85,8 +85,17 @@ def usage_event_record(
     audio_ms: int,
     occurred_at: datetime,
     widget_key_id: int | None = None,
+    kind: str | None = None,
 ) -> bool:
-    """Append one usage event; a key seen before changes nothing. True when written."""
+    """Append one usage event; a key seen before changes nothing. True when written.
+
+    ``kind`` (``UsageEvent.Kind``) defaults to what the record looks like: metered audio when
+    it carries audio milliseconds and no tokens, else a realtime response.
+    """
+    counts = usage_counts_from_response(usage)
+    if kind is None:
+        metered = audio_ms > 0 and not any(counts.values())
+        kind = UsageEvent.Kind.MINUTES if metered else UsageEvent.Kind.REALTIME
     with tenant_scope(tenant_id):
         if UsageEvent.objects.filter(upstream_response_id=key).exists():
             return False
@@ -98,12 +107,13 @@ def usage_event_record(
                     agent_id=agent_id,
                     widget_key_id=widget_key_id,
                     provider=provider,
+                    kind=kind,
                     model=model,
                     upstream_response_id=key,
                     status=status,
                     audio_ms=audio_ms,
                     occurred_at=occurred_at,
-                    **usage_counts_from_response(usage),
+                    **counts,
                 )
         except IntegrityError:  # written concurrently by a retry: exactly once still holds
             return False
@@ -270,12 +280,16 @@ def invoice_close_month(
 
 
 def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
-    """Lines per usage month, agent, model, provider, price version and token type."""
+    """Lines per usage month, agent, model, provider, price version, kind and token type.
+
+    Post-call analysis is its own line ("… · gpt-5-mini · Post-call analysis · Text input"),
+    even on a model that also served something else.
+    """
     book = price_book_load()
     rows = (
         UsageEvent.objects.filter(invoice=invoice)
         .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
-        .values("agent_id", "agent__name", "model", "provider", "day")
+        .values("agent_id", "agent__name", "model", "provider", "kind", "day")
         .annotate(**{name: Sum(name) for name in COUNT_FIELDS})
         .order_by()
     )
@@ -301,6 +315,7 @@ def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
                 row["model"],
                 row["provider"],
                 effective_from,
+                row["kind"] == UsageEvent.Kind.ANALYSIS,
                 token_type.code,
             )
             line = totals.get(key)
@@ -312,20 +327,22 @@ def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
     lines = []
 
     def order(key: tuple) -> tuple:
-        usage_month, agent_id, model, provider, effective_from, code = key
+        usage_month, agent_id, model, provider, effective_from, analysis, code = key
         type_index = list(pricing.TOKEN_TYPES_BY_CODE).index(code)
         adjustment = usage_month != invoice.month
-        return (adjustment, usage_month, names.get(agent_id, ""), agent_id or 0, model,
-                provider, effective_from or date.min, type_index)  # fmt: skip
+        # An agent's analysis lines come after its conversation lines.
+        return (adjustment, usage_month, names.get(agent_id, ""), agent_id or 0, analysis,
+                model, provider, effective_from or date.min, type_index)  # fmt: skip
 
     for position, key in enumerate(sorted(totals, key=order), start=1):
-        usage_month, agent_id, model, provider, effective_from, code = key
+        usage_month, agent_id, model, provider, effective_from, analysis, code = key
         total = totals[key]
         token_type = pricing.TOKEN_TYPES_BY_CODE[code]
         exact = pricing.line_cost(token_type, total.quantity, total.unit_price)
         agent_name = names.get(agent_id, "(deleted agent)") if agent_id else "(no agent)"
         adjustment = usage_month != invoice.month
-        description = f"{agent_name} · {model} · {token_type.label}"
+        purpose = f"{UsageEvent.Kind.ANALYSIS.label} · " if analysis else ""
+        description = f"{agent_name} · {model} · {purpose}{token_type.label}"
         if provider == pricing.PROVIDER_LOCAL:
             description += " (local engine)"
         if adjustment:

@@ -343,7 +343,8 @@ else:
 # to the queue after the visibility timeout. Shorter means faster recovery, but it must exceed the
 # longest task (900 s > billing's 600 s hard limit): a task still running when it expires is
 # delivered a second time, and so is a task with an ETA or countdown further out than it (the
-# platform schedules none; periodic work comes from beat).
+# platform's only countdowns are agents.session_analyze's retries, at most 120 s out; periodic
+# work comes from beat).
 CELERY_VISIBILITY_TIMEOUT = env.int("VP_CELERY_VISIBILITY_TIMEOUT", 900, minimum=1)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 if not REDIS_URL:
@@ -368,7 +369,8 @@ else:
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{REDIS_PREFIX}:celery:"
 CELERY_TASK_IGNORE_RESULT = True
 # Every task of the platform is idempotent (tenants.worker_heartbeat,
-# agents.sessions_sweep_abandoned, agents.session_summarize, billing.tally_session,
+# agents.sessions_sweep_abandoned, agents.session_summarize, agents.session_analyze (a run
+# claimed and billed once by its key), agents.analyses_sweep_pending, billing.tally_session,
 # billing.tally_sweep, billing.invoices_close_previous_month: each recomputes or compare-and-sets
 # from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
 # (OOM, kill -9) puts its message back instead of losing it. A new task that is not idempotent
@@ -397,6 +399,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.sessions_sweep_abandoned",
         "schedule": VP_SESSION_HEARTBEAT_SECONDS,
         "options": {"expires": VP_SESSION_HEARTBEAT_SECONDS},  # workers down: no pile-up
+    },
+    # Post-call analyses whose task message was lost (broker down when the session ended).
+    "analyses-sweep-pending": {
+        "task": "agents.analyses_sweep_pending",
+        "schedule": 120.0,
+        "options": {"expires": 120.0},
     },
     # Billing: fold new usage into daily tallies; issue last month's invoices (idempotent).
     "billing-tally-sweep": {"task": "billing.tally_sweep", "schedule": 60.0},

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agents", "0009_session_api_key_widget_key"),
+        ("agents", "0011_post_call_analysis"),
         ("tenants", "0010_tenant_widget_share_percent"),
     ]
 
