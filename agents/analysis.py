@@ -536,7 +536,7 @@ def _store(
         if stored and status == "done":
             signals.send_on_commit(
                 signals.session_analyzed, session_id=session.pk, tenant_id=tenant.pk,
-                analysis_id=analysis.pk,
+                analysis_id=analysis.pk, run=analysis.run,
             )  # fmt: skip
     if not stored:
         logger.info("analysis of session %s was superseded by a newer run", session.pk)

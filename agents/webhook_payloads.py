@@ -19,7 +19,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from agents.models import Agent, Session, TranscriptItem, WebhookEndpoint
+from agents.models import Agent, Session, SessionAnalysis, TranscriptItem, WebhookEndpoint
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
 from tenants.models import Tenant
@@ -31,9 +31,10 @@ EVENT_TYPES = (*WebhookEndpoint.Event.values, PING)
 _EVENT_NAMESPACE = uuid.UUID("4f1c6c2e-8f57-4d0b-9a57-6f0c1e3a9b21")
 
 
-def event_id_for(*, tenant_id: int, event_type: str, session_id: int | None) -> str:
-    """The event's id: one per (tenant, event type, session)."""
-    name = f"{tenant_id}:{event_type}:{session_id}"
+def event_id_for(*, tenant_id: int, event_type: str, session_id: int | None, run: int = 1) -> str:
+    """The event's id: one per (tenant, event type, session), and per run of an analysis an
+    admin asked again for (a new result is a new event)."""
+    name = f"{tenant_id}:{event_type}:{session_id}" + (f":run{run}" if run > 1 else "")
     return f"evt_{uuid.uuid5(_EVENT_NAMESPACE, name).hex}"
 
 
@@ -47,10 +48,26 @@ def _content_for_sending(tenant: Tenant, value: Any) -> Any:
     return value
 
 
-def _analysis_payload(analysis_id: int | None) -> dict[str, Any]:
-    """The post-call analysis as sent. A stub until the analysis model exists: the lead wires
-    it to ``SessionAnalysis`` (summary, success evaluation, extracted data)."""
-    return {"analysis_id": analysis_id}
+def _analysis_payload(analysis_id: int | None) -> dict[str, Any] | None:
+    """The post-call analysis as sent: summary, success evaluation, the extracted data in the
+    agent's schema, and how it was made (stored content: already under the data policy)."""
+    analysis = SessionAnalysis.objects.filter(pk=analysis_id).first()
+    if analysis is None:  # erased since
+        return None
+    return {
+        "id": analysis.pk,
+        "run": analysis.run,
+        "status": analysis.status,
+        "method": analysis.method,
+        "model": analysis.model,
+        "summary": analysis.summary,
+        "success": {"result": analysis.success, "reason": analysis.success_reason},
+        "data": analysis.data,
+        "data_valid": analysis.data_valid,
+        "data_problem": analysis.data_problem,
+        "rule_extracted_fields": analysis.rule_fields,
+        "completed_at": _iso(analysis.completed_at),
+    }
 
 
 def _recording_payload(recording_id: int | None) -> dict[str, Any]:

@@ -254,8 +254,9 @@ def deliveries_create(
             Q(agent__isnull=True) | Q(agent_id=agent_id), enabled=True
         ).order_by("pk")
         event_id = webhook_payloads.event_id_for(
-            tenant_id=tenant_id, event_type=event_type, session_id=session_id
-        )
+            tenant_id=tenant_id, event_type=event_type, session_id=session_id,
+            run=int((subject or {}).get("run") or 1),
+        )  # fmt: skip
         for endpoint in endpoints:
             if event_type not in endpoint.events:
                 continue
@@ -279,7 +280,9 @@ def deliveries_create(
 
 def _on_lifecycle(event_type: str) -> Callable[..., None]:
     def receiver(sender: Any, *, session_id: int, tenant_id: int, **kwargs: Any) -> None:
-        subject = {name: kwargs[name] for name in ("analysis_id", "recording_id") if name in kwargs}
+        subject = {
+            name: kwargs[name] for name in ("analysis_id", "recording_id", "run") if name in kwargs
+        }
         deliveries_create(
             tenant_id=tenant_id, event_type=event_type, session_id=session_id, subject=subject
         )

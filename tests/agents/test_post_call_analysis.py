@@ -230,7 +230,7 @@ def test_analysis_with_the_responses_api(
     assert (stored.input_tokens, stored.cached_tokens, stored.output_tokens) == (1200, 200, 300)
     assert analysed == [
         {"signal": signals.session_analyzed, "session_id": session.pk, "tenant_id": tenant.pk,
-         "analysis_id": stored.pk}
+         "analysis_id": stored.pk, "run": 1}
     ]  # fmt: skip
 
     [event] = analysis_events(tenant)

@@ -20,8 +20,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
+from agents import analysis, signals, tasks, webhooks
 from agents import services as agent_services
-from agents import signals, tasks, webhooks
 from agents.configuration import agent_create
 from agents.models import (
     Session,
@@ -38,6 +38,7 @@ from tenants.scoping import scopes_disabled, tenant_scope
 README = Path(__file__).resolve().parents[2] / "README.md"
 ENDED = WebhookEndpoint.Event.SESSION_ENDED
 STARTED = WebhookEndpoint.Event.SESSION_STARTED
+ANALYZED = WebhookEndpoint.Event.SESSION_ANALYZED
 
 
 def readme_verifier():
@@ -264,6 +265,41 @@ def test_session_ended_payload_carries_transcript_cost_end_and_links(
     assert body["links"]["session"] == (
         f"https://voice.example.com/t/tenant-a/sessions/{session.pk}/"
     )
+
+
+def test_session_analyzed_carries_the_analysis_and_a_rerun_is_a_new_event(
+    world, receiver, private_allowed, settings, django_capture_on_commit_callbacks
+):
+    settings.OPENAI_API_KEY = ""  # no key anywhere: the offline analysis
+    schema = {"type": "object", "properties": {"order_id": {"type": "string"}}}
+    agent = agent_create(
+        tenant=world.tenant_a, actor=None,
+        fields={"name": "Orders", "provider": "local", "analysis_enabled": True,
+                "analysis_schema": schema},
+    )  # fmt: skip
+    make_endpoint(world.tenant_a, receiver.url + "/hook", events=[ANALYZED])
+    session = session_with_transcript(world.tenant_a, agent)
+    with tenant_scope(world.tenant_a):
+        Session.objects.filter(pk=session.pk).update(agent_version=agent.live_version_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        end(session)
+    with django_capture_on_commit_callbacks(execute=True):
+        analysis.session_analyze(session_id=session.pk, tenant_id=world.tenant_a.pk)
+    sweep(timezone.now())
+    [first] = receiver.bodies()
+    assert first["type"] == "session.analyzed"
+    assert first["analysis"]["method"] == "local" and first["analysis"]["run"] == 1
+    assert "order 42" in first["analysis"]["summary"]
+    assert first["analysis"]["data"] == {"order_id": "42"}
+    assert first["analysis"]["rule_extracted_fields"] == ["order_id"]
+    with tenant_scope(world.tenant_a):
+        session = Session.objects.get(pk=session.pk)
+    with django_capture_on_commit_callbacks(execute=True):  # an admin asks for it again
+        analysis.session_analysis_rerun(session=session, actor=None)
+        analysis.session_analyze(session_id=session.pk, tenant_id=world.tenant_a.pk)
+    sweep(timezone.now())
+    second = receiver.bodies()[1]
+    assert second["analysis"]["run"] == 2 and second["id"] != first["id"]
 
 
 def test_signatures_verify_with_the_readme_code_during_a_rotation(
