@@ -24,3 +24,17 @@ def sessions_sweep_abandoned() -> int:
 def session_summarize(session_id: int, tenant_id: int) -> None:
     """Keep the session's rolling summary current (enqueued every few transcript items)."""
     summary_refresh(session_id=session_id, tenant_id=tenant_id)
+
+
+@shared_task(
+    name="agents.retention_sweep",
+    ignore_result=True,
+    soft_time_limit=280,
+    time_limit=300,
+)
+def retention_sweep() -> int:
+    """Delete conversation content past each tenant's retention windows (beat, hourly; bounded
+    batches and a time budget; safe to run twice at once). The number of tenants swept."""
+    from agents.retention import retention_sweep as sweep  # retention imports agents.recording
+
+    return len(sweep())

@@ -363,8 +363,8 @@ else:
 CELERY_TASK_IGNORE_RESULT = True
 # Every task of the platform is idempotent (tenants.worker_heartbeat,
 # agents.sessions_sweep_abandoned, agents.session_summarize, billing.tally_session,
-# billing.tally_sweep, billing.invoices_close_previous_month: each recomputes or compare-and-sets
-# from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
+# billing.tally_sweep, billing.invoices_close_previous_month, agents.retention_sweep: each
+# recomputes, compare-and-sets or deletes what is still there, from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
 # (OOM, kill -9) puts its message back instead of losing it. A new task that is not idempotent
 # must turn both off for itself (acks_late=False, reject_on_worker_lost=False).
 CELERY_TASK_ACKS_LATE = True
@@ -395,6 +395,13 @@ CELERY_BEAT_SCHEDULE = {
     # Billing: fold new usage into daily tallies; issue last month's invoices (idempotent).
     "billing-tally-sweep": {"task": "billing.tally_sweep", "schedule": 60.0},
     "billing-invoices-close": {"task": "billing.invoices_close_previous_month", "schedule": 3600.0},
+    # Retention: content past each tenant's windows is deleted (agents/retention.py). Hourly:
+    # windows are in days; a backlog is worked off a time-boxed run at a time.
+    "agents-retention-sweep": {
+        "task": "agents.retention_sweep",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},  # workers down: one run when they are back, not many
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
