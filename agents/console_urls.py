@@ -30,4 +30,6 @@ urlpatterns = [
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),
     path("sessions/<int:session_id>/end/", views.session_end_ask, name="session-end"),
+    path("sessions/<int:session_id>/erase/", views.session_erase, name="session-erase"),
+    path("erasure/", views.erasure_confirm, name="erasure-confirm"),
 ]

@@ -166,7 +166,9 @@ register(rows_kind("transcripts", model=TranscriptItem, windows=(TRANSCRIPTS,)))
 register(rows_kind("summaries", model=SessionSummary, windows=(TRANSCRIPTS,)))
 register(
     fields_kind(
-        "segment_summaries", model=SessionSegment, windows=(TRANSCRIPTS,),
+        "segment_summaries",
+        model=SessionSegment,
+        windows=(TRANSCRIPTS,),
         blank={"seed_summary": ""},
     )  # fmt: skip
 )
@@ -292,6 +294,13 @@ class ErasurePlan:
     waiting: int
     end_user_hash: str = ""
     content: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def content_text(self) -> str:
+        """What the sessions hold, by kind: "transcripts 4, summaries 2, …"."""
+        return ", ".join(
+            f"{name.replace('_', ' ')} {count}" for name, count in self.content.items()
+        )
 
 
 @dataclass

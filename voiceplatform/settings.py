@@ -364,8 +364,9 @@ CELERY_TASK_IGNORE_RESULT = True
 # Every task of the platform is idempotent (tenants.worker_heartbeat,
 # agents.sessions_sweep_abandoned, agents.session_summarize, billing.tally_session,
 # billing.tally_sweep, billing.invoices_close_previous_month, agents.retention_sweep: each
-# recomputes, compare-and-sets or deletes what is still there, from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
-# (OOM, kill -9) puts its message back instead of losing it. A new task that is not idempotent
+# recomputes, compare-and-sets or deletes what is still there, from rows), so each is
+# acknowledged only once it has run, and a pool child killed mid-task (OOM, kill -9) puts its
+# message back instead of losing it. A new task that is not idempotent
 # must turn both off for itself (acks_late=False, reject_on_worker_lost=False).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

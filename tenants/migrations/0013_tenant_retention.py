@@ -5,25 +5,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0010_tenant_widget_share_percent'),
+        ("tenants", "0010_tenant_widget_share_percent"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='retention_analysis_days',
-            field=models.PositiveIntegerField(blank=True, help_text='Days to keep post-call analysis after a session ends; empty: forever.', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(36500)]),
+            model_name="tenant",
+            name="retention_analysis_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Days to keep post-call analysis after a session ends; empty: forever.",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(36500),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='retention_recording_days',
-            field=models.PositiveIntegerField(blank=True, help_text='Days to keep recordings after a session ends; empty: forever.', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(36500)]),
+            model_name="tenant",
+            name="retention_recording_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Days to keep recordings after a session ends; empty: forever.",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(36500),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='retention_transcript_days',
-            field=models.PositiveIntegerField(blank=True, help_text='Days to keep transcripts and summaries after a session ends; empty: forever.', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(36500)]),
+            model_name="tenant",
+            name="retention_transcript_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Days to keep transcripts and summaries after a session ends; empty: forever.",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(36500),
+                ],
+            ),
         ),
     ]

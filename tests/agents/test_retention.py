@@ -211,7 +211,9 @@ def test_sweep_deletes_in_bounded_batches(world, agents_ab, monkeypatch):
             )  # fmt: skip
     with CaptureQueriesContext(connection) as queries:
         retention.retention_sweep()
-    deletes = [q["sql"] for q in queries if q["sql"].startswith('DELETE FROM "agents_transcriptitem"')]
+    deletes = [
+        q["sql"] for q in queries if q["sql"].startswith('DELETE FROM "agents_transcriptitem"')
+    ]
     assert len(deletes) == 4  # 3 + 3 + 3 + 1, each its own statement and transaction
     assert held(session)["transcripts"] == 0
 
@@ -369,22 +371,25 @@ def test_invoices_are_unchanged_by_erasure(world, people, agents_ab):
     from billing.services import invoice_close_month, invoices_close_previous_month
     from tests.billing.conftest import record
 
-    a, agent = world.tenant_a, agents_ab[world.tenant_a.pk]
+    a = world.tenant_a
     openai_agent = agent_create(
         tenant=a, actor=world.owner_a,
         fields={"name": "Sales", "provider": "openai", "model": "gpt-realtime-2"},
     )  # fmt: skip
     sessions = [*people["alice"], people["bob"]]
     for number, session in enumerate(sessions):
-        record(a, openai_agent, f"resp_{number}", datetime(2026, 10, 3 + number, tzinfo=UTC),
-               session=session, audio_in=10_000 * (number + 1), audio_out=2_000, text_out=300)  # fmt: skip
+        when = datetime(2026, 10, 3 + number, tzinfo=UTC)
+        record(a, openai_agent, f"resp_{number}", when, session=session,
+               audio_in=10_000 * (number + 1), audio_out=2_000, text_out=300)  # fmt: skip
     october, after = date(2026, 10, 1), datetime(2026, 11, 2, tzinfo=UTC)
 
     def billed():
         with tenant_scope(a):
             invoice = Invoice.objects.get(month=october)
             lines = list(
-                InvoiceLine.objects.filter(invoice=invoice).order_by("position").values_list(
+                InvoiceLine.objects.filter(invoice=invoice)
+                .order_by("position")
+                .values_list(
                     "agent_name", "model", "token_type", "quantity", "unit_price", "amount"
                 )
             )
@@ -420,7 +425,7 @@ def test_invoices_are_unchanged_by_erasure(world, people, agents_ab):
 def test_erase_command_dry_run_then_for_real(world, people, capsys):
     call_command("erase", "--tenant", "tenant-a", "--end-user", "alice", "--dry-run")
     out = capsys.readouterr().out
-    assert "2 session(s) to erase (transcripts 4, summaries 2, segment_summaries 2)" in out
+    assert "2 session(s) to erase (transcripts 4, summaries 2, segment summaries 2)" in out
     assert "1 still running" in out and "dry run: nothing changed" in out
     assert all(held(session) == FULL for session in people["alice"])
     assert audit_of(world.tenant_a, "erasure.end_user") == []

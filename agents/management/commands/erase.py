@@ -33,9 +33,8 @@ class Command(BaseCommand):
             )
         except retention.ErasureError as error:
             raise CommandError(str(error)) from None
-        content = ", ".join(f"{name} {count}" for name, count in plan.content.items())
         self.stdout.write(
-            f"{len(plan.session_ids)} session(s) to erase ({content}); "
+            f"{len(plan.session_ids)} session(s) to erase ({plan.content_text}); "
             f"{plan.waiting} still running or just ended (erase again once they settle)"
         )
         if dry_run:

@@ -24,4 +24,6 @@ class Command(BaseCommand):
                 for name, entry in report.deleted.items()
             )
             self.stdout.write(f"tenant {report.tenant_id}: {counts}")
-        self.stdout.write(f"retention sweep done: {len(reports)} tenant(s) had content past a window")
+        self.stdout.write(
+            f"retention sweep done: {len(reports)} tenant(s) had content past a window"
+        )
