@@ -18,12 +18,12 @@ What stays: the ``Session`` rows and the usage ledger (billing needs both, and t
 content). Erasure also replaces the session's ``end_user_hash`` by ``ERASED`` (the same marker
 for everyone), so that the sessions link neither to the person nor to each other.
 
-Bounded work: every delete touches at most ``BATCH_ROWS`` rows in its own short transaction, so
-a tenant with millions of rows never holds a transaction for long; a sweep stops at its time
-budget and the next one carries on. Safe to run twice at once (two beat schedulers, a manual
-run during the beat's): every batch deletes only what is still there and counts what it
-deleted, a row a concurrent sweep has locked is skipped (``skip_locked``), and a sweep that
-deleted nothing writes no audit entry, so the audit log's counts add up to what went.
+Bounded work: every delete touches at most ``VP_RETENTION_BATCH_ROWS`` rows in its own short
+transaction, so a tenant with millions of rows never holds a transaction for long; a sweep
+stops at its time budget and the next one carries on. Safe to run twice at once (two beat
+schedulers, a manual run during the beat's): every batch deletes only what is still there and
+counts what it deleted, a row a concurrent sweep has locked is skipped (``skip_locked``), and a
+sweep that deleted nothing writes no audit entry, so the audit log's counts add up to what went.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models, transaction
 from django.db.models import Q, QuerySet
@@ -54,7 +55,6 @@ TRANSCRIPTS = "retention_transcript_days"
 RECORDINGS = "retention_recording_days"
 ANALYSIS = "retention_analysis_days"
 
-BATCH_ROWS = 500  # rows per delete (one short transaction)
 SWEEP_BUDGET_SECONDS = 240.0  # under the task's soft time limit; the next sweep carries on
 # What an erased session's end_user_hash becomes: not a hash (those are 32 hex digits).
 ERASED = "erased"
@@ -70,8 +70,8 @@ CLIENT_TOKEN_END_USER_HOURS = 1
 @dataclass(frozen=True)
 class ContentKind:
     """One kind of conversation content. ``holding`` and ``delete`` run inside the tenant's
-    scope; ``delete`` gets a queryset of at most ``BATCH_ROWS`` rows still holding content and
-    returns how many it deleted (or blanked)."""
+    scope; ``delete`` gets a queryset of at most ``VP_RETENTION_BATCH_ROWS`` rows still holding
+    content and returns how many it deleted (or blanked)."""
 
     name: str
     windows: tuple[str, ...]
@@ -177,13 +177,17 @@ register(
 # --- deleting in batches -----------------------------------------------------------------
 
 
+def _batch_rows() -> int:
+    return settings.VP_RETENTION_BATCH_ROWS
+
+
 def _purge(kind: ContentKind, rows: QuerySet, *, deadline: float | None = None) -> int:
     """Delete ``rows`` (a queryset of ``kind.holding()``) batch by batch. Stops when none are
     left, at the deadline, or when a batch deleted nothing (a concurrent run holds those rows
     and will finish them)."""
     total = 0
     while True:
-        batch = list(rows.order_by("pk").values_list("pk", flat=True)[:BATCH_ROWS])
+        batch = list(rows.order_by("pk").values_list("pk", flat=True)[: _batch_rows()])
         if not batch:
             return total
         deleted = kind.delete(kind.holding().filter(pk__in=batch))
@@ -267,7 +271,7 @@ def client_tokens_forget_end_users(*, now: datetime | None = None) -> int:
     total = 0
     with scopes_disabled():  # housekeeping of every tenant's expired tokens
         stale = ClientToken.objects.filter(expires_at__lt=cutoff).exclude(end_user="")
-        while batch := list(stale.order_by("pk").values_list("pk", flat=True)[:BATCH_ROWS]):
+        while batch := list(stale.order_by("pk").values_list("pk", flat=True)[: _batch_rows()]):
             with transaction.atomic():
                 updated = stale.filter(pk__in=batch).update(end_user="")
             total += updated

@@ -243,6 +243,9 @@ VP_SESSION_STALE_SECONDS = env.float("VP_SESSION_STALE_SECONDS", 30.0, minimum=1
 VP_DRAIN_SECONDS = env.float("VP_DRAIN_SECONDS", 30.0, minimum=0.0)
 # A rotation waits this long for a fresh summary, then seeds from the last stored one.
 VP_ROTATION_SUMMARY_WAIT_SECONDS = env.float("VP_ROTATION_SUMMARY_WAIT_SECONDS", 0.5, minimum=0.0)
+# Retention (issue 14, agents/retention.py): rows deleted per statement and transaction. Small
+# enough that a tenant with millions of rows never holds a transaction for long.
+VP_RETENTION_BATCH_ROWS = env.int("VP_RETENTION_BATCH_ROWS", 500, minimum=1)
 # Prometheus /metrics: multi-process files here; the scrape needs this bearer token (empty:
 # only from loopback/VP_METRICS_ALLOWED_NETWORKS).
 VP_METRICS_DIR = Path(env.str("VP_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()

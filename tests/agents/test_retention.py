@@ -199,8 +199,8 @@ def test_windows_are_per_tenant(world, agents_ab):
     assert held(b_old) == {"transcripts": 2, "summaries": 1, "segment_summaries": 1}
 
 
-def test_sweep_deletes_in_bounded_batches(world, agents_ab, monkeypatch):
-    monkeypatch.setattr(retention, "BATCH_ROWS", 3)
+def test_sweep_deletes_in_bounded_batches(world, agents_ab, settings):
+    settings.VP_RETENTION_BATCH_ROWS = 3
     set_windows(world.tenant_a, retention_transcript_days=1)
     session = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=2)
     with tenant_scope(world.tenant_a):
