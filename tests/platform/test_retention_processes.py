@@ -60,8 +60,12 @@ def test_two_sweeps_at_once_delete_everything_once(tmp_path, kind):
         manage(environ, "shell", "-c", SEED, timeout=300)
         sweeps = [
             subprocess.Popen(
-                [sys.executable, "manage.py", "retention_sweep"], cwd=ROOT, env=environ,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [sys.executable, "manage.py", "retention_sweep"],
+                cwd=ROOT,
+                env=environ,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
             for _ in range(2)
         ]
