@@ -41,6 +41,7 @@ from django.db import models, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from agents.access import PHONE_END_USER_PREFIX
 from agents.models import Session, SessionSegment, SessionSummary, TranscriptItem
 from agents.recording import BEST_EFFORT_SECONDS, CLOSE_WAIT_SECONDS
 from agents.services import end_user_hash
@@ -325,6 +326,15 @@ def end_user_hash_clean(value: str) -> str:
     return value
 
 
+def _as_stored(tenant: Tenant, end_user: str) -> str:
+    """The end user id as sessions were started with it. A phone caller, given as
+    ``phone:+14155550100``, was started with that number hashed (the number is never kept)."""
+    if end_user.startswith(PHONE_END_USER_PREFIX + "+"):
+        caller = end_user.removeprefix(PHONE_END_USER_PREFIX)
+        return PHONE_END_USER_PREFIX + end_user_hash(tenant_id=tenant.pk, end_user=caller)
+    return end_user
+
+
 def erasure_plan(
     *,
     tenant: Tenant,
@@ -348,7 +358,7 @@ def erasure_plan(
             if end_user is not None:
                 if not end_user.strip():
                     raise ErasureError("The end user id is empty.")
-                wanted = end_user_hash(tenant_id=tenant.pk, end_user=end_user)
+                wanted = end_user_hash(tenant_id=tenant.pk, end_user=_as_stored(tenant, end_user))
             else:
                 wanted = end_user_hash_clean(hashed or "")
             sessions = Session.objects.filter(end_user_hash=wanted)

@@ -107,7 +107,10 @@ class ErasureForm(forms.Form):
 
     end_user = forms.CharField(
         label="End user id", required=False, max_length=200, strip=False,
-        help_text="As your site or backend passes it (the widget's user, the API's ?user=).",
+        help_text=(
+            "As your site or backend passes it (the widget's user, the API's ?user=); a phone "
+            "caller as phone:+14155550100."
+        ),
     )  # fmt: skip
     end_user_hash = forms.CharField(
         label="or end-user hash", required=False, max_length=64,

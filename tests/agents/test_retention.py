@@ -326,6 +326,19 @@ def test_erasure_by_hash_is_the_same_as_by_raw_id(world, people):
         retention.erasure_plan(tenant=world.tenant_a, session_id=people["alice_in_b"].pk)
 
 
+def test_a_phone_caller_is_erased_by_their_number(world, agents_ab):
+    from agents.telephony_views import phone_caller_end_user
+
+    stored = phone_caller_end_user(tenant_id=world.tenant_a.pk, caller="+14155550100")
+    call = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=1,
+                        end_user=stored)  # fmt: skip
+    other = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=1,
+                         end_user=phone_caller_end_user(tenant_id=world.tenant_a.pk,
+                                                        caller="+14155550111"))  # fmt: skip
+    plan = retention.erasure_plan(tenant=world.tenant_a, end_user="phone:+14155550100")
+    assert plan.session_ids == [call.pk] and other.pk not in plan.session_ids
+
+
 def test_erasing_one_session(world, people):
     target, other = people["alice"]
     plan = retention.erasure_plan(tenant=world.tenant_a, session_id=target.pk)

@@ -16,7 +16,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--tenant", required=True, help="Tenant slug")
         who = parser.add_mutually_exclusive_group(required=True)
-        who.add_argument("--end-user", help="The end user's id as the tenant passes it")
+        who.add_argument(
+            "--end-user", help="The end user's id as the tenant passes it (phone: phone:+1415…)"
+        )
         who.add_argument("--end-user-hash", help="The hash the session page shows")
         who.add_argument("--session", type=int, help="One session's number")
         parser.add_argument(
