@@ -473,3 +473,72 @@ def test_retention_sweep_command(world, people, capsys):
     assert f"tenant {world.tenant_a.pk}: transcripts 2 (window 5 d)" in out
     old = people["alice"][1]  # ended 9 days ago; the other ended 1 day ago
     assert held(old) == NONE and held(people["alice"][0]) == FULL
+
+
+# --- the mechanism for kinds to come (recordings with files, JSON payloads) -------------------
+
+
+def test_a_kind_with_files_deletes_each_row_through_its_own_function(world, agents_ab, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """As recordings will: ``delete_each`` removes the row's file and the row, once per row (a
+    second sweep finds nothing). Summary rows stand in for recordings here, their ``method`` for
+    the file's name."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import FileSystemStorage
+
+    storage = FileSystemStorage(location=tmp_path)
+    calls = []
+
+    def summary_delete(summary):  # as recording_delete(recording) will
+        calls.append(summary.pk)
+        storage.delete(summary.method)
+        summary.delete()
+
+    kind = retention.rows_kind(
+        "files", model=SessionSummary, windows=(retention.RECORDINGS,), delete_each=summary_delete
+    )
+    monkeypatch.setattr(retention, "_kinds", {"files": kind})
+    set_windows(world.tenant_a, retention_recording_days=7)
+    old = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=8)
+    recent = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=6)
+    for session in (old, recent):
+        name = storage.save(f"recording-{session.pk}.ogg", ContentFile(b"OggS"))
+        with tenant_scope(world.tenant_a):
+            SessionSummary.objects.create(tenant=world.tenant_a, session=session, method=name)
+    retention.retention_sweep()
+    retention.retention_sweep()
+    assert not storage.exists(f"recording-{old.pk}.ogg")
+    assert storage.exists(f"recording-{recent.pk}.ogg")
+    assert len(calls) == 1
+    [entry] = audit_of(world.tenant_a, "retention.swept")
+    assert entry.changes["deleted"]["files"]["deleted"] == 1
+    report = retention.erasure_run(
+        plan=retention.erasure_plan(tenant=world.tenant_a, session_id=recent.pk), actor=None
+    )
+    assert report.deleted == {"files": 1} and not storage.exists(f"recording-{recent.pk}.ogg")
+
+
+def test_a_kind_of_blanked_json_fields(world, agents_ab, monkeypatch):
+    """As webhook deliveries' payloads will: the rows stay, their content fields are emptied,
+    each counted once. (Transcript rows stand in, ``data`` for the payload.)"""
+    kind = retention.fields_kind(
+        "payloads", model=TranscriptItem, windows=(retention.TRANSCRIPTS, retention.ANALYSIS),
+        blank={"data": {}, "text": ""},
+    )  # fmt: skip
+    monkeypatch.setattr(retention, "_kinds", {"payloads": kind})
+    # The shorter of the two windows applies.
+    set_windows(world.tenant_a, retention_transcript_days=30, retention_analysis_days=5)
+    session = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=6)
+    with tenant_scope(world.tenant_a):
+        for number, data in enumerate([{"transcript": SAID}, {}]):
+            TranscriptItem.objects.create(
+                tenant=world.tenant_a, session=session, sequence=number,
+                upstream_item_id=f"p{number}", role="tool", text=SAID, data=data,
+            )  # fmt: skip
+    retention.retention_sweep()
+    with tenant_scope(world.tenant_a):
+        rows = list(TranscriptItem.objects.order_by("sequence").values_list("text", "data"))
+    assert rows == [("", {}), ("", {})]
+    [entry] = audit_of(world.tenant_a, "retention.swept")
+    counted = entry.changes["deleted"]["payloads"]
+    assert (counted["deleted"], counted["window_days"]) == (2, 5)
