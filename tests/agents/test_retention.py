@@ -61,14 +61,18 @@ def count_segment_summary(session: Session) -> int:
     return SessionSegment.objects.filter(session=session).exclude(seed_summary="").count()
 
 
-# kind name -> (give a session content of this kind, how many of its rows hold content).
-# Both run inside the session's tenant scope. A kind whose content is files checks the files.
+# kind name -> (give a session content of this kind, how much content a session holds, what
+# the first gives). Both run inside the session's tenant scope. A kind whose content is files
+# counts the files that exist too (rows + files), so that a file left behind fails.
 CONTENT = {
-    "transcripts": (add_transcript, count_transcript),
-    "summaries": (add_summary, count_summary),
-    "segment_summaries": (add_segment_summary, count_segment_summary),
+    "transcripts": (add_transcript, count_transcript, 2),
+    "summaries": (add_summary, count_summary, 1),
+    "segment_summaries": (add_segment_summary, count_segment_summary, 1),
 }
 ALL_KINDS = sorted(CONTENT)
+FULL = {name: gives for name, (_, _, gives) in CONTENT.items()}  # a session given everything
+TWICE = {name: 2 * gives for name, gives in FULL.items()}
+NONE = {name: 0 for name in CONTENT}
 
 
 def kind_named(name: str) -> retention.ContentKind:
@@ -111,13 +115,13 @@ def make_session(tenant, agent, *, ended_days_ago=None, ended_seconds_ago=None, 
 
 def give_all_content(session: Session) -> None:
     with tenant_scope(session.tenant_id):
-        for add, _ in CONTENT.values():
+        for add, _, _ in CONTENT.values():
             add(session)
 
 
 def held(session: Session) -> dict[str, int]:
     with tenant_scope(session.tenant_id):
-        return {name: count(session) for name, (_, count) in CONTENT.items()}
+        return {name: count(session) for name, (_, count, _) in CONTENT.items()}
 
 
 def set_windows(tenant: Tenant, **days) -> None:
@@ -135,7 +139,7 @@ def audit_of(tenant, action: str) -> list[AuditEvent]:
 @pytest.mark.parametrize("name", ALL_KINDS)
 def test_sweep_deletes_content_past_the_window_and_nothing_else(world, agents_ab, name):
     kind = kind_named(name)
-    add, count = CONTENT[name]
+    add, count, _ = CONTENT[name]
     a, b = world.tenant_a, world.tenant_b
     set_windows(a, **{window: 30 for window in kind.windows})
     old = make_session(a, agents_ab[a.pk], ended_days_ago=31)
@@ -174,7 +178,7 @@ def test_sweep_deletes_content_past_the_window_and_nothing_else(world, agents_ab
 @pytest.mark.parametrize("name", ALL_KINDS)
 def test_other_windows_leave_a_kind_alone(world, agents_ab, name):
     kind = kind_named(name)
-    add, count = CONTENT[name]
+    add, count, _ = CONTENT[name]
     others = {retention.TRANSCRIPTS, retention.RECORDINGS, retention.ANALYSIS} - set(kind.windows)
     set_windows(world.tenant_a, **{window: 1 for window in others})
     session = make_session(world.tenant_a, agents_ab[world.tenant_a.pk], ended_days_ago=500)
@@ -196,7 +200,7 @@ def test_windows_are_per_tenant(world, agents_ab):
     give_all_content(b_old)
     retention.retention_sweep()
     assert held(a_old) == {name: 0 for name in CONTENT}
-    assert held(b_old) == {"transcripts": 2, "summaries": 1, "segment_summaries": 1}
+    assert held(b_old) == FULL
 
 
 def test_sweep_deletes_in_bounded_batches(world, agents_ab, settings):
@@ -247,7 +251,7 @@ def test_two_sweeps_at_once_delete_once_and_count_once(world, agents_ab, monkeyp
     for entry in audit_of(world.tenant_a, "retention.swept"):
         for name, counted in entry.changes["deleted"].items():
             totals[name] = totals.get(name, 0) + counted["deleted"]
-    assert totals == {"transcripts": 4, "summaries": 2, "segment_summaries": 2}
+    assert totals == TWICE
 
 
 def test_sweep_forgets_raw_end_users_of_long_expired_tokens(world, agents_ab):
@@ -281,14 +285,10 @@ def people(world, agents_ab):
     return {"alice": alice, "alice_running": alice_running, "bob": bob, "alice_in_b": alice_in_b}
 
 
-FULL = {"transcripts": 2, "summaries": 1, "segment_summaries": 1}
-NONE = {name: 0 for name in CONTENT}
-
-
 def test_erasing_an_end_user_leaves_nothing_of_theirs_and_everything_else(world, people):
     plan = retention.erasure_plan(tenant=world.tenant_a, end_user="alice")
     assert (len(plan.session_ids), plan.waiting) == (2, 1)
-    assert plan.content == {"transcripts": 4, "summaries": 2, "segment_summaries": 2}
+    assert plan.content == TWICE
     report = retention.erasure_run(plan=plan, actor=world.owner_a)
     assert report.sessions == 2 and report.deleted == plan.content
 
@@ -438,7 +438,10 @@ def test_invoices_are_unchanged_by_erasure(world, people, agents_ab):
 def test_erase_command_dry_run_then_for_real(world, people, capsys):
     call_command("erase", "--tenant", "tenant-a", "--end-user", "alice", "--dry-run")
     out = capsys.readouterr().out
-    assert "2 session(s) to erase (transcripts 4, summaries 2, segment summaries 2)" in out
+    twice = ", ".join(
+        f"{kind.name.replace('_', ' ')} {TWICE[kind.name]}" for kind in retention.kinds()
+    )
+    assert f"2 session(s) to erase ({twice})" in out
     assert "1 still running" in out and "dry run: nothing changed" in out
     assert all(held(session) == FULL for session in people["alice"])
     assert audit_of(world.tenant_a, "erasure.end_user") == []
