@@ -44,4 +44,6 @@ urlpatterns = [
         views.session_analyze_again,
         name="session-analyze",
     ),
+    path("sessions/<int:session_id>/erase/", views.session_erase, name="session-erase"),
+    path("erasure/", views.erasure_confirm, name="erasure-confirm"),
 ]

@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents import access, analysis, catalogue, configuration, services, tokens
+from agents import access, analysis, catalogue, configuration, retention, services, tokens
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
 from agents.models import (
     Agent,
@@ -27,6 +27,7 @@ from billing.models import UsageEvent
 from billing.selectors import events_total_cost
 from tenants.access import tenant_object_get
 from tenants.console import tenant_view
+from tenants.forms import ErasureForm
 
 SESSIONS_PER_PAGE = 50
 TOKEN_LABELS = {
@@ -298,6 +299,8 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "totals": totals,
         "cost": cost,
         "can_end": request.membership.can_configure and session.ended_at is None,
+        "can_erase": request.membership.can_configure,
+        "erased": session.end_user_hash == retention.ERASED,
     }
     return render(request, "console/sessions/detail.html", context)
 
@@ -328,3 +331,55 @@ def session_analyze_again(request: HttpRequest, session_id: int) -> HttpResponse
         run = analysis.session_analysis_rerun(session=session, actor=request.user)
         messages.success(request, f"Analysis run {run.run} queued; refresh in a moment.")
     return redirect("session-detail", request.tenant.slug, session.pk)
+
+
+# --- erasure ------------------------------------------------------------------------------
+
+
+def _erased_message(report: retention.ErasureReport) -> str:
+    deleted = ", ".join(
+        f"{name.replace('_', ' ')} {count}" for name, count in report.deleted.items()
+    )
+    message = f"Erased {report.sessions} session{'s' if report.sessions != 1 else ''} ({deleted})."
+    if report.waiting:
+        message += (
+            f" {report.waiting} more still running or just ended: erase again in a few minutes."
+        )
+    return message
+
+
+@require_POST
+@tenant_view(configure=True)
+def erasure_confirm(request: HttpRequest) -> HttpResponse:
+    """Erase one end user: the data page's form lands here and is shown what it would erase;
+    the confirmation (which carries only the hash, never the raw id again) erases."""
+    form = ErasureForm(request.POST)
+    plan = None
+    if form.is_valid():
+        try:
+            plan = retention.erasure_plan(
+                tenant=request.tenant,
+                end_user=form.cleaned_data["end_user"] or None,
+                hashed=form.cleaned_data["end_user_hash"] or None,
+            )
+        except retention.ErasureError as error:
+            form.add_error(None, str(error))
+    if plan is not None and request.POST.get("confirm") == "erase":
+        report = retention.erasure_run(plan=plan, actor=request.user)
+        messages.success(request, _erased_message(report))
+        return redirect("data-retention", tenant_slug=request.tenant.slug)
+    context = {"form": form, "plan": plan, "session": None}
+    return render(request, "console/erasure_confirm.html", context, status=200 if plan else 400)
+
+
+@tenant_view(configure=True)
+def session_erase(request: HttpRequest, session_id: int) -> HttpResponse:
+    """Erase one session's content: a confirmation page, then the erasure (POST)."""
+    session = tenant_object_get(Session, pk=session_id)
+    plan = retention.erasure_plan(tenant=request.tenant, session_id=session.pk)
+    if request.method == "POST" and plan.session_ids:
+        report = retention.erasure_run(plan=plan, actor=request.user)
+        messages.success(request, _erased_message(report))
+        return redirect("session-detail", request.tenant.slug, session.pk)
+    context = {"plan": plan, "session": session}
+    return render(request, "console/erasure_confirm.html", context)

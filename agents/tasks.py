@@ -68,3 +68,17 @@ def webhook_deliver(delivery_id: int, tenant_id: int) -> None:
 def webhook_deliveries_sweep() -> int:
     """Queue the webhook deliveries that are due and not in flight (beat, every 30 s)."""
     return webhooks.deliveries_sweep()
+
+
+@shared_task(
+    name="agents.retention_sweep",
+    ignore_result=True,
+    soft_time_limit=280,
+    time_limit=300,
+)
+def retention_sweep() -> int:
+    """Delete conversation content past each tenant's retention windows (beat, hourly; bounded
+    batches and a time budget; safe to run twice at once). The number of tenants swept."""
+    from agents.retention import retention_sweep as sweep  # retention imports agents.recording
+
+    return len(sweep())

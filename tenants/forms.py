@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from tenants.models import ApiKey, Role
+from tenants.models import RETENTION_MAX_DAYS, RETENTION_MIN_DAYS, ApiKey, Role
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
@@ -72,3 +72,55 @@ class AcceptInvitationForm(forms.Form):
 class WidgetOriginsForm(forms.Form):
     allowed_origins = WidgetKeyForm.base_fields["allowed_origins"]
     clean_allowed_origins = WidgetKeyForm.clean_allowed_origins
+
+
+def _retention_days(label: str, help_text: str) -> forms.IntegerField:
+    bounds = (
+        f"Keep it at least {RETENTION_MIN_DAYS} day and at most {RETENTION_MAX_DAYS} days, "
+        "or leave it empty to keep it forever."
+    )
+    return forms.IntegerField(
+        label=label,
+        required=False,
+        min_value=RETENTION_MIN_DAYS,
+        max_value=RETENTION_MAX_DAYS,
+        help_text=help_text,
+        error_messages={"min_value": bounds, "max_value": bounds, "invalid": "Enter whole days."},
+        widget=forms.NumberInput(attrs={"placeholder": "forever", "min": RETENTION_MIN_DAYS}),
+    )
+
+
+class RetentionForm(forms.Form):
+    """Days after a session ends that its content is kept (empty: forever)."""
+
+    retention_transcript_days = _retention_days(
+        "Transcripts (days)", "Transcripts and the summaries made from them."
+    )
+    retention_recording_days = _retention_days("Recordings (days)", "Audio of both sides.")
+    retention_analysis_days = _retention_days(
+        "Analysis (days)", "Post-call summaries, evaluations and extracted data."
+    )
+
+
+class ErasureForm(forms.Form):
+    """One end user, by the id the tenant passes for them or by the hash the console shows."""
+
+    end_user = forms.CharField(
+        label="End user id", required=False, max_length=200, strip=False,
+        help_text=(
+            "As your site or backend passes it (the widget's user, the API's ?user=); a phone "
+            "caller as phone:+14155550100."
+        ),
+    )  # fmt: skip
+    end_user_hash = forms.CharField(
+        label="or end-user hash", required=False, max_length=64,
+        help_text="32 hexadecimal digits, as a session page shows it.",
+    )  # fmt: skip
+
+    def clean(self):
+        cleaned = super().clean()
+        end_user, hashed = cleaned.get("end_user", ""), cleaned.get("end_user_hash", "").strip()
+        if bool(end_user.strip()) == bool(hashed):
+            raise forms.ValidationError("Give either the end user id or the end-user hash.")
+        cleaned["end_user_hash"] = hashed  # its format is checked by the erasure itself
+        return cleaned

@@ -5,6 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -18,6 +19,17 @@ def new_signing_secret() -> str:
 
 def mask_signing_secret(secret: str) -> str:
     return f"whsec_…{secret[-4:]}"
+
+
+# Retention windows: at least a day (a session's last records and its post-call work may land
+# minutes after it ends), at most a hundred years (past that, leave the field empty).
+RETENTION_MIN_DAYS = 1
+RETENTION_MAX_DAYS = 36500
+RETENTION_FIELDS = (
+    "retention_transcript_days",
+    "retention_recording_days",
+    "retention_analysis_days",
+)
 
 
 class Tenant(models.Model):
@@ -53,6 +65,26 @@ class Tenant(models.Model):
     webhook_secret_previous_encrypted = models.TextField(blank=True)
     webhook_secret_previous_until = models.DateTimeField(null=True, blank=True)
     webhook_secret_shown = models.BooleanField(default=False)
+    # Retention (agents/retention.py): days after a session ends that its content is kept;
+    # empty keeps it forever. The session rows and the usage ledger stay whatever these say.
+    retention_transcript_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_MIN_DAYS), MaxValueValidator(RETENTION_MAX_DAYS)],
+        help_text="Days to keep transcripts and summaries after a session ends; empty: forever.",
+    )
+    retention_recording_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_MIN_DAYS), MaxValueValidator(RETENTION_MAX_DAYS)],
+        help_text="Days to keep recordings after a session ends; empty: forever.",
+    )
+    retention_analysis_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_MIN_DAYS), MaxValueValidator(RETENTION_MAX_DAYS)],
+        help_text="Days to keep post-call analysis after a session ends; empty: forever.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

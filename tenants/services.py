@@ -16,6 +16,9 @@ from django.utils.text import slugify
 from tenants import crypto, totp
 from tenants.audit import audit_record
 from tenants.models import (
+    RETENTION_FIELDS,
+    RETENTION_MAX_DAYS,
+    RETENTION_MIN_DAYS,
     ApiKey,
     Invitation,
     Membership,
@@ -427,3 +430,34 @@ def invitation_accept(*, hashed_token: str, user: AbstractBaseUser) -> Membershi
             target_label=user.get_username(), changes={"role": invitation.role},
         )  # fmt: skip
     return membership
+
+
+def tenant_retention_set(
+    *, tenant: Tenant, days: dict[str, int | None], actor: AbstractBaseUser | None = None
+) -> Tenant:
+    """Set the tenant's retention windows (``RETENTION_FIELDS``; None keeps forever); the
+    changes are audited. The next retention sweep applies them."""
+    unknown = set(days) - set(RETENTION_FIELDS)
+    if unknown:
+        raise ServiceError(f"unknown retention windows: {', '.join(sorted(unknown))}")
+    for value in days.values():
+        if value is not None and not RETENTION_MIN_DAYS <= value <= RETENTION_MAX_DAYS:
+            raise ServiceError(
+                f"a retention window is {RETENTION_MIN_DAYS} to {RETENTION_MAX_DAYS} days"
+            )
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        changes = {
+            name: {"from": getattr(locked, name), "to": value}
+            for name, value in days.items()
+            if getattr(locked, name) != value
+        }
+        if changes:
+            for name, value in days.items():
+                setattr(locked, name, value)
+            locked.save(update_fields=list(days))
+            audit_record(
+                tenant=locked, actor=actor, action="tenant.retention_changed", target=locked,
+                changes=changes,
+            )  # fmt: skip
+    return locked

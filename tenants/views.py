@@ -20,12 +20,15 @@ from tenants.console import tenant_view
 from tenants.forms import (
     AcceptInvitationForm,
     ApiKeyForm,
+    ErasureForm,
     InvitationForm,
     ProviderCredentialForm,
+    RetentionForm,
     WidgetKeyForm,
     WidgetOriginsForm,
 )
 from tenants.models import (
+    RETENTION_FIELDS,
     ApiKey,
     AuditEvent,
     Invitation,
@@ -184,6 +187,22 @@ def credentials(request: HttpRequest) -> HttpResponse:
     response = render(request, "console/credentials.html", context)
     add_never_cache_headers(response)  # a page that may show a secret is never stored
     return response
+
+
+@tenant_view(configure_changes=True)
+def data_retention(request: HttpRequest) -> HttpResponse:
+    """Retention windows (every member reads them; owners and admins change them), and the
+    form that starts an erasure (its confirmation and the erasure itself are the agents app's
+    ``erasure-confirm``)."""
+    tenant = request.tenant
+    current = {name: getattr(tenant, name) for name in RETENTION_FIELDS}
+    form = RetentionForm(request.POST or None, initial=current)
+    if request.method == "POST" and form.is_valid():
+        services.tenant_retention_set(tenant=tenant, days=form.cleaned_data, actor=request.user)
+        messages.success(request, "Retention saved. The hourly sweep applies it.")
+        return redirect("data-retention", tenant_slug=tenant.slug)
+    context = {"form": form, "erasure_form": ErasureForm()}
+    return render(request, "console/data.html", context)
 
 
 # --- members and audit ------------------------------------------------------------------

@@ -249,6 +249,9 @@ VP_SESSION_STALE_SECONDS = env.float("VP_SESSION_STALE_SECONDS", 30.0, minimum=1
 VP_DRAIN_SECONDS = env.float("VP_DRAIN_SECONDS", 30.0, minimum=0.0)
 # A rotation waits this long for a fresh summary, then seeds from the last stored one.
 VP_ROTATION_SUMMARY_WAIT_SECONDS = env.float("VP_ROTATION_SUMMARY_WAIT_SECONDS", 0.5, minimum=0.0)
+# Retention (issue 14, agents/retention.py): rows deleted per statement and transaction. Small
+# enough that a tenant with millions of rows never holds a transaction for long.
+VP_RETENTION_BATCH_ROWS = env.int("VP_RETENTION_BATCH_ROWS", 500, minimum=1)
 # Prometheus /metrics: multi-process files here; the scrape needs this bearer token (empty:
 # only from loopback/VP_METRICS_ALLOWED_NETWORKS).
 VP_METRICS_DIR = Path(env.str("VP_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
@@ -370,10 +373,12 @@ else:
 CELERY_TASK_IGNORE_RESULT = True
 # Every task of the platform is idempotent (tenants.worker_heartbeat,
 # agents.sessions_sweep_abandoned, agents.session_summarize, agents.session_analyze (a run
-# claimed and billed once by its key), agents.analyses_sweep_pending, billing.tally_session,
-# billing.tally_sweep, billing.invoices_close_previous_month: each recomputes or compare-and-sets
-# from rows), so each is acknowledged only once it has run, and a pool child killed mid-task
-# (OOM, kill -9) puts its message back instead of losing it. A new task that is not idempotent
+# claimed and billed once by its key), agents.analyses_sweep_pending, agents.webhook_deliver and
+# agents.webhook_deliveries_sweep (an attempt claims its delivery), agents.retention_sweep
+# (deletes what is still there), billing.tally_session, billing.tally_sweep,
+# billing.invoices_close_previous_month: each recomputes or compare-and-sets from rows), so each
+# is acknowledged only once it has run, and a pool child killed mid-task (OOM, kill -9) puts its
+# message back instead of losing it. A new task that is not idempotent
 # must turn both off for itself (acks_late=False, reject_on_worker_lost=False).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -415,6 +420,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.webhook_deliveries_sweep",
         "schedule": 30.0,
         "options": {"expires": 30.0},
+    },
+    # Retention: content past each tenant's windows is deleted (agents/retention.py). Hourly:
+    # windows are in days; a backlog is worked off a time-boxed run at a time.
+    "agents-retention-sweep": {
+        "task": "agents.retention_sweep",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},  # workers down: one run when they are back, not many
     },
 }
 

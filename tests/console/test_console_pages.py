@@ -84,6 +84,7 @@ def page_urls(console, membership_id):
         reverse("credentials", args=args),
         reverse("member-list", args=args),
         reverse("audit-log", args=args),
+        reverse("data-retention", args=args),
     ]
 
 

@@ -13,7 +13,7 @@ SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
 @pytest.fixture
 def objects_b(world):
     from agents.configuration import agent_create, agent_update
-    from agents.models import PhoneNumber, Session
+    from agents.models import PhoneNumber, Session, WebhookDelivery, WebhookEndpoint
     from tenants import crypto
     from tenants.models import Membership
     from tenants.scoping import tenant_scope
@@ -37,8 +37,18 @@ def objects_b(world):
             tenant=world.tenant_b, number="+14155550199", agent=agent,
             twilio_auth_token_encrypted=crypto.encrypt("b" * 32), twilio_auth_token_masked="…bbbb",
         )  # fmt: skip
+        endpoint = WebhookEndpoint.objects.create(
+            tenant=world.tenant_b, url="https://hooks.b.example/vp", events=["session.ended"]
+        )
+        delivery = WebhookDelivery.objects.create(
+            tenant=world.tenant_b, endpoint=endpoint, session=session, event_type="session.ended",
+            event_id="evt_b", idempotency_key=f"{endpoint.pk}:evt_b", payload={"b": "secret"},
+            next_attempt_at=session.started_at,
+        )  # fmt: skip
     invoice = _invoice_of(world.tenant_b, agent)
     return {
+        "endpoint_id": endpoint.pk,
+        "delivery_id": delivery.pk,
         "api_key_id": api_key.pk,
         "widget_key_id": widget_key.pk,
         "agent_id": agent.pk,
@@ -96,6 +106,15 @@ TENANT_URLS = {
     "phone-number-remove": ("POST", ("phone_number_id",)),
     "session-detail": ("GET", ("session_id",)),
     "session-end": ("POST", ("session_id",)),
+    "session-erase": ("POST", ("session_id",)),
+    "session-analyze": ("POST", ("session_id",)),
+    "webhook-list": ("GET", ()),
+    "webhook-detail": ("GET", ("endpoint_id",)),
+    "webhook-delete": ("POST", ("endpoint_id",)),
+    "webhook-test": ("POST", ("endpoint_id",)),
+    "webhook-send-again": ("POST", ("endpoint_id", "delivery_id")),
+    "erasure-confirm": ("POST", ()),
+    "data-retention": ("GET", ()),
     "billing-usage": ("GET", ()),
     "billing-usage-export": ("GET", ()),
     "billing-spend-cap": ("POST", ()),
@@ -107,7 +126,17 @@ TENANT_URLS = {
 
 
 def snapshot():
-    from agents.models import Agent, AgentVersion, PhoneNumber, Session
+    from agents.models import (
+        Agent,
+        AgentVersion,
+        PhoneNumber,
+        Session,
+        SessionAnalysis,
+        TranscriptItem,
+        WebhookAttempt,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
     from tenants.models import AuditEvent, ClientToken, Membership
 
     with scopes_disabled():
@@ -122,6 +151,11 @@ def snapshot():
             list(ClientToken.objects.order_by("pk").values_list("pk")),
             list(AuditEvent.objects.order_by("pk").values_list("pk")),
             list(PhoneNumber.objects.order_by("pk").values_list("pk", "number", "agent")),
+            list(WebhookEndpoint.objects.order_by("pk").values_list("pk", "url", "enabled")),
+            list(WebhookDelivery.objects.order_by("pk").values_list("pk", "status", "attempts")),
+            list(WebhookAttempt.objects.order_by("pk").values_list("pk")),
+            list(SessionAnalysis.objects.order_by("pk").values_list("pk", "run", "status")),
+            list(TranscriptItem.objects.order_by("pk").values_list("pk")),
         )
 
 
