@@ -21,6 +21,7 @@ class AgentForm(forms.ModelForm):
             "name", "kind", "provider", "model", "voice", "instructions", "reasoning_effort",
             "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
             "max_output_tokens", "target_language", "tool_preambles",
+            "recording_enabled", "recording_notice",
         ]  # fmt: skip
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 14, "class": "roomy"}),

@@ -98,6 +98,10 @@ class SessionPolicy:
     tools: tuple[dict[str, Any], ...] = ()
     mcp_servers: tuple[dict[str, Any], ...] = ()
     tool_preambles: bool = False
+    # Both sides of the audio are recorded (the agent's setting under the tenant's policy);
+    # the widget shows ``recording_notice`` first, a phone call hears it said.
+    recording: bool = False
+    recording_notice: str = ""
     # Upper bound of audio a client may send ahead of real time, in milliseconds.
     audio_burst_ms: int = 5000
 
