@@ -30,4 +30,9 @@ urlpatterns = [
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/<int:session_id>/", views.session_detail, name="session-detail"),
     path("sessions/<int:session_id>/end/", views.session_end_ask, name="session-end"),
+    path(
+        "sessions/<int:session_id>/recording/",
+        views.session_recording,
+        name="session-recording",
+    ),
 ]

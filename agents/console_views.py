@@ -7,15 +7,17 @@ from datetime import date
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents import access, catalogue, configuration, services, tokens
+from agents import access, catalogue, configuration, recordings, services, tokens
+from agents.byte_ranges import ranged_response
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
 from agents.models import (
     Agent,
     AgentVersion,
+    Recording,
     Session,
     SessionSegment,
     SessionSummary,
@@ -272,7 +274,15 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         label: sum(getattr(event, name) for event in usage) for name, label in TOKEN_LABELS.items()
     }
     cost = events_total_cost(usage)
+    recording = recordings.recording_for_session(session)
+    markers = recording.markers if recording is not None else {}
+    items = list(items)
+    for item in items:  # where the player seeks to for this line (None: not on the recording)
+        item.offset_ms = markers.get(item.upstream_item_id)
     context = {
+        "recording": recording,
+        "markers": markers,
+        "can_download": request.membership.can_configure,
         "segments": SessionSegment.objects.filter(session=session).order_by("index"),
         "summary": SessionSummary.objects.filter(session=session).first(),
         "session": session,
@@ -283,6 +293,34 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "can_end": request.membership.can_configure and session.ended_at is None,
     }
     return render(request, "console/sessions/detail.html", context)
+
+
+@tenant_view()
+def session_recording(request: HttpRequest, session_id: int) -> HttpResponse:
+    """The session's recording, streamed with byte ranges (the player seeks); ``?download=1``
+    as an attachment, for owners and admins only."""
+    session = tenant_object_get(Session, pk=session_id)
+    recording = recordings.recording_for_session(session)
+    if recording is None or recording.status != Recording.Status.READY:
+        raise Http404("This session has no stored recording.")
+    download = request.GET.get("download") == "1"
+    if download and not request.membership.can_configure:
+        return HttpResponseForbidden(
+            "Only owners and admins can download recordings.", content_type="text/plain"
+        )
+    try:
+        handle = recordings.open_recording(recording)
+    except FileNotFoundError:
+        raise Http404("The recording's file is missing from storage.") from None
+    response = ranged_response(
+        request, handle, size=recording.bytes, content_type=recording.format or "audio/ogg"
+    )
+    response["Cache-Control"] = "private, no-store"
+    if download:
+        response["Content-Disposition"] = (
+            f'attachment; filename="session-{session.pk}.{recording.file_name.rsplit(".", 1)[-1]}"'
+        )
+    return response
 
 
 @require_POST
