@@ -39,6 +39,7 @@ from agents.realtime.policy import (
     PolicyViolation,
     SessionPolicy,
     client_event_filter,
+    recording_announcement,
     sanitize_session_event,
     seed_item_event,
     session_update_event,
@@ -245,19 +246,14 @@ class RealtimeBridge:
 
     async def _announce_recording(self) -> None:
         """A recorded phone call starts with the notice said by the agent: the first response,
-        asked for by the platform with instructions of its own (the conversation's instructions
-        stay). The first line is the local engine's greeting convention; OpenAI's model reads
-        both lines as the instruction they are."""
+        asked for by the platform with instructions of its own for that response only (the
+        session's instructions stay for the rest of the call)."""
         policy = self.policy
         if not (policy.recording and policy.recording_notice and policy.channel == CHANNEL_PHONE):
             return
         if policy.kind != KIND_VOICE_AGENT or not self._spend_allows():
             return
-        notice = " ".join(policy.recording_notice.split())
-        instructions = (
-            f"Greeting: {notice}\n"
-            f'Start the call by saying exactly this, word for word, and nothing else: "{notice}"'
-        )
+        instructions = recording_announcement(policy.recording_notice)
         event = {"type": "response.create", "response": {"instructions": instructions}}
         await self._send_own(event)
 

@@ -78,6 +78,19 @@ class PolicyViolation(Exception):
         self.param = param
 
 
+def recording_announcement(notice: str) -> str:
+    """The instructions of a recorded phone call's first response: say the notice.
+
+    The first line is the local engine's greeting convention (``responder.greeting``); OpenAI's
+    model reads both lines as the instruction they are. The same event works with both.
+    """
+    notice = " ".join(notice.split())
+    return (
+        f"Greeting: {notice}\n"
+        f'Start the call by saying exactly this, word for word, and nothing else: "{notice}"'
+    )
+
+
 @dataclass(frozen=True)
 class SessionPolicy:
     """The agent configuration a session runs with (a snapshot taken at connect)."""
