@@ -1,11 +1,11 @@
 """Recording a session's audio off the audio path: a bounded queue and a writer thread.
 
 The relay calls ``AudioCapture`` methods on the event loop; each only appends a small tuple to
-a bounded queue (``put_nowait``) and never waits, decodes or touches a disk. A writer thread
-takes them in order, decodes the base64 (and G.711) and lays both sides on one timeline
-(``Timeline``); at the end it encodes the file (``encode_ogg_opus``) and hands the result to
-``on_done``, in that thread. If the writer falls behind and the queue fills, the recording is
-dropped (``dropped`` says why) and the audio goes on as before: the relay never waits for it.
+a bounded queue and never waits, decodes or touches a disk. The process's writer thread takes
+them in batches, in order, decodes the base64 (and G.711) and lays both sides on one timeline
+(``Timeline``); at the end an encoder thread encodes the file (``encode_ogg_opus``) and hands
+the result to ``on_done``, in that thread. If the writer falls behind and the queue fills, the
+recording is dropped (``dropped`` says why) and the audio goes on: the relay never waits.
 
 The timeline is the caller's: the microphone streams in real time, so the caller's track is
 continuous and its length is the session's input audio. The agent's audio of a response starts
@@ -24,11 +24,12 @@ import base64
 import contextlib
 import logging
 import os
-import queue
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 CALLER, AGENT = "caller", "agent"
 # Queue entries: (kind, payload, caller position in bytes of the caller's format at that time).
 _CALLER_FRAME, _AGENT_FRAME, _RESPONSE, _BARGE_IN, _TRUNCATE, _MARK, _SPEECH, _FORMATS = range(8)
-_STOP = (-1, None, 0)
 
 RATE = 24_000  # the file's sample rate: the realtime PCM rate; G.711 (8 kHz) is upsampled
 SAMPLE_BYTES = 2
@@ -67,8 +67,56 @@ def _format_of(value: Any, default: str) -> str:
     return name if name in ("audio/pcm", "audio/pcmu", "audio/pcma") else default
 
 
+class _Writer:
+    """The process's one writer thread: every ``POLL_S`` it takes what each capture queued and
+    lays it on that capture's timeline (a batch at a time: no thread wake-up per frame, no
+    lock on the relay's side). Finished captures are encoded by a small pool, so that a long
+    encode never holds up the other sessions' queues."""
+
+    POLL_S = 0.1
+
+    def __init__(self) -> None:
+        self._captures: set[AudioCapture] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._encoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recording-encode")
+
+    def add(self, capture: AudioCapture) -> None:
+        with self._lock:
+            self._captures.add(capture)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="recording-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.POLL_S)
+            with self._lock:
+                captures = list(self._captures)
+            for capture in captures:
+                try:
+                    finished = capture._drain()
+                except Exception:
+                    logger.exception("recording writer failed")
+                    capture._failed = "the recording writer failed"
+                    finished = True
+                if finished:
+                    with self._lock:
+                        self._captures.discard(capture)
+                    self._encoders.submit(capture._finish)
+
+
+_writer = _Writer()
+
+
 class AudioCapture:
-    """The relay's side: cheap, non-blocking calls. One per recorded session."""
+    """The relay's side: cheap, non-blocking calls. One per recorded session.
+
+    Entries go on a ``deque`` (its ``append`` and ``popleft`` are atomic: no lock, no wake-up);
+    its length bounds it (``max_frames``).
+    """
 
     def __init__(
         self,
@@ -80,27 +128,29 @@ class AudioCapture:
         spool_dir: str | None = None,
         on_dropped: Callable[[str], None] = lambda reason: None,
     ) -> None:
-        self._queue: queue.Queue[tuple[int, Any, int]] = queue.Queue(maxsize=max_frames)
+        self._queue: deque[tuple[int, Any, int]] = deque()
+        self._max_frames = max_frames
         self.dropped = ""
+        self._failed = ""
         self._on_dropped = on_dropped
         self._closed = False
         self._timeline = Timeline(input_format=input_format, output_format=output_format)
         self._on_done = on_done
         self._spool_dir = spool_dir
-        self._thread = threading.Thread(target=self._run, name="recording-writer", daemon=True)
-        self._thread.start()
+        self._done = threading.Event()
+        _writer.add(self)
 
     # --- the relay's calls (event loop): never block ------------------------------------------
 
     def _put(self, entry: tuple[int, Any, int]) -> None:
         if self.dropped or self._closed:
             return
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
+        if len(self._queue) >= self._max_frames:
             self.dropped = "the recording writer fell behind; recording stopped, audio went on"
             logger.warning("recording dropped: %s", self.dropped)
             self._on_dropped("writer_behind")
+            return
+        self._queue.append(entry)
 
     def caller_audio(self, frame: str, position_ms: float) -> None:
         """A client append frame as forwarded (its base64 audio is decoded by the writer)."""
@@ -130,43 +180,42 @@ class AudioCapture:
         self._put((_FORMATS, (input_format, output_format), 0))
 
     def close(self) -> None:
-        """No more audio: the writer encodes and calls ``on_done`` (in its thread)."""
-        if self._closed:
-            return
+        """No more audio: the writer encodes and calls ``on_done`` (in a thread of its own)."""
         self._closed = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_STOP)
-        # A full queue: the writer sees _closed once it has drained it.
 
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the writer (tests, shutdown)."""
-        self._thread.join(timeout)
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until ``on_done`` has returned (tests, shutdown)."""
+        return self._done.wait(timeout)
 
-    # --- the writer thread --------------------------------------------------------------------
+    # --- the writer's side (its threads) ------------------------------------------------------
 
-    def _run(self) -> None:
-        timeline = self._timeline
+    def _drain(self) -> bool:
+        """Apply what is queued; True once the capture is finished (closed and drained, or
+        dropped)."""
+        closed = self._closed  # read first: entries queued before the close are all in
+        queue, timeline = self._queue, self._timeline
+        while queue:
+            entry = queue.popleft()
+            if not self.dropped:
+                timeline.apply(*entry)
+        if self.dropped:
+            queue.clear()
+            return True
+        return closed
+
+    def _finish(self) -> None:
         try:
-            while True:
-                try:
-                    entry = self._queue.get(timeout=0.5)
-                except queue.Empty:
-                    if self._closed:
-                        break
-                    continue
-                if entry[0] == _STOP:
-                    break
-                if not self.dropped:
-                    timeline.apply(*entry)
             if self.dropped:
                 result = Result(None, 0, dropped=self.dropped)
+            elif self._failed:
+                result = Result(None, 0, error=self._failed)
             else:
-                result = timeline.finish(self._spool_dir)
+                result = self._timeline.finish(self._spool_dir)
         except Exception as error:
             logger.exception("recording failed")
             result = Result(None, 0, error=f"{type(error).__name__}: {error}")
         finally:
-            timeline.discard()
+            self._timeline.discard()
         try:
             self._on_done(result)
         except Exception:
@@ -175,6 +224,7 @@ class AudioCapture:
             if result.path:
                 with contextlib.suppress(OSError):
                     os.unlink(result.path)
+            self._done.set()
 
 
 class Timeline:
