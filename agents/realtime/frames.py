@@ -51,12 +51,6 @@ def append_audio(text: str) -> tuple[str, int] | None:
     return match.group(1), base64_decoded_bytes(end - start, text, end)
 
 
-def append_audio_base64(text: str) -> str | None:
-    """The base64 audio of a canonical append frame, else None (the recording writer)."""
-    match = _APPEND.fullmatch(text)
-    return match.group(2) if match else None
-
-
 def peek_type(text: str) -> str | None:
     """The event type when the frame starts with it (the usual shape), else None."""
     match = _TYPE_HEAD.match(text)

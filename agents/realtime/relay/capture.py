@@ -106,6 +106,7 @@ class _Writer:
                     with self._lock:
                         self._captures.discard(capture)
                     self._encoders.submit(capture._finish)
+                time.sleep(0)  # hand the GIL to the event loop between sessions' batches
 
 
 _writer = _Writer()
@@ -239,6 +240,7 @@ class Timeline:
         self.caller_samples = 0
         self.agent_start = 0  # samples: where the current response's audio was placed
         self.agent_end = 0  # samples: the end of the agent's audio so far
+        self._agent_written = 0  # samples: where the agent's spool file's position is
         self._response_open = False  # the next delta starts the response's audio
         self._cut = False  # a barge-in cut the current response: its later deltas are dropped
         self.markers: dict[str, int] = {}
@@ -295,15 +297,18 @@ class Timeline:
             for item_id in self._pending_agent_marks:
                 self.markers[item_id] = round(self.agent_start * 1000 / RATE)
             self._pending_agent_marks.clear()
-        self._agent.seek(self.agent_end * SAMPLE_BYTES)
+        if self._agent_written != self.agent_end:  # a gap (silence) or a cut before this
+            self._agent.seek(self.agent_end * SAMPLE_BYTES)
         self._agent.write(pcm)
         self.agent_end += len(pcm) // SAMPLE_BYTES
+        self._agent_written = self.agent_end
 
     def _cut_at(self, sample: int) -> None:
         """The caller interrupted at ``sample``: the agent's audio after it was not heard."""
         if self.agent_end > sample:
             self.agent_end = max(sample, 0)
             self._agent.truncate(self.agent_end * SAMPLE_BYTES)
+            self._agent_written = -1  # seek before the next write
             self._cut = True
         elif self._response_open:
             self._cut = True  # the response had not started to play: none of it is heard
@@ -328,25 +333,31 @@ class Timeline:
         self._agent.close()
 
 
+def _field_base64(frame: str, key: str) -> bytes:
+    """The base64 string value of ``key`` in a Realtime frame, decoded.
+
+    The frames come from the relay, which matched them as canonical (appends) or relays them as
+    the upstream sent them (deltas): a string search finds the value without a JSON decode or a
+    regular expression (base64 has no quote); anything unusual takes a full decode.
+    """
+    at = frame.find(f'"{key}"')
+    if at >= 0:
+        start = frame.find('"', frame.find(":", at + len(key) + 2)) + 1
+        end = frame.find('"', start)
+        if 0 < start < end:
+            return base64.b64decode(frame[start:end])
+    event = frames.loads_object(frame) or {}
+    value = event.get(key)
+    return base64.b64decode(value) if isinstance(value, str) else b""
+
+
 def frames_audio(frame: str) -> bytes:
     """The audio of a client append frame (the canonical shape the relay forwards)."""
-    audio = frames.append_audio_base64(frame)
-    if audio is None:
-        event = frames.loads_object(frame) or {}
-        audio = event.get("audio")
-    return base64.b64decode(audio) if isinstance(audio, str) else b""
+    return _field_base64(frame, "audio")
 
 
 def _delta_audio(frame: str) -> bytes:
-    start = frame.find('"delta":"')
-    if start >= 0:
-        start += len('"delta":"')
-        end = frame.find('"', start)
-        if end > start:
-            return base64.b64decode(frame[start:end])
-    event = frames.loads_object(frame) or {}
-    delta = event.get("delta")
-    return base64.b64decode(delta) if isinstance(delta, str) else b""
+    return _field_base64(frame, "delta")
 
 
 def _pcm(audio: bytes, audio_format: str) -> bytes:
