@@ -5,7 +5,7 @@ import json
 from django import forms
 
 from agents import catalogue
-from agents.models import Agent
+from agents.models import DEFAULT_RECORDING_NOTICE, Agent
 
 EFFORT_HELP = (
     "How long the model thinks before it speaks. minimal and low answer fastest and suit "
@@ -34,6 +34,14 @@ class AgentForm(forms.ModelForm):
             "target_language": "Translation agents only.",
             "provider": "The local engine runs offline (a development engine, not an AI).",
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["recording_notice"].required = False  # empty: the default notice
+
+    def clean_recording_notice(self) -> str:
+        notice = " ".join((self.cleaned_data.get("recording_notice") or "").split())
+        return notice or DEFAULT_RECORDING_NOTICE
 
     def clean(self):
         cleaned = super().clean()

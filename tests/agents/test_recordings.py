@@ -153,3 +153,20 @@ def test_a_dropped_recording_keeps_its_reason_and_no_file(world, recordings_dir)
     recordings.recording_delete(recording)  # no file: only the row goes
     with tenant_scope(world.tenant_a):
         assert not Recording.objects.exists()
+
+
+def test_the_agent_form_turns_recording_on_with_the_default_notice(client, world):
+    from django.urls import reverse
+
+    from agents.models import Agent
+    from tests.console.test_console_pages import AGENT_FORM
+
+    client.force_login(world.owner_a)
+    form = {**AGENT_FORM, "recording_enabled": "on", "recording_notice": "  "}
+    response = client.post(reverse("agent-create", args=["tenant-a"]), form)
+    assert response.status_code == 302
+    with tenant_scope(world.tenant_a):
+        agent = Agent.objects.get(name="Sales")
+        assert agent.recording_enabled is True
+        assert agent.recording_notice == "This conversation is recorded."
+        assert agent.live_version.config["recording_enabled"] is True

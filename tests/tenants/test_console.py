@@ -96,6 +96,7 @@ TENANT_URLS = {
     "phone-number-remove": ("POST", ("phone_number_id",)),
     "session-detail": ("GET", ("session_id",)),
     "session-end": ("POST", ("session_id",)),
+    "session-recording": ("GET", ("session_id",)),
     "billing-usage": ("GET", ()),
     "billing-usage-export": ("GET", ()),
     "billing-spend-cap": ("POST", ()),
