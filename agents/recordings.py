@@ -84,7 +84,7 @@ def _store(result: Result, *, tenant_id: int, session_id: int, recording_id: int
         if result.error or result.path is None:
             _finish(
                 tenant_id, recording_id, status=Recording.Status.FAILED,
-                reason=f"the recording could not be encoded: {result.error or 'no audio'}"[:200],
+                reason=f"the recording could not be made: {result.error or 'no audio'}"[:200],
             )  # fmt: skip
             RECORDINGS.labels(outcome="failed").inc()
             return

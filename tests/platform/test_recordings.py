@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import math
+import os
 import re
 import textwrap
 import urllib.error
@@ -304,7 +305,7 @@ def test_a_writer_that_falls_behind_drops_the_recording_never_the_audio(tmp_path
     upstream.deltas = 60  # 6 s of agent audio in one burst; the writer takes 50 ms per frame
     environ = base_environ(
         tmp_path, **upstream.environ, VP_RECONNECT_ATTEMPTS="0", VP_RECORDING_QUEUE_FRAMES="8",
-        PYTHONPATH=str(inject),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")])),
     )  # fmt: skip
     platform = Platform(environ, tmp_path)
     try:

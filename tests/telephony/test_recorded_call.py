@@ -60,10 +60,10 @@ def recording_and_items(session_id: int) -> tuple[Recording | None, list[Transcr
 
 @transactional
 async def test_a_recorded_call_announces_it_and_is_stored(
-    application,
+    application,  # noqa: F811 - the fixture imported above
     phone,
     ulaw_silence,
-    recordings_dir,  # noqa: F811
+    recordings_dir,
 ):
     await record_the_agent(phone.agent.pk)
     token = await webhook_token()
