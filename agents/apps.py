@@ -17,9 +17,18 @@ class AgentsConfig(AppConfig):
         from tenants.signals import key_revoked
 
         key_revoked.connect(_end_sessions_of_revoked_key, dispatch_uid="agents.revoked_key")
+        from agents.signals import session_ended
+
+        session_ended.connect(_recordings_of_ended_session, dispatch_uid="agents.recordings")
 
 
 def _end_sessions_of_revoked_key(sender, *, key, actor=None, **kwargs) -> None:
     from agents.services import sessions_end_for_revoked_key
 
     sessions_end_for_revoked_key(key=key, actor=actor)
+
+
+def _recordings_of_ended_session(sender, *, session_id, tenant_id, **kwargs) -> None:
+    from agents.recordings import recordings_of_abandoned_session
+
+    recordings_of_abandoned_session(session_id=session_id, tenant_id=tenant_id)

@@ -144,6 +144,23 @@ def recording_delete(recording: Recording) -> None:
         Recording.objects.filter(pk=recording.pk).delete()
 
 
+def recordings_of_abandoned_session(*, session_id: int, tenant_id: int, **kwargs: Any) -> None:
+    """``session_ended`` receiver: a session ended as abandoned had its process die, and its
+    recording with it; say so instead of "recording" for ever. (Should the process be alive
+    after all, its writer stores the file later and the row becomes ready.)"""
+    with tenant_scope(tenant_id):
+        abandoned = Session.objects.filter(
+            pk=session_id, end_reason=Session.EndReason.ABANDONED
+        ).exists()
+        if abandoned:
+            Recording.objects.filter(
+                session_id=session_id, status=Recording.Status.RECORDING
+            ).update(
+                status=Recording.Status.FAILED,
+                reason="the server handling the session stopped before the recording was stored",
+            )
+
+
 def recording_for_session(session: Session) -> Recording | None:
     """The session's recording (inside the caller's tenant scope)."""
     return Recording.objects.filter(session=session).first()

@@ -170,3 +170,21 @@ def test_the_agent_form_turns_recording_on_with_the_default_notice(client, world
         assert agent.recording_enabled is True
         assert agent.recording_notice == "This conversation is recorded."
         assert agent.live_version.config["recording_enabled"] is True
+
+
+def test_the_recording_of_an_abandoned_session_says_why_it_is_missing(
+    world, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.services import sessions_sweep_abandoned
+
+    session = _session(world)
+    recordings.recording_start(tenant_id=world.tenant_a.pk, session_id=session.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sessions_sweep_abandoned(now=timezone.now() + timedelta(days=1)) == 1
+    with tenant_scope(world.tenant_a):
+        recording = Recording.objects.get(session=session)
+    assert recording.status == "failed" and "stopped before" in recording.reason
