@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from agents.models import Agent, AgentVersion, Session
+from agents.models import Agent, AgentVersion, Recording, Session
 
 
 @admin.register(Agent)
@@ -25,3 +25,17 @@ class SessionAdmin(admin.ModelAdmin):
     list_display = ["pk", "tenant", "agent", "channel", "started_at", "ended_at", "end_reason"]
     list_filter = ["channel", "end_reason"]
     date_hierarchy = "started_at"
+
+
+@admin.register(Recording)
+class RecordingAdmin(admin.ModelAdmin):
+    """Read-only: a recording's file goes with its row (``agents.recordings.recording_delete``)."""
+
+    list_display = ["session", "tenant", "status", "duration_ms", "bytes", "created_at"]
+    list_filter = ["status"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the admin's delete would leave the file behind

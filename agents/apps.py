@@ -21,6 +21,9 @@ class AgentsConfig(AppConfig):
         from agents.webhooks import signals_connect
 
         signals.session_ended.connect(analysis.on_session_ended, dispatch_uid="agents.analysis")
+        signals.session_ended.connect(
+            _recordings_of_ended_session, dispatch_uid="agents.recordings"
+        )
         signals_connect()
 
 
@@ -28,3 +31,9 @@ def _end_sessions_of_revoked_key(sender, *, key, actor=None, **kwargs) -> None:
     from agents.services import sessions_end_for_revoked_key
 
     sessions_end_for_revoked_key(key=key, actor=actor)
+
+
+def _recordings_of_ended_session(sender, *, session_id, tenant_id, **kwargs) -> None:
+    from agents.recordings import recordings_of_abandoned_session
+
+    recordings_of_abandoned_session(session_id=session_id, tenant_id=tenant_id)

@@ -46,4 +46,9 @@ urlpatterns = [
     ),
     path("sessions/<int:session_id>/erase/", views.session_erase, name="session-erase"),
     path("erasure/", views.erasure_confirm, name="erasure-confirm"),
+    path(
+        "sessions/<int:session_id>/recording/",
+        views.session_recording,
+        name="session-recording",
+    ),
 ]

@@ -7,15 +7,26 @@ from datetime import date
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents import access, analysis, catalogue, configuration, retention, services, tokens
+from agents import (
+    access,
+    analysis,
+    catalogue,
+    configuration,
+    recordings,
+    retention,
+    services,
+    tokens,
+)
+from agents.byte_ranges import ranged_response
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
 from agents.models import (
     Agent,
     AgentVersion,
+    Recording,
     Session,
     SessionAnalysis,
     SessionSegment,
@@ -286,11 +297,19 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     cost = events_total_cost(usage)
     session_analysis = SessionAnalysis.objects.filter(session=session).first()
     analysis_events = [event for event in usage if event.kind == UsageEvent.Kind.ANALYSIS]
+    recording = recordings.recording_for_session(session)
+    markers = recording.markers if recording is not None else {}
+    items = list(items)
+    for item in items:  # where the player seeks to for this line (None: not on the recording)
+        item.offset_ms = markers.get(item.upstream_item_id)
     context = {
         "analysis": session_analysis,
         "analysis_rows": analysis.analysis_rows(session_analysis) if session_analysis else [],
         "analysis_cost": events_total_cost(analysis_events),
         "can_analyze": request.membership.can_configure and session.ended_at is not None,
+        "recording": recording,
+        "markers": markers,
+        "can_download": request.membership.can_configure,
         "segments": SessionSegment.objects.filter(session=session).order_by("index"),
         "summary": SessionSummary.objects.filter(session=session).first(),
         "session": session,
@@ -303,6 +322,34 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "erased": session.end_user_hash == retention.ERASED,
     }
     return render(request, "console/sessions/detail.html", context)
+
+
+@tenant_view()
+def session_recording(request: HttpRequest, session_id: int) -> HttpResponse:
+    """The session's recording, streamed with byte ranges (the player seeks); ``?download=1``
+    as an attachment, for owners and admins only."""
+    session = tenant_object_get(Session, pk=session_id)
+    recording = recordings.recording_for_session(session)
+    if recording is None or recording.status != Recording.Status.READY:
+        raise Http404("This session has no stored recording.")
+    download = request.GET.get("download") == "1"
+    if download and not request.membership.can_configure:
+        return HttpResponseForbidden(
+            "Only owners and admins can download recordings.", content_type="text/plain"
+        )
+    try:
+        handle = recordings.open_recording(recording)
+    except FileNotFoundError:
+        raise Http404("The recording's file is missing from storage.") from None
+    response = ranged_response(
+        request, handle, size=recording.bytes, content_type=recording.format or "audio/ogg"
+    )
+    response["Cache-Control"] = "private, no-store"
+    if download:
+        response["Content-Disposition"] = (
+            f'attachment; filename="session-{session.pk}.{recording.file_name.rsplit(".", 1)[-1]}"'
+        )
+    return response
 
 
 @require_POST

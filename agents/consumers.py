@@ -41,6 +41,7 @@ from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.realtime.relay.closing import ending
 from agents.realtime.tools import WebhookExecutor
 from agents.recording import DatabaseRecorder
+from agents.recordings import capture_for
 from agents.selectors import policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
 from billing.spend import spend_guard_for
@@ -167,6 +168,10 @@ class RealtimeConsumer(AsyncConsumer):
             provider=access.agent.provider,
             widget_key_id=access.widget_key_id,
         )
+        # A recorded session's audio goes to a writer thread (never waited for).
+        capture = await database_sync_to_async(capture_for)(
+            policy=policy, tenant_id=access.tenant.pk, session_id=session.pk
+        )
         self.recorder = DatabaseRecorder(
             tenant_id=access.tenant.pk,
             session_id=session.pk,
@@ -180,6 +185,7 @@ class RealtimeConsumer(AsyncConsumer):
             connect_upstream=connect,
             on_drop=lambda reason: DROPPED_FRAMES.labels(reason=reason).inc(),
             recorder=self.recorder,
+            capture=capture,
             max_duration_s=access.tenant.max_session_minutes * 60,
             max_frame_chars=settings.VP_WS_MAX_MESSAGE_BYTES,
             max_client_message_chars=settings.VP_WS_MAX_MESSAGE_BYTES,

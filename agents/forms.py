@@ -6,7 +6,7 @@ from django import forms
 
 from agents import catalogue
 from agents.extraction import SchemaProblem, data_schema_check
-from agents.models import Agent
+from agents.models import DEFAULT_RECORDING_NOTICE, Agent
 
 SCHEMA_EXAMPLE = (
     '{\n  "type": "object",\n  "properties": {\n    "order_id": {"type": "string"},\n'
@@ -35,6 +35,7 @@ class AgentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         # Left out (an API client, an older form): the default model.
         self.fields["analysis_model"].required = False
+        self.fields["recording_notice"].required = False  # empty: the default notice
         schema = self.instance.analysis_schema if self.instance.pk else None
         if schema and not self.is_bound:
             self.initial["analysis_schema"] = json.dumps(schema, indent=2)
@@ -63,6 +64,7 @@ class AgentForm(forms.ModelForm):
             "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
             "max_output_tokens", "target_language", "tool_preambles",
             "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
+            "recording_enabled", "recording_notice",
         ]  # fmt: skip
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 14, "class": "roomy"}),
@@ -76,6 +78,10 @@ class AgentForm(forms.ModelForm):
             "target_language": "Translation agents only.",
             "provider": "The local engine runs offline (a development engine, not an AI).",
         }
+
+    def clean_recording_notice(self) -> str:
+        notice = " ".join((self.cleaned_data.get("recording_notice") or "").split())
+        return notice or DEFAULT_RECORDING_NOTICE
 
     def clean(self):
         cleaned = super().clean()

@@ -7,6 +7,8 @@ from agents import catalogue
 from agents.extraction import SchemaProblem, data_schema_check
 from tenants.scoping import TenantOwnedModel
 
+DEFAULT_RECORDING_NOTICE = "This conversation is recorded."
+
 
 class Agent(TenantOwnedModel):
     """A configured realtime agent. The browser never decides any of these fields."""
@@ -84,6 +86,16 @@ class Agent(TenantOwnedModel):
         '{"type": "object", "properties": {"order_id": {"type": "string"}, '
         '"resolved": {"type": "boolean"}}}. Empty: no data.',
     )
+    recording_enabled = models.BooleanField(
+        default=False,
+        help_text="Record both sides of each session's audio (the tenant's policy may override).",
+    )
+    recording_notice = models.CharField(
+        max_length=500,
+        default=DEFAULT_RECORDING_NOTICE,
+        help_text="Shown by the widget before the microphone starts, and said at the start of "
+        "phone calls, when the session is recorded.",
+    )
     live_version = models.ForeignKey(
         "agents.AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -119,6 +131,7 @@ VERSIONED_FIELDS = (
     "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
     "max_output_tokens", "target_language", "tools", "mcp_servers", "tool_preambles",
     "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
+    "recording_enabled", "recording_notice",
 )  # fmt: skip
 
 
@@ -499,3 +512,29 @@ class WebhookAttempt(TenantOwnedModel):
     @property
     def succeeded(self) -> bool:
         return not self.error_kind
+
+
+class Recording(TenantOwnedModel):
+    """The audio of one session (left: the caller, right: the agent as heard), in storage
+    ``recordings`` (``agents.recordings``). Kept with its reason when it could not be stored."""
+
+    class Status(models.TextChoices):
+        RECORDING = "recording", "Recording"
+        READY = "ready", "Ready"
+        DROPPED = "dropped", "Dropped"
+        FAILED = "failed", "Failed"
+
+    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="+")
+    file_name = models.CharField(max_length=255, blank=True)
+    format = models.CharField(max_length=40, blank=True)  # a MIME type, e.g. audio/ogg
+    duration_ms = models.PositiveBigIntegerField(default=0)
+    bytes = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECORDING)
+    reason = models.CharField(max_length=200, blank=True)
+    # {upstream item id: offset in ms on the recording's timeline}: the console seeks with it.
+    markers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"recording of session {self.session_id} ({self.status})"

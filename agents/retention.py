@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from agents.access import PHONE_END_USER_PREFIX
 from agents.models import (
+    Recording,
     Session,
     SessionAnalysis,
     SessionSegment,
@@ -51,6 +52,7 @@ from agents.models import (
     WebhookDelivery,
 )
 from agents.recording import BEST_EFFORT_SECONDS, CLOSE_WAIT_SECONDS
+from agents.recordings import recording_delete
 from agents.services import end_user_hash
 from tenants.audit import audit_record
 from tenants.models import ClientToken, Tenant
@@ -181,6 +183,10 @@ register(
     )  # fmt: skip
 )
 register(rows_kind("analysis", model=SessionAnalysis, windows=(ANALYSIS,)))
+# A recording is a row and a file in storage: recording_delete removes both.
+register(
+    rows_kind("recordings", model=Recording, windows=(RECORDINGS,), delete_each=recording_delete)
+)
 # A delivery's payload holds the transcript and the analysis: it goes with the shorter window
 # (its attempts' log with it).
 register(rows_kind("webhook_deliveries", model=WebhookDelivery, windows=(TRANSCRIPTS, ANALYSIS)))

@@ -11,6 +11,7 @@ from agents.models import Agent
 from agents.realtime import outbound
 from agents.realtime.policy import SessionPolicy
 from tenants import crypto
+from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -74,4 +75,16 @@ def policy_for_agent(*, agent: Agent, channel: str) -> SessionPolicy:
             _mcp_server_for_upstream(server) for server in mcp_servers_reachable(agent=agent)
         ),
         tool_preambles=agent.tool_preambles,
+        recording=recording_enabled_for(agent),
+        recording_notice=agent.recording_notice,
     )
+
+
+def recording_enabled_for(agent: Agent) -> bool:
+    """Whether the agent's sessions are recorded: the tenant's policy, else the agent's own."""
+    policy = agent.tenant.recording_policy
+    if policy == Tenant.RecordingPolicy.ALWAYS:
+        return True
+    if policy == Tenant.RecordingPolicy.NEVER:
+        return False
+    return bool(agent.recording_enabled)

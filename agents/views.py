@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 from agents import access, tokens
 from agents.abuse import widget_session_limited
 from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
-from agents.selectors import policy_for_agent
+from agents.selectors import policy_for_agent, recording_enabled_for
 from tenants.services import api_key_authenticate
 
 MAX_BODY_BYTES = 16 * 1024
@@ -26,6 +26,11 @@ def agent_public_info(agent) -> dict:
         "kind": agent.kind,
         "input_audio_format": agent.input_audio_format,
         "output_audio_format": agent.output_audio_format,
+        # The widget shows the notice, and waits for the user, before the microphone starts.
+        "recording": {
+            "enabled": recording_enabled_for(agent),
+            "notice": agent.recording_notice,
+        },
     }
 
 

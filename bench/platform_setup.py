@@ -34,8 +34,18 @@ def main() -> None:
             model="gpt-realtime-2",
             turn_detection="none",
         )
+        # The same agent with recording on (the daphne+rec stack).
+        recording_agent = Agent.objects.create(
+            tenant=tenant,
+            name="bench-recorded",
+            provider="openai",
+            model="gpt-realtime-2",
+            turn_detection="none",
+            recording_enabled=True,
+        )
         _api_key, raw_key = services.api_key_issue(tenant=tenant, name="bench", default_agent=agent)
-    print("SETUP " + json.dumps({"agent": str(agent.pk), "key": raw_key}), flush=True)
+    info = {"agent": str(agent.pk), "recording_agent": str(recording_agent.pk), "key": raw_key}
+    print("SETUP " + json.dumps(info), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,11 @@ from bench import procfs
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
-STACKS = ("direct", "bare", "daphne", "uvicorn")
-PLATFORM_STACKS = ("daphne", "uvicorn")
+# daphne+rec: Daphne with an agent that records (both sides to the recording writer), to
+# compare with daphne (the same agent without recording) at the same N.
+STACKS = ("direct", "bare", "daphne", "daphne+rec", "uvicorn")
+PLATFORM_STACKS = ("daphne", "daphne+rec", "uvicorn")
+RECORDING_P50_BUDGET_MS = 1.0
 MODEL = "gpt-realtime-2"
 MAX_MESSAGE = 2 * 1024 * 1024
 P99_BUDGET_MS = 20.0
@@ -110,6 +113,7 @@ class Platform:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vp-bench-"))
         self.agent = ""
+        self.recording_agent = ""
         self.key = ""
 
     def env(self, echo_port: int = 9) -> dict[str, str]:
@@ -152,6 +156,7 @@ class Platform:
             )
         info = json.loads(lines[-1][6:])
         self.agent, self.key = info["agent"], info["key"]
+        self.recording_agent = info["recording_agent"]
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -168,7 +173,7 @@ def server_argv(stack: str, port: int, echo_port: int, uvicorn_ws: str) -> list[
             "--upstream",
             f"ws://127.0.0.1:{echo_port}",
         ]
-    if stack == "daphne":
+    if stack in ("daphne", "daphne+rec"):
         return [
             str(BIN / "daphne"),
             "-b",
@@ -300,7 +305,8 @@ def run_once(stack: str, n: int, cfg, platform: Platform | None, logdir: Path) -
             procs.append(server)
             url = f"ws://127.0.0.1:{port}/v1/realtime?model={MODEL}"
             if stack in PLATFORM_STACKS:
-                url += f"&agent={platform.agent}"
+                agent = platform.recording_agent if stack == "daphne+rec" else platform.agent
+                url += f"&agent={agent}"
                 bearer = platform.key
                 plain = False
         wait_port(echo_port, echo)
@@ -602,7 +608,7 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
         f"PCM16 (1280 b64 chars); {os.cpu_count()} CPUs"
     )
     header = (
-        f"{'stack':<8}{'N':>5} {'rtt p50':>8}{'rtt p99':>8} {'+p50':>7}{'+p99':>7}  "
+        f"{'stack':<10}{'N':>5} {'rtt p50':>8}{'rtt p99':>8} {'+p50':>7}{'+p99':>7}  "
         f"{'delivered/sent':>17} {'cpu us/fr':>9}{'srv cpu%':>9} {'MB/sess':>8}"
         f"{'peakMB':>8}  {'cl late99':>9}{'cl cpu%':>8}{'other%':>7}  notes"
     )
@@ -614,7 +620,7 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
             p()
         last_n = e["n"]
         if "rtt_p50_ms" not in e:
-            p(f"{e['stack']:<8}{e['n']:>5}  FAILED: {(e['failed'] or ['?'])[0][:150]}")
+            p(f"{e['stack']:<10}{e['n']:>5}  FAILED: {(e['failed'] or ['?'])[0][:150]}")
             continue
         notes = []
         if e["error_events"]:
@@ -635,7 +641,7 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
             notes.append(f"{e['clients']} client procs")
         ratio = f"{e['delivered']}/{e['sent']}"
         p(
-            f"{e['stack']:<8}{e['n']:>5} "
+            f"{e['stack']:<10}{e['n']:>5} "
             f"{fmt(e['rtt_p50_ms'], '.2f', 8)}{fmt(e['rtt_p99_ms'], '.2f', 8)} "
             f"{fmt(e.get('added_p50_ms'), '+.2f')}{fmt(e.get('added_p99_ms'), '+.2f')}  "
             f"{ratio:>17} {fmt(e['cpu_us_per_frame'], '.0f', 9)}"
@@ -681,6 +687,27 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
             "  (* one of the two did not keep up at this N: backlog and batching distort CPU "
             "per frame; compare unstarred rows)"
         )
+    recording_rows = [
+        (n, rows["daphne", n], rows["daphne+rec", n])
+        for n in sorted({e["n"] for e in summary["rows"]})
+        if "rtt_p50_ms" in rows.get(("daphne", n), {})
+        and "rtt_p50_ms" in rows.get(("daphne+rec", n), {})
+    ]
+    if recording_rows:
+        p()
+        p(
+            "Recording on vs off (daphne+rec vs daphne, same N; budget: p50 within "
+            f"{RECORDING_P50_BUDGET_MS:g} ms):"
+        )
+        for n, off, on in recording_rows:
+            delta = on["rtt_p50_ms"] - off["rtt_p50_ms"]
+            verdict = "ok" if abs(delta) <= RECORDING_P50_BUDGET_MS else "OVER BUDGET"
+            p(
+                f"  N={n:<5} p50 off {off['rtt_p50_ms']:.2f} on {on['rtt_p50_ms']:.2f} "
+                f"({delta:+.2f} ms, {verdict}); p99 off {off['rtt_p99_ms']:.2f} "
+                f"on {on['rtt_p99_ms']:.2f}; cpu us/frame off {off['cpu_us_per_frame']:.0f} "
+                f"on {on['cpu_us_per_frame']:.0f}; delivered {on['delivered']}/{on['sent']}"
+            )
     noisy = [e for e in summary["rows"] if e.get("other_cpu_pct", 0) > 25]
     if noisy:
         p()

@@ -53,6 +53,11 @@ UPSTREAM_CONNECT_SECONDS = Histogram(
 DROPPED_FRAMES = Counter(
     "vp_dropped_frames", "Frames the relay dropped instead of forwarding.", ["reason"]
 )
+RECORDINGS = Counter(
+    "vp_recordings",
+    "Session recordings finished, by outcome (ready, dropped, failed).",
+    ["outcome"],
+)
 JOURNAL_DEPTH = Gauge(
     "vp_journal_depth",
     "Usage records and session ends on local disk, not yet in the database.",

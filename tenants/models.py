@@ -56,6 +56,17 @@ class Tenant(models.Model):
         default=80,
         help_text="Share of the concurrent sessions widget sessions may take (at least one).",
     )
+
+    # Recording of sessions' audio: each agent decides (per_agent), or the tenant overrides
+    # every agent (always: e.g. a regulated line; never: e.g. no consent can be collected).
+    class RecordingPolicy(models.TextChoices):
+        PER_AGENT = "per_agent", "Each agent decides"
+        ALWAYS = "always", "Record every session"
+        NEVER = "never", "Never record"
+
+    recording_policy = models.CharField(
+        max_length=10, choices=RecordingPolicy.choices, default=RecordingPolicy.PER_AGENT
+    )
     # The secret that signs the platform's calls to the tenant's tool webhooks (HMAC-SHA256),
     # encrypted like every credential. After a rotation the previous one stays valid (calls are
     # signed with both) until ``webhook_secret_previous_until``. Shown once: to the first

@@ -98,6 +98,18 @@ def _rate_limits_out_of_the_way(settings):
 
 
 @pytest.fixture(autouse=True)
+def _recordings_in_tmp(settings, tmp_path):
+    """Recordings a test makes go to its own directory, never the checkout's data/."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "recordings": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "recordings")},
+        },
+    }
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

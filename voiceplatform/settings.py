@@ -516,6 +516,32 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": _STATIC_BACKEND},
 }
+# Session recordings (agents.recordings, storage alias "recordings"): the filesystem under
+# VP_DATA_DIR by default; any S3-compatible store (AWS, MinIO, R2…) through django-storages
+# when a bucket is named. Files are never public: the console streams them after its checks.
+VP_RECORDINGS_S3_BUCKET = env.str("VP_RECORDINGS_S3_BUCKET", "")
+if VP_RECORDINGS_S3_BUCKET:
+    STORAGES["recordings"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": VP_RECORDINGS_S3_BUCKET,
+            "endpoint_url": env.str("VP_RECORDINGS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env.str("VP_RECORDINGS_S3_REGION", "") or None,
+            "access_key": env.str("VP_RECORDINGS_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env.str("VP_RECORDINGS_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env.str("VP_RECORDINGS_S3_PREFIX", "recordings"),
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    STORAGES["recordings"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(DATA_DIR / "recordings")},
+    }
+# Frames (both sides) the recording writer may fall behind by before the recording is dropped.
+VP_RECORDING_QUEUE_FRAMES = env.int("VP_RECORDING_QUEUE_FRAMES", 2000, minimum=1)
 
 # Security. Production defaults are strict (behind a TLS-terminating proxy that sets
 # X-Forwarded-Proto); every one can be relaxed explicitly. Plain http (a private network, a

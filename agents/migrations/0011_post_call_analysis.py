@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agents", "0009_session_api_key_widget_key"),
+        ("agents", "0010_recordings"),
         ("tenants", "0010_tenant_widget_share_percent"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -34,10 +34,12 @@ from agents.realtime.policy import (
     CHANNEL_API,
     CHANNEL_PHONE,
     CHANNEL_WIDGET,
+    KIND_VOICE_AGENT,
     SEED_ITEM_PREFIX,
     PolicyViolation,
     SessionPolicy,
     client_event_filter,
+    recording_announcement,
     sanitize_session_event,
     seed_item_event,
     session_update_event,
@@ -52,6 +54,7 @@ from agents.realtime.relay.calls import (
     Calls,
     PlatformEvents,
 )
+from agents.realtime.relay.capture import AudioCapture
 from agents.realtime.relay.closing import (
     CLOSE_BUDGET_EXHAUSTED,
     CLOSE_TABLE,
@@ -144,8 +147,11 @@ class RealtimeBridge:
         tool_executor: ToolExecutor | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_drop: Callable[[str], None] = lambda reason: None,
+        capture: AudioCapture | None = None,
     ) -> None:
         self.policy = policy
+        # The session's audio, both sides, handed to a recording writer (never waited for).
+        self.capture = capture
         self.client = client
         self.recorder = recorder or NullRecorder()
         self._connect_upstream = connect_upstream
@@ -228,6 +234,7 @@ class RealtimeBridge:
         await self._send_client(frames.dumps(created))
         for message in early:
             await self._relay_upstream(message)
+        await self._announce_recording()
         self._pump_task = asyncio.create_task(self._pump(), name="realtime-bridge-pump")
         loop = asyncio.get_running_loop()
         if self._max_duration_s:
@@ -236,6 +243,19 @@ class RealtimeBridge:
             )
         self._schedule_rotation()
         return True
+
+    async def _announce_recording(self) -> None:
+        """A recorded phone call starts with the notice said by the agent: the first response,
+        asked for by the platform with instructions of its own for that response only (the
+        session's instructions stay for the rest of the call)."""
+        policy = self.policy
+        if not (policy.recording and policy.recording_notice and policy.channel == CHANNEL_PHONE):
+            return
+        if policy.kind != KIND_VOICE_AGENT or not self._spend_allows():
+            return
+        instructions = recording_announcement(policy.recording_notice)
+        event = {"type": "response.create", "response": {"instructions": instructions}}
+        await self._send_own(event)
 
     async def _handshake(
         self, upstream: Upstream, *, summary: str | None = None, seed: Sequence[Any] = ()
@@ -326,6 +346,8 @@ class RealtimeBridge:
         self._record(self.transcript.flush_translation(segment=self.segment))
         self._meter_minutes(final=True)
         self.recorder.record_audio(in_ms=self.audio_in_ms, out_ms=self.audio_out_ms)
+        if self.capture is not None:
+            self.capture.close()
 
     def _end_soon(self, code: str) -> None:
         self._ending_task = asyncio.get_running_loop().create_task(self.end(code))
@@ -424,6 +446,8 @@ class RealtimeBridge:
         if forward_type == self.policy.append_type:
             await self._client_append(forward)
             return
+        if forward_type == "conversation.item.truncate" and self.capture is not None:
+            self._capture_truncate(forward)
         if forward_type == "conversation.item.create" and self.policy.channel == CHANNEL_API:
             if isinstance(item, dict) and item.get("type") == "function_call":
                 self.calls.on_client_item(item)  # history: its output is the client's to send
@@ -442,6 +466,11 @@ class RealtimeBridge:
             await self._client_error("invalid_value", "audio must be base64", param="audio")
             return
         await self._client_audio(canonical, append[1])
+
+    def _capture_truncate(self, event: dict[str, Any]) -> None:
+        item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
+        if self.capture is not None and isinstance(item_id, str) and isinstance(end_ms, int):
+            self.capture.truncated(item_id, end_ms, self.meter.in_ms)
 
     async def _client_response_create(self, forward: dict[str, Any], event_id: str | None) -> None:
         if not self._spend_allows():
@@ -472,6 +501,8 @@ class RealtimeBridge:
                 rate_limited=True,
             )
             return
+        if self.capture is not None:
+            self.capture.caller_audio(text, self.meter.in_ms)
         await self._send_upstream(text)
         if self.policy.is_minute_metered and self.meter.minute_due():
             self._meter_minutes()  # persist usage as it happens, not only at the end
@@ -544,6 +575,8 @@ class RealtimeBridge:
                 if event_type in _AUDIO_DELTAS and self._refused_response is None:
                     # The hot path: no decode, no extra await.
                     self.meter.add_output(frames.delta_bytes(message))
+                    if self.capture is not None:
+                        self.capture.agent_audio(message, self.meter.in_ms)
                     if len(message) <= self._max_client_chars:
                         await self.client.send_text(message)
                         continue
@@ -567,6 +600,8 @@ class RealtimeBridge:
             event_type = frames.peek_type(message)
             if event_type in _AUDIO_DELTAS:
                 self.meter.add_output(frames.delta_bytes(message))
+                if self.capture is not None:
+                    self.capture.agent_audio(message, self.meter.in_ms)
         if event_type in _AUDIO_DELTAS or event_type in _RELAY_ONLY:
             await self._send_client(message)
             return
@@ -620,6 +655,8 @@ class RealtimeBridge:
         delta = event.get("delta")  # an audio delta in an unusual key order
         if isinstance(delta, str) and delta:
             self.meter.add_output(frames.base64_decoded_bytes(len(delta), delta, len(delta)))
+            if self.capture is not None:
+                self.capture.agent_audio(message, self.meter.in_ms)
         return message
 
     def _on_session(self, event: dict[str, Any], message: str) -> str | None:
@@ -628,6 +665,13 @@ class RealtimeBridge:
 
     def _apply_session(self, session: Any) -> None:
         self.meter.apply_session(session)
+        if self.capture is not None and isinstance(session, dict):
+            audio = session.get("audio") or {}
+            if isinstance(audio, dict):
+                self.capture.formats(
+                    (audio.get("input") or {}).get("format"),
+                    (audio.get("output") or {}).get("format"),
+                )
         self.turns.on_session(session)
         if self.policy.is_translation and isinstance(session, dict):
             language = ((session.get("audio") or {}).get("output") or {}).get("language")
@@ -666,6 +710,8 @@ class RealtimeBridge:
         item = event.get("item")
         if isinstance(item, dict):
             self.transcript.place(item.get("id"))
+            if self.capture is not None and isinstance(item.get("id"), str):
+                self.capture.mark(item["id"], self.meter.in_ms, agent=True)
         return self._as_the_client_may_see(event, message)
 
     def _on_output_item_done(self, event: dict[str, Any], message: str) -> str | None:
@@ -684,6 +730,8 @@ class RealtimeBridge:
         if not isinstance(response, dict):
             response = {}
         self.turns.on_response_created(response)
+        if self.capture is not None:
+            self.capture.response_started(self.meter.in_ms)
         if not self._spend_allows():
             # Not asked for through response.create (refused there): server VAD started it.
             self._refused_response = str(response.get("id") or "")
@@ -703,6 +751,8 @@ class RealtimeBridge:
 
     def _on_speech_started(self, event: dict[str, Any], message: str) -> str | None:
         self.turns.on_speech_started()
+        if self.capture is not None:
+            self.capture.speech_started(self.meter.in_ms)
         return message
 
     def _on_speech_stopped(self, event: dict[str, Any], message: str) -> str | None:
@@ -712,6 +762,8 @@ class RealtimeBridge:
 
     def _on_committed(self, event: dict[str, Any], message: str) -> str | None:
         self.transcript.place(event.get("item_id"))
+        if self.capture is not None and isinstance(event.get("item_id"), str):
+            self.capture.mark(event["item_id"], self.meter.in_ms)
         self._meter_minutes()
         return message
 
@@ -795,6 +847,10 @@ class RealtimeBridge:
     def _record(self, record: TranscriptRecord | None) -> None:
         if record is not None:
             self.recorder.record_transcript(record)
+            if self.capture is not None and record.item_id:
+                # Where the console seeks to (the first mark of an item wins: the turn's start).
+                agent = record.role == "assistant"
+                self.capture.mark(record.item_id, self.meter.in_ms, agent=agent)
 
     def _bill_response(self, response_id: str, response: dict[str, Any]) -> None:
         usage = response.get("usage")

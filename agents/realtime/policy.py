@@ -78,6 +78,19 @@ class PolicyViolation(Exception):
         self.param = param
 
 
+def recording_announcement(notice: str) -> str:
+    """The instructions of a recorded phone call's first response: say the notice.
+
+    The first line is the local engine's greeting convention (``responder.greeting``); OpenAI's
+    model reads both lines as the instruction they are. The same event works with both.
+    """
+    notice = " ".join(notice.split())
+    return (
+        f"Greeting: {notice}\n"
+        f'Start the call by saying exactly this, word for word, and nothing else: "{notice}"'
+    )
+
+
 @dataclass(frozen=True)
 class SessionPolicy:
     """The agent configuration a session runs with (a snapshot taken at connect)."""
@@ -98,6 +111,10 @@ class SessionPolicy:
     tools: tuple[dict[str, Any], ...] = ()
     mcp_servers: tuple[dict[str, Any], ...] = ()
     tool_preambles: bool = False
+    # Both sides of the audio are recorded (the agent's setting under the tenant's policy);
+    # the widget shows ``recording_notice`` first, a phone call hears it said.
+    recording: bool = False
+    recording_notice: str = ""
     # Upper bound of audio a client may send ahead of real time, in milliseconds.
     audio_burst_ms: int = 5000
 

@@ -454,6 +454,10 @@
     ".vpw-retry { flex: none; background: #991b1b; border-color: #991b1b; color: #fff; }",
     ".vpw-info .vpw-retry { background: #0f766e; border-color: #0f766e; }",
     ".vpw-file { display: none; }",
+    ".vpw-consent { margin: 0 12px 8px; padding: 8px 10px; border-radius: 8px; background: #fffbeb; color: #78350f;",
+    "  font-size: 13px; display: flex; flex-direction: column; gap: 6px; }",
+    ".vpw-consent[hidden] { display: none; }",
+    ".vpw-consent .vpw-btn { flex: none; background: #0f766e; border-color: #0f766e; color: #fff; }",
   ].join("\n");
 
   var MIC_ICON =
@@ -553,6 +557,16 @@
     this.alertNode.appendChild(this.alertTextNode);
     this.alertNode.appendChild(this.retryButton);
 
+    // The recording notice: shown before the microphone starts when the agent records.
+    this.consentNode = el("div", "vpw-consent");
+    this.consentNode.hidden = true;
+    this.consentNode.setAttribute("role", "alertdialog");
+    this.consentTextNode = el("span", "vpw-consent-text");
+    this.consentButton = el("button", "vpw-btn vpw-consent-agree", "Agree and start");
+    this.consentButton.type = "button";
+    this.consentNode.appendChild(this.consentTextNode);
+    this.consentNode.appendChild(this.consentButton);
+
     var controls = el("div", "vpw-controls");
     this.muteButton = el("button", "vpw-btn vpw-mute", "Mute");
     this.muteButton.type = "button";
@@ -574,6 +588,7 @@
     panel.appendChild(this.statusNode);
     panel.appendChild(this.transcriptNode);
     panel.appendChild(this.alertNode);
+    panel.appendChild(this.consentNode);
     panel.appendChild(controls);
 
     this.launcher = el("button", "vpw-launcher");
@@ -677,7 +692,11 @@
         self.session = session;
         self.state.agent = session.agent;
         if (session.agent && session.agent.name) self.titleNode.textContent = session.agent.name;
-        return self.startAudio(session.agent || {});
+        return self.askConsent(session.agent || {}, run);
+      })
+      .then(function (agreed) {
+        if (run !== self.run || !agreed) return false;
+        return self.startAudio(self.session.agent || {});
       })
       .then(function (ready) {
         if (run !== self.run || !ready) return null;
@@ -748,6 +767,31 @@
             throw { vpwCode: code };
           });
       });
+  };
+
+  // A recorded conversation starts only once the user has seen the notice and clicked "Agree
+  // and start" (a click, not a timeout: consent to a recording is the user's act, and nothing
+  // is captured before it). Asked once per page: a reconnect of the same visit does not ask
+  // again.
+  Widget.prototype.askConsent = function (agent, run) {
+    var self = this;
+    var recording = agent.recording || {};
+    if (!recording.enabled || this.state.recordingConsented) return Promise.resolve(true);
+    this.consentTextNode.textContent = recording.notice || "This conversation is recorded.";
+    this.consentNode.hidden = false;
+    this.setStatus("consent", "This conversation is recorded");
+    return new Promise(function (resolve) {
+      self.resolveConsent = function (agreed) {
+        self.resolveConsent = null;
+        self.consentNode.hidden = true;
+        resolve(agreed && run === self.run);
+      };
+      self.consentButton.onclick = function () {
+        self.state.recordingConsented = true;
+        if (self.resolveConsent) self.resolveConsent(true);
+      };
+      self.consentButton.focus();
+    });
   };
 
   Widget.prototype.startAudio = function (agent) {
@@ -955,6 +999,7 @@
 
   // Release the microphone, the socket and the audio graph (the transcript stays).
   Widget.prototype.teardown = function () {
+    if (this.resolveConsent) this.resolveConsent(false);
     var socket = this.socket;
     this.socket = null;
     this.ready = false;
@@ -1363,7 +1408,7 @@
     var live = !!this.ready;
     this.muteButton.disabled = !live;
     this.pictureButton.disabled = !live;
-    this.endButton.disabled = !(live || this.state.status === "connecting");
+    this.endButton.disabled = !(live || this.state.status === "connecting" || this.state.status === "consent");
   };
 
   Widget.prototype.showAlert = function (text, action, informational) {

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0010_tenant_widget_share_percent"),
+        ("tenants", "0012_tenant_recording_policy"),
     ]
 
     operations = [

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,6 +21,7 @@ from django.utils import timezone
 from agents import retention, tasks
 from agents.configuration import agent_create
 from agents.models import (
+    Recording,
     Session,
     SessionAnalysis,
     SessionSegment,
@@ -29,6 +31,7 @@ from agents.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from agents.recordings import recording_storage
 from agents.services import end_user_hash
 from tenants.models import AuditEvent, ClientToken, Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -105,6 +108,31 @@ def count_webhook_delivery(session: Session) -> int:
     return WebhookDelivery.objects.filter(session=session).count()
 
 
+def add_recording(session: Session) -> None:
+    storage = recording_storage()
+    name = storage.save(
+        f"{session.tenant_id}/{session.pk}.ogg", ContentFile(b"OggS" + SAID.encode())
+    )
+    Recording.objects.create(
+        tenant_id=session.tenant_id, session=session, file_name=name, status="ready",
+        format="audio/ogg", duration_ms=1000, bytes=storage.size(name),
+    )  # fmt: skip
+
+
+def count_recording(session: Session) -> int:
+    """Its rows, plus any file of the session's left in storage without a row (a recording
+    deleted but its file left behind counts)."""
+    rows = set(Recording.objects.filter(session=session).values_list("file_name", flat=True))
+    storage = recording_storage()
+    folder = str(session.tenant_id)
+    names = storage.listdir(folder)[1] if storage.exists(folder) else []
+    orphans = [
+        name for name in names
+        if name.startswith(f"{session.pk}.") and f"{folder}/{name}" not in rows
+    ]  # fmt: skip
+    return len(rows) + len(orphans)
+
+
 # kind name -> (give a session content of this kind, how much content a session holds, what
 # the first gives). Both run inside the session's tenant scope. A kind whose content is files
 # counts the files that exist too (rows + files), so that a file left behind fails.
@@ -113,6 +141,7 @@ CONTENT = {
     "summaries": (add_summary, count_summary, 1),
     "segment_summaries": (add_segment_summary, count_segment_summary, 1),
     "analysis": (add_analysis, count_analysis, 1),
+    "recordings": (add_recording, count_recording, 1),
     "webhook_deliveries": (add_webhook_delivery, count_webhook_delivery, 1),
 }
 ALL_KINDS = sorted(CONTENT)

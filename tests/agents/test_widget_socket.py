@@ -266,6 +266,8 @@ def test_token_is_minted_for_an_allowed_origin(client, shop):
         "kind": "voice_agent",
         "input_audio_format": "audio/pcm",
         "output_audio_format": "audio/pcm",
+        # Not recorded: the widget starts the microphone without a notice.
+        "recording": {"enabled": False, "notice": "This conversation is recorded."},
     }
     assert int(before.timestamp()) + 59 <= body["expires_at"] <= int(time.time()) + 60
     assert INSTRUCTIONS not in response.content.decode()

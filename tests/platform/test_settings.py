@@ -207,3 +207,30 @@ def test_every_setting_of_ours_is_listed_in_env_example():
     )
     listed = set(re.findall(r"^(VP_[A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
     assert read - listed == set()
+
+
+RECORDING_STORAGE = (
+    "import json; from agents.recordings import recording_storage; s = recording_storage(); "
+    "print(json.dumps([type(s).__name__, getattr(s, 'location', ''), "
+    "getattr(s, 'bucket_name', None), getattr(s, 'endpoint_url', None)]))"
+)
+
+
+def test_recordings_go_to_the_data_dir_or_an_s3_compatible_bucket(tmp_path):
+    result = run_manage({"VP_DATA_DIR": str(tmp_path)}, "shell", "-v0", "-c", RECORDING_STORAGE)
+    assert result.returncode == 0, result.stderr
+    kind, location, _, _ = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (kind, location) == ("FileSystemStorage", str(tmp_path / "recordings"))
+    environ = {
+        "VP_DATA_DIR": str(tmp_path),
+        "VP_RECORDINGS_S3_BUCKET": "vp-recordings",
+        "VP_RECORDINGS_S3_ENDPOINT_URL": "https://minio.internal:9000",
+        "VP_RECORDINGS_S3_ACCESS_KEY_ID": "key",
+        "VP_RECORDINGS_S3_SECRET_ACCESS_KEY": "secret",
+    }
+    result = run_manage(environ, "shell", "-v0", "-c", RECORDING_STORAGE)
+    assert result.returncode == 0, result.stderr
+    kind, location, bucket, endpoint = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (kind, location, bucket, endpoint) == (
+        "S3Storage", "recordings", "vp-recordings", "https://minio.internal:9000",
+    )  # fmt: skip

@@ -115,6 +115,7 @@ TENANT_URLS = {
     "webhook-send-again": ("POST", ("endpoint_id", "delivery_id")),
     "erasure-confirm": ("POST", ()),
     "data-retention": ("GET", ()),
+    "session-recording": ("GET", ("session_id",)),
     "billing-usage": ("GET", ()),
     "billing-usage-export": ("GET", ()),
     "billing-spend-cap": ("POST", ()),
