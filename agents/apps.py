@@ -18,6 +18,12 @@ class AgentsConfig(AppConfig):
 
         key_revoked.connect(_end_sessions_of_revoked_key, dispatch_uid="agents.revoked_key")
 
+        from agents import privacy, signals
+
+        signals.session_ended.connect(
+            privacy.session_ended_receiver, dispatch_uid="agents.privacy.session_ended"
+        )
+
 
 def _end_sessions_of_revoked_key(sender, *, key, actor=None, **kwargs) -> None:
     from agents.services import sessions_end_for_revoked_key

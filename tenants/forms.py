@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from tenants.models import ApiKey, Role
+from tenants.models import ApiKey, DataPolicy, Role
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
@@ -72,3 +72,7 @@ class AcceptInvitationForm(forms.Form):
 class WidgetOriginsForm(forms.Form):
     allowed_origins = WidgetKeyForm.base_fields["allowed_origins"]
     clean_allowed_origins = WidgetKeyForm.clean_allowed_origins
+
+
+class DataPolicyForm(forms.Form):
+    data_policy = forms.ChoiceField(choices=DataPolicy.choices, widget=forms.RadioSelect)

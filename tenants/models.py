@@ -20,6 +20,12 @@ def mask_signing_secret(secret: str) -> str:
     return f"whsec_…{secret[-4:]}"
 
 
+class DataPolicy(models.TextChoices):
+    KEEP = "keep", "Keep everything"
+    REDACT = "redact", "Redact personal data"
+    METADATA = "metadata", "Keep metadata only"
+
+
 class Tenant(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -53,6 +59,15 @@ class Tenant(models.Model):
     webhook_secret_previous_encrypted = models.TextField(blank=True)
     webhook_secret_previous_until = models.DateTimeField(null=True, blank=True)
     webhook_secret_shown = models.BooleanField(default=False)
+    # What of a conversation is stored and sent on (transcripts, summaries, the live view,
+    # analysis, webhook payloads): the rule lives in agents/privacy.py. The upstream model
+    # always hears the caller as they are.
+    data_policy = models.CharField(
+        max_length=16,
+        choices=DataPolicy.choices,
+        default=DataPolicy.KEEP,
+        help_text="What of a conversation's content is stored and sent on.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

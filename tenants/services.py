@@ -17,6 +17,7 @@ from tenants import crypto, totp
 from tenants.audit import audit_record
 from tenants.models import (
     ApiKey,
+    DataPolicy,
     Invitation,
     Membership,
     ProviderCredential,
@@ -427,3 +428,25 @@ def invitation_accept(*, hashed_token: str, user: AbstractBaseUser) -> Membershi
             target_label=user.get_username(), changes={"role": invitation.role},
         )  # fmt: skip
     return membership
+
+
+def tenant_data_policy_set(
+    *, tenant: Tenant, policy: str, actor: AbstractBaseUser | None = None
+) -> bool:
+    """Set what of a conversation is stored and sent on; audited. Sessions starting from now
+    follow it (a live one keeps the policy it started with). False when nothing changed."""
+    if policy not in DataPolicy.values:
+        raise ServiceError(f"unknown data policy {policy!r}")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        previous = locked.data_policy
+        if previous == policy:
+            return False
+        locked.data_policy = policy
+        locked.save(update_fields=["data_policy"])
+        audit_record(
+            tenant=tenant, actor=actor, action="tenant.data_policy_changed",
+            changes={"data_policy": [previous, policy]},
+        )  # fmt: skip
+    tenant.data_policy = policy
+    return True

@@ -52,6 +52,7 @@ urlpatterns = [
         name="widget-key-revoke",
     ),
     path("t/<slug:tenant_slug>/credentials/", views.credentials, name="credentials"),
+    path("t/<slug:tenant_slug>/data-policy/", views.data_policy, name="data-policy"),
     path("t/<slug:tenant_slug>/members/", views.member_list, name="member-list"),
     path(
         "t/<slug:tenant_slug>/members/<int:membership_id>/role/",

@@ -20,6 +20,7 @@ from tenants.console import tenant_view
 from tenants.forms import (
     AcceptInvitationForm,
     ApiKeyForm,
+    DataPolicyForm,
     InvitationForm,
     ProviderCredentialForm,
     WidgetKeyForm,
@@ -184,6 +185,22 @@ def credentials(request: HttpRequest) -> HttpResponse:
     response = render(request, "console/credentials.html", context)
     add_never_cache_headers(response)  # a page that may show a secret is never stored
     return response
+
+
+@tenant_view(configure_changes=True)
+def data_policy(request: HttpRequest) -> HttpResponse:
+    """What of a conversation is kept: everything, redacted, or its metadata only."""
+    form = DataPolicyForm(
+        request.POST if request.method == "POST" else None,
+        initial={"data_policy": request.tenant.data_policy},
+    )
+    if request.method == "POST" and form.is_valid():
+        if services.tenant_data_policy_set(
+            tenant=request.tenant, policy=form.cleaned_data["data_policy"], actor=request.user
+        ):
+            messages.success(request, "Data policy saved: sessions starting from now follow it.")
+        return redirect("data-policy", tenant_slug=request.tenant.slug)
+    return render(request, "console/data_policy.html", {"form": form})
 
 
 # --- members and audit ------------------------------------------------------------------
