@@ -205,14 +205,14 @@ def _read_unit(tokens: list[tuple[int, int, str]], index: int) -> tuple[_Unit | 
             word = tokens[follow][2].lower()
             if word in _DIGIT_WORDS and word not in ("zero", "oh", "nought"):
                 digit = _DIGIT_WORDS[word]
-                unit = _Unit(start, tokens[follow][1], tens + digit, True, other=tens + "0" + digit)
-                return unit, follow + 1
+                pair = _Unit(start, tokens[follow][1], tens + digit, True, other=tens + "0" + digit)
+                return pair, follow + 1
         return _Unit(start, end, tens + "0", spoken=True), index + 1
     if lower in _REPEAT_WORDS and index + 1 < len(tokens):
-        unit, after = _read_unit(tokens, index + 1)
-        if unit is not None and len(unit.chars) == 1:
-            repeated = unit.chars * _REPEAT_WORDS[lower]
-            return _Unit(start, unit.end, repeated, spoken=True), after
+        repeated_unit, after = _read_unit(tokens, index + 1)
+        if repeated_unit is not None and len(repeated_unit.chars) == 1:
+            repeated = repeated_unit.chars * _REPEAT_WORDS[lower]
+            return _Unit(start, repeated_unit.end, repeated, spoken=True), after
         return None, index + 1
     if len(token) == 1 and token.isalpha():
         return _Unit(start, end, token.upper(), spoken=True), index + 1

@@ -72,7 +72,8 @@ def test_a_malformed_corpus_is_a_clear_error(tmp_path):
         ("IBAN DE89 3704 0044 0532 0130 00.", "IBAN [iban]."),
         ("IBAN DE89 3704 0044 0532 0130 01.", None),
         (
-            "G B eight two W E S T one two three four five six nine eight seven six five four three two",
+            "G B eight two W E S T one two three four five six nine eight seven six five four"
+            " three two",
             "[iban]",
         ),
         # E-mail, written and spoken.
