@@ -197,3 +197,28 @@ def test_viewers_read_and_outsiders_get_404(client, world):
     with scopes_disabled():
         assert Tenant.objects.get(pk=world.tenant_a.pk).data_policy == "keep"
         assert not AuditEvent.objects.filter(action="tenant.data_policy_changed").exists()
+
+
+def test_the_recorder_redacts_tool_calls_and_shows_metadata_only_live():
+    from agents.realtime.relay.contracts import TranscriptRecord
+    from agents.recording import _live_item, _record_for_storage
+
+    call = TranscriptRecord(
+        item_id="i", sequence=3, role="assistant", kind="function_call", text="lookup",
+        data={"name": "lookup", "call_id": "c", "arguments": '{"email": "a@example.com"}'},
+    )  # fmt: skip
+    output = TranscriptRecord(
+        item_id="o", sequence=4, role="tool", kind="function_call_output",
+        text='{"card": "4111 1111 1111 1111"}', data={"call_id": "c"},
+    )  # fmt: skip
+    assert _record_for_storage(call, "keep") == call
+    stored_call = _record_for_storage(call, "redact")
+    assert stored_call.data["arguments"] == '{"email": "[email]"}'
+    stored_output = _record_for_storage(output, "metadata")
+    assert stored_output.text == '{"card": "[card_number]"}'  # while the session lives
+    assert _live_item(stored_call, "redact")["data"]["arguments"] == '{"email": "[email]"}'
+    assert _live_item(stored_call, "metadata") == {
+        "item_id": "i", "sequence": 3, "role": "assistant", "kind": "function_call",
+        "text": "lookup", "data": {"name": "lookup", "call_id": "c"},
+    }  # fmt: skip
+    assert _live_item(stored_output, "metadata")["text"] == ""
