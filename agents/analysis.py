@@ -41,7 +41,7 @@ from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 from openai import OpenAI
 
-from agents import catalogue, signals
+from agents import catalogue, privacy, signals
 from agents.extraction import (
     PROPERTY_NAME,
     data_from_model,
@@ -89,23 +89,14 @@ class AnalysisBusy(Exception):
 
 
 def _content_for_analysis(tenant: Tenant, text: str) -> str:
-    """Conversation content on its way to the model or into the analysis row.
-
-    The one door for the tenant's data policy (PII redaction is wired here): today it returns
-    the text unchanged.
-    """
-    return text
+    """Conversation content on its way to the model or into the analysis row: the one door
+    for the tenant's data policy (under "redact", personal data leaves as its type)."""
+    return privacy.content_for_storage(tenant.data_policy, text)
 
 
 def _content_in(tenant: Tenant, value: Any) -> Any:
-    """``_content_for_analysis`` over every string of a data object."""
-    if isinstance(value, str):
-        return _content_for_analysis(tenant, value)
-    if isinstance(value, dict):
-        return {key: _content_in(tenant, item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_content_in(tenant, item) for item in value]
-    return value
+    """The data policy over every string of a data object."""
+    return privacy.value_for_storage(tenant.data_policy, value)
 
 
 # --- settings -----------------------------------------------------------------------------
@@ -166,6 +157,8 @@ def session_analysis_request(*, session_id: int, tenant_id: int) -> SessionAnaly
         )
         if session is None or not analysis_settings(session).enabled:
             return None
+        if not privacy.keeps_content(privacy.tenant_data_policy(tenant_id=tenant_id)):
+            return None  # "metadata only": the transcript is gone when the session ends
         existing = SessionAnalysis.objects.filter(session=session).first()
         if existing is not None:
             return existing

@@ -17,7 +17,7 @@ class AgentsConfig(AppConfig):
         from tenants.signals import key_revoked
 
         key_revoked.connect(_end_sessions_of_revoked_key, dispatch_uid="agents.revoked_key")
-        from agents import analysis, signals
+        from agents import analysis, privacy, signals
         from agents.webhooks import signals_connect
 
         signals.session_ended.connect(analysis.on_session_ended, dispatch_uid="agents.analysis")
@@ -25,6 +25,9 @@ class AgentsConfig(AppConfig):
             _recordings_of_ended_session, dispatch_uid="agents.recordings"
         )
         signals_connect()
+        signals.session_ended.connect(
+            privacy.session_ended_receiver, dispatch_uid="agents.privacy.session_ended"
+        )
 
 
 def _end_sessions_of_revoked_key(sender, *, key, actor=None, **kwargs) -> None:

@@ -10,6 +10,11 @@ thread pool of its own (neither the event loop nor the one thread ``database_syn
 serialises every database call of the process through), waits at most
 ``VP_ROTATION_SUMMARY_WAIT_SECONDS`` for it, and otherwise seeds from the last stored summary
 plus the turns it does not cover yet, verbatim. The refresh goes on and stores its result.
+
+The tenant's data policy (``agents.privacy``) applies to what is stored: under "redact" and
+"metadata" the summary, the prompt and the model's output are redacted (the transcript they
+come from is already), so a rotated upstream is seeded without the caller's personal data;
+under "metadata" a refresh that lands after the session ended stores no content.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from django.db import (
     transaction,
 )
 
-from agents.models import SessionSummary, TranscriptItem
+from agents import privacy
+from agents.models import Session, SessionSummary, TranscriptItem
 from agents.summarizer import Turn, summarize_locally, summarize_with_openai
 from agents.upstream import provider_key_for_tenant
 from tenants.scoping import tenant_scope
@@ -111,6 +117,10 @@ def _summary_refresh_once(session_id: int, tenant_id: int) -> SessionSummary:
         text = summary.text
         if turns:
             text, method, model, prompt, output = _summarize(tenant_id, summary.text, turns)
+        policy = privacy.tenant_data_policy(tenant_id=tenant_id)
+        text, prompt, output = (
+            privacy.content_while_live(policy, value) for value in (text, prompt, output)
+        )
 
         def store() -> int:
             with transaction.atomic():
@@ -127,7 +137,15 @@ def _summary_refresh_once(session_id: int, tenant_id: int) -> SessionSummary:
         updated = _retry_locked(store)
         if not updated:
             logger.info("summary of session %s was refreshed concurrently", session_id)
+        elif policy == privacy.METADATA and _session_ended(session_id):
+            # Stored after the end discarded the content (checked after storing: an end
+            # committed later finds this row and discards it itself).
+            privacy.session_content_discard(session_id=session_id, tenant_id=tenant_id)
         return SessionSummary.objects.get(pk=summary.pk)
+
+
+def _session_ended(session_id: int) -> bool:
+    return Session.objects.filter(pk=session_id, ended_at__isnull=False).exists()
 
 
 def _summarize(tenant_id: int, previous: str, turns: list[Turn]) -> tuple[str, str, str, str, str]:

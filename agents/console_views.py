@@ -39,6 +39,7 @@ from billing.selectors import events_total_cost
 from tenants.access import tenant_object_get
 from tenants.console import tenant_view
 from tenants.forms import ErasureForm
+from tenants.models import DataPolicy
 
 SESSIONS_PER_PAGE = 50
 TOKEN_LABELS = {
@@ -374,6 +375,8 @@ def session_analyze_again(request: HttpRequest, session_id: int) -> HttpResponse
     session = tenant_object_get(Session, pk=session_id)
     if session.ended_at is None:
         messages.error(request, "A session is analysed once it has ended.")
+    elif request.tenant.data_policy == DataPolicy.METADATA:
+        messages.error(request, "This workspace keeps metadata only: there is no transcript.")
     else:
         run = analysis.session_analysis_rerun(session=session, actor=request.user)
         messages.success(request, f"Analysis run {run.run} queued; refresh in a moment.")

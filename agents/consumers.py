@@ -178,6 +178,7 @@ class RealtimeConsumer(AsyncConsumer):
             agent_id=access.agent.pk,
             widget_key_id=access.widget_key_id,
             provider=provider,
+            data_policy=access.tenant.data_policy,
         )
         self.bridge = RealtimeBridge(
             policy=policy,

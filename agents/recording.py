@@ -9,6 +9,9 @@ The bridge calls ``DatabaseRecorder`` methods synchronously; they only hand reco
 * Transcript items and segments are best effort: one writer task per session retries them
   through ``database_sync_to_async`` with a backoff while the journal sees the database, for
   ``BEST_EFFORT_SECONDS``, then drops them with an error (no money rides on them).
+* The tenant's data policy (``agents.privacy``) decides what of the content is stored and shown
+  live: each record is redacted once, in a worker thread (neither the event loop nor the one
+  database thread), before its first write. What goes upstream is never touched.
 * The heartbeat (every ``VP_SESSION_HEARTBEAT_SECONDS``) is skipped while the journal sees the
   database down: every ``database_sync_to_async`` call of a process shares one thread, and with
   PostgreSQL down each call may hold it for the pool's timeout.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from concurrent.futures import Future
@@ -28,7 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from agents import journal, services
+from agents import journal, privacy, services
 from agents.compaction import SUMMARY_EVERY_ITEMS
 from agents.realtime.relay.contracts import SegmentRecord, TranscriptRecord
 from agents.tasks import session_summarize
@@ -47,10 +51,24 @@ LIVE_NOTIFY_TIMEOUT_S = 0.5  # a console live view is told within this, or not a
 Record = SegmentRecord | TranscriptRecord
 
 
-def _live_item(record: TranscriptRecord) -> dict[str, Any]:
-    """A transcript item as the console's live view shows it."""
+def _live_item(record: TranscriptRecord, data_policy: str) -> dict[str, Any]:
+    """A transcript item as the console's live view shows it (``record`` as stored)."""
+    text, data = privacy.transcript_item_for_sending(
+        data_policy, kind=record.kind, text=record.text, data=record.data
+    )
     return {"item_id": record.item_id, "sequence": record.sequence, "role": record.role,
-            "kind": record.kind, "text": record.text, "data": record.data}  # fmt: skip
+            "kind": record.kind, "text": text, "data": data}  # fmt: skip
+
+
+def _record_for_storage(record: Record, data_policy: str) -> Record:
+    """The record as the tenant's data policy lets it be stored while the session runs."""
+    if isinstance(record, TranscriptRecord):
+        text, data = privacy.transcript_item_for_storage(
+            data_policy, kind=record.kind, text=record.text, data=record.data
+        )
+        return dataclasses.replace(record, text=text, data=data)
+    seed = privacy.content_while_live(data_policy, record.seed_summary)
+    return dataclasses.replace(record, seed_summary=seed)
 
 
 def _enqueue_summary(session_id: int, tenant_id: int) -> None:
@@ -67,8 +85,11 @@ class DatabaseRecorder:
         provider: str,
         widget_key_id: int | None = None,
         heartbeat_seconds: float | None = None,
+        data_policy: str = privacy.KEEP,
     ) -> None:
         self.tenant_id = tenant_id
+        self.data_policy = data_policy  # the tenant's, when the session started
+        self._closed = False
         self.widget_key_id = widget_key_id
         self.session_id = session_id
         self.agent_id = agent_id
@@ -132,6 +153,12 @@ class DatabaseRecorder:
     @database_sync_to_async
     def _write(self, record: Record) -> None:
         if isinstance(record, TranscriptRecord):
+            if self._closed and self.data_policy == privacy.METADATA:
+                # Written after the end (the database was slow): the content has no more use.
+                text, data = privacy.transcript_item_metadata(
+                    kind=record.kind, text=record.text, data=record.data
+                )
+                record = dataclasses.replace(record, text=text, data=data)
             services.transcript_item_record(
                 tenant_id=self.tenant_id,
                 session_id=self.session_id,
@@ -155,6 +182,8 @@ class DatabaseRecorder:
     async def _write_best_effort(self, record: Record, came_at: float) -> None:
         """Write one transcript item or segment, retrying while the database comes back."""
         deadline = came_at + BEST_EFFORT_SECONDS
+        if self.data_policy != privacy.KEEP:
+            record = await asyncio.to_thread(_record_for_storage, record, self.data_policy)
         delay = 0.25
         while True:
             if self._journal.database_available():
@@ -175,7 +204,9 @@ class DatabaseRecorder:
 
     async def _after_write(self, record: Record) -> None:
         if isinstance(record, TranscriptRecord):
-            await self._notify_live({"type": "live.transcript", "item": _live_item(record)})
+            await self._notify_live(
+                {"type": "live.transcript", "item": _live_item(record, self.data_policy)}
+            )
             await self._maybe_summarize()
         elif record.reason != "initial":
             await self._notify_live({"type": "live.segment", "reason": record.reason})
@@ -240,6 +271,7 @@ class DatabaseRecorder:
         """Journal the end of the session (on disk before anything else), let the database have
         it after the session's last transcript items, and wait a little for that."""
         ended_at = timezone.now()
+        self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         self._queue.put_nowait(None)

@@ -21,6 +21,7 @@ from django.core.files.storage import Storage, storages
 from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
+from agents import privacy
 from agents.models import Recording, Session
 from agents.realtime.policy import SessionPolicy
 from agents.realtime.relay.capture import AudioCapture, Result
@@ -38,11 +39,8 @@ def recording_storage() -> Storage:
 
 
 def recording_allowed(*, tenant_id: int) -> bool:
-    """Whether a recording may be kept at all (the PII policy's "metadata only" will say no).
-
-    Today always True: the redaction part wires the tenant's data policy here.
-    """
-    return True
+    """Whether a recording may be kept at all: not under the data policy "metadata only"."""
+    return privacy.keeps_content(privacy.tenant_data_policy(tenant_id=tenant_id))
 
 
 def recording_start(*, tenant_id: int, session_id: int) -> Recording:

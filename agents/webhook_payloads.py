@@ -19,6 +19,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
+from agents import privacy
 from agents.models import Agent, Session, SessionAnalysis, TranscriptItem, WebhookEndpoint
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
@@ -44,8 +45,8 @@ def new_ping_id() -> str:
 
 def _content_for_sending(tenant: Tenant, value: Any) -> Any:
     """Conversation content (text, or JSON holding it) as it may leave the platform for this
-    tenant. Identity today; the tenant's data policy (PII redaction) is applied here."""
-    return value
+    tenant: the one door for its data policy (redacted, or emptied under "metadata only")."""
+    return privacy.value_for_storage(tenant.data_policy, value)
 
 
 def _analysis_payload(analysis_id: int | None) -> dict[str, Any] | None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from tenants.models import RETENTION_MAX_DAYS, RETENTION_MIN_DAYS, ApiKey, Role
+from tenants.models import RETENTION_MAX_DAYS, RETENTION_MIN_DAYS, ApiKey, DataPolicy, Role, Tenant
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
@@ -124,3 +124,11 @@ class ErasureForm(forms.Form):
             raise forms.ValidationError("Give either the end user id or the end-user hash.")
         cleaned["end_user_hash"] = hashed  # its format is checked by the erasure itself
         return cleaned
+
+
+class DataPolicyForm(forms.Form):
+    data_policy = forms.ChoiceField(choices=DataPolicy.choices, widget=forms.RadioSelect)
+    # Left out (an older form, a script): the tenant's current one stays.
+    recording_policy = forms.ChoiceField(
+        choices=Tenant.RecordingPolicy.choices, widget=forms.RadioSelect, required=False
+    )

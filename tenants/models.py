@@ -32,6 +32,12 @@ RETENTION_FIELDS = (
 )
 
 
+class DataPolicy(models.TextChoices):
+    KEEP = "keep", "Keep everything"
+    REDACT = "redact", "Redact personal data"
+    METADATA = "metadata", "Keep metadata only"
+
+
 class Tenant(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -95,6 +101,15 @@ class Tenant(models.Model):
         blank=True,
         validators=[MinValueValidator(RETENTION_MIN_DAYS), MaxValueValidator(RETENTION_MAX_DAYS)],
         help_text="Days to keep post-call analysis after a session ends; empty: forever.",
+    )
+    # What of a conversation is stored and sent on (transcripts, summaries, the live view,
+    # analysis, webhook payloads): the rule lives in agents/privacy.py. The upstream model
+    # always hears the caller as they are.
+    data_policy = models.CharField(
+        max_length=16,
+        choices=DataPolicy.choices,
+        default=DataPolicy.KEEP,
+        help_text="What of a conversation's content is stored and sent on.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -20,6 +20,7 @@ from tenants.models import (
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
     ApiKey,
+    DataPolicy,
     Invitation,
     Membership,
     ProviderCredential,
@@ -461,3 +462,47 @@ def tenant_retention_set(
                 changes=changes,
             )  # fmt: skip
     return locked
+
+
+def tenant_recording_policy_set(
+    *, tenant: Tenant, policy: str, actor: AbstractBaseUser | None = None
+) -> bool:
+    """Record sessions as each agent says, always, or never (the tenant-wide override);
+    audited. Sessions starting from now follow it. False when nothing changed."""
+    if policy not in Tenant.RecordingPolicy.values:
+        raise ServiceError(f"unknown recording policy {policy!r}")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        previous = locked.recording_policy
+        if previous == policy:
+            return False
+        locked.recording_policy = policy
+        locked.save(update_fields=["recording_policy"])
+        audit_record(
+            tenant=tenant, actor=actor, action="tenant.recording_policy_changed",
+            changes={"recording_policy": [previous, policy]},
+        )  # fmt: skip
+    tenant.recording_policy = policy
+    return True
+
+
+def tenant_data_policy_set(
+    *, tenant: Tenant, policy: str, actor: AbstractBaseUser | None = None
+) -> bool:
+    """Set what of a conversation is stored and sent on; audited. Sessions starting from now
+    follow it (a live one keeps the policy it started with). False when nothing changed."""
+    if policy not in DataPolicy.values:
+        raise ServiceError(f"unknown data policy {policy!r}")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        previous = locked.data_policy
+        if previous == policy:
+            return False
+        locked.data_policy = policy
+        locked.save(update_fields=["data_policy"])
+        audit_record(
+            tenant=tenant, actor=actor, action="tenant.data_policy_changed",
+            changes={"data_policy": [previous, policy]},
+        )  # fmt: skip
+    tenant.data_policy = policy
+    return True

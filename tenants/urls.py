@@ -53,6 +53,7 @@ urlpatterns = [
     ),
     path("t/<slug:tenant_slug>/credentials/", views.credentials, name="credentials"),
     path("t/<slug:tenant_slug>/data/", views.data_retention, name="data-retention"),
+    path("t/<slug:tenant_slug>/data-policy/", views.data_policy, name="data-policy"),
     path("t/<slug:tenant_slug>/members/", views.member_list, name="member-list"),
     path(
         "t/<slug:tenant_slug>/members/<int:membership_id>/role/",

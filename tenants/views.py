@@ -20,6 +20,7 @@ from tenants.console import tenant_view
 from tenants.forms import (
     AcceptInvitationForm,
     ApiKeyForm,
+    DataPolicyForm,
     ErasureForm,
     InvitationForm,
     ProviderCredentialForm,
@@ -203,6 +204,30 @@ def data_retention(request: HttpRequest) -> HttpResponse:
         return redirect("data-retention", tenant_slug=tenant.slug)
     context = {"form": form, "erasure_form": ErasureForm()}
     return render(request, "console/data.html", context)
+
+
+@tenant_view(configure_changes=True)
+def data_policy(request: HttpRequest) -> HttpResponse:
+    """What of a conversation is kept (everything, redacted, or its metadata only) and whether
+    sessions are recorded (as each agent says, always, or never)."""
+    tenant = request.tenant
+    form = DataPolicyForm(
+        request.POST if request.method == "POST" else None,
+        initial={"data_policy": tenant.data_policy, "recording_policy": tenant.recording_policy},
+    )
+    if request.method == "POST" and form.is_valid():
+        changed = services.tenant_data_policy_set(
+            tenant=tenant, policy=form.cleaned_data["data_policy"], actor=request.user
+        )
+        changed |= services.tenant_recording_policy_set(
+            tenant=tenant,
+            policy=form.cleaned_data["recording_policy"] or tenant.recording_policy,
+            actor=request.user,
+        )
+        if changed:
+            messages.success(request, "Data policy saved: sessions starting from now follow it.")
+        return redirect("data-policy", tenant_slug=tenant.slug)
+    return render(request, "console/data_policy.html", {"form": form})
 
 
 # --- members and audit ------------------------------------------------------------------

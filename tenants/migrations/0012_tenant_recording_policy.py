@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0010_tenant_widget_share_percent"),
+        ("tenants", "0011_tenant_data_policy"),
     ]
 
     operations = [

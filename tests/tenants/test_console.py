@@ -86,6 +86,7 @@ TENANT_URLS = {
     "widget-key-detail": ("GET", ("widget_key_id",)),
     "widget-key-revoke": ("POST", ("widget_key_id",)),
     "credentials": ("GET", ()),
+    "data-policy": ("GET", ()),
     "member-list": ("GET", ()),
     "member-role": ("POST", ("membership_id",)),
     "member-remove": ("POST", ("membership_id",)),
