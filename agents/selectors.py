@@ -11,7 +11,7 @@ from agents.models import Agent
 from agents.realtime import outbound
 from agents.realtime.policy import SessionPolicy
 from tenants import crypto
-from tenants.models import Tenant
+from tenants.models import DataPolicy, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,11 @@ def policy_for_agent(*, agent: Agent, channel: str) -> SessionPolicy:
 
 
 def recording_enabled_for(agent: Agent) -> bool:
-    """Whether the agent's sessions are recorded: the tenant's policy, else the agent's own."""
+    """Whether the agent's sessions are recorded: never under the data policy "metadata only"
+    (no consent notice is shown for a recording that would not be kept), else the tenant's
+    recording policy, else the agent's own setting."""
+    if agent.tenant.data_policy == DataPolicy.METADATA:
+        return False
     policy = agent.tenant.recording_policy
     if policy == Tenant.RecordingPolicy.ALWAYS:
         return True

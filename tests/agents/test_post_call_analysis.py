@@ -22,6 +22,7 @@ from agents.tasks import session_analyze
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
 from tenants import services
+from tenants.models import Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
 
 RUBRIC = "Passed when the caller's problem was solved or a refund was issued."
@@ -553,3 +554,31 @@ def test_the_sweep_queues_again_what_a_broker_outage_left_pending(
     with django_capture_on_commit_callbacks(execute=True):
         assert analysis.analyses_sweep_pending(now=now) == 2
     assert sorted(queued) == sorted([(lost.pk, tenant.pk), (dead.pk, tenant.pk)])
+
+
+def test_under_redact_the_model_and_the_row_see_no_personal_data(
+    shop, fake_openai, queued, django_capture_on_commit_callbacks
+):
+    tenant, agent = shop
+    Tenant.objects.filter(pk=tenant.pk).update(data_policy="redact")
+    services.provider_credential_set(tenant=tenant, secret=TENANT_KEY)
+    fake_openai.answer = MODEL_ANSWER  # a model that repeats the e-mail it was (not) told
+    session = new_session(tenant, agent)
+    end(session, django_capture_on_commit_callbacks)
+    analysis.session_analyze(session_id=session.pk, tenant_id=tenant.pk)
+    [(_, _, body)] = fake_openai.requests
+    sent = json.dumps(body)
+    assert "dana.price@example.com" not in sent and "415 555 0100" not in sent
+    assert "[email]" in sent and "[phone_number]" in sent
+    stored = analysis_of(session)
+    assert stored.data["email"] == "[email]" and stored.data["order_id"] == "A-4821"
+
+
+def test_under_metadata_only_no_analysis_is_made(shop, queued, django_capture_on_commit_callbacks):
+    tenant, agent = shop
+    Tenant.objects.filter(pk=tenant.pk).update(data_policy="metadata")
+    session = new_session(tenant, agent)
+    end(session, django_capture_on_commit_callbacks)
+    assert queued == []
+    with tenant_scope(tenant):
+        assert not SessionAnalysis.objects.filter(session=session).exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -63,6 +64,26 @@ def test_the_tenants_policy_overrides_the_agents_setting(
     assert policy.recording_notice == "Calls are recorded for quality."
     # An agent version snapshots the setting like the rest of the configuration.
     assert agent_config(agent)["recording_enabled"] is agent_setting
+
+
+def test_nothing_is_recorded_under_metadata_only(world):
+    tenant = world.tenant_a
+    tenant.recording_policy, tenant.data_policy = "always", "metadata"
+    tenant.save()
+    agent = agent_create(
+        tenant=tenant, actor=None, fields={"name": "A", **FIELDS, "recording_enabled": True}
+    )
+    with tenant_scope(tenant):
+        assert recording_enabled_for(agent) is False
+        policy = policy_for_agent(agent=agent, channel="widget")
+    assert policy.recording is False
+    # Even a policy built before the change (a session admitted a moment earlier) stores none.
+    assert (
+        recordings.capture_for(
+            policy=replace(policy, recording=True), tenant_id=tenant.pk, session_id=1
+        )
+        is None
+    )
 
 
 def test_the_local_engine_says_the_announcement():

@@ -25,11 +25,13 @@ from agents import services as agent_services
 from agents.configuration import agent_create
 from agents.models import (
     Session,
+    SessionAnalysis,
     TranscriptItem,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
+from agents.pii_evaluation import corpus_load
 from billing.models import UsageEvent
 from tenants import services as tenant_services
 from tenants.models import AuditEvent, Tenant
@@ -300,6 +302,49 @@ def test_session_analyzed_carries_the_analysis_and_a_rerun_is_a_new_event(
     sweep(timezone.now())
     second = receiver.bodies()[1]
     assert second["analysis"]["run"] == 2 and second["id"] != first["id"]
+
+
+@pytest.mark.parametrize("policy", ["redact", "metadata"])
+def test_no_personal_data_of_the_labelled_set_reaches_a_webhook(
+    world, receiver, private_allowed, policy, django_capture_on_commit_callbacks
+):
+    """Payloads are built from what is stored, and go out through the data policy again: even
+    content stored before the policy changed (raw here) leaves redacted, or not at all."""
+    examples = [example for example in corpus_load() if example.entities]
+    said = [example.text[e.start : e.end] for example in examples for e in example.entities]
+    Tenant.objects.filter(pk=world.tenant_a.pk).update(data_policy=policy)
+    agent = make_agent(world.tenant_a)
+    make_endpoint(world.tenant_a, receiver.url + "/hook", events=[ENDED, ANALYZED])
+    with tenant_scope(world.tenant_a):
+        session = Session.objects.create(tenant=world.tenant_a, agent=agent, channel="api")
+        for sequence, example in enumerate(examples):
+            TranscriptItem.objects.create(
+                tenant=world.tenant_a, session=session, sequence=sequence,
+                upstream_item_id=f"item_{sequence}", role="user", text=example.text,
+                data={"arguments": {"said": example.text}},
+            )  # fmt: skip
+        stored = SessionAnalysis.objects.create(
+            tenant=world.tenant_a, session=session, status="done", method="local",
+            summary=" ".join(example.text for example in examples[:20]),
+            data={"contact": examples[0].text}, requested_at=timezone.now(),
+        )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        end(session)
+    webhooks.deliveries_create(
+        tenant_id=world.tenant_a.pk, event_type=ANALYZED, session_id=session.pk,
+        subject={"analysis_id": stored.pk},
+    )  # fmt: skip
+    sweep(timezone.now())
+    bodies = [body.decode() for _, _, body in receiver.requests]
+    assert len(bodies) == 2
+    leaked = sorted({value for value in said for body in bodies if value in body})
+    assert leaked == []
+    ended = next(json.loads(body) for body in bodies if '"session.ended"' in body)
+    assert len(ended["transcript"]) == len(examples)  # the items are there, not their content
+    if policy == "redact":
+        assert "[card_number]" in json.dumps(ended["transcript"])
+    else:
+        assert {item["text"] for item in ended["transcript"]} == {""}
 
 
 def test_signatures_verify_with_the_readme_code_during_a_rotation(
