@@ -72,8 +72,12 @@ _DOMAIN_RE = re.compile(
     re.IGNORECASE,
 )
 # The local part, ending where "at" starts; it may be spelled letter by letter ("j o h n").
+# A label may be followed by digits said apart ("smith 81" for smith81), not a linking word
+# ("my email is 81 at …").
+_LINKING_WORDS = r"(?:is|was|at|on|to|me|it|its|my|be|email|mail|address|it's)"
+_LOCAL_LABEL = rf"(?:(?!{_LINKING_WORDS}\s){_LABEL}\s+\d{{1,4}}|{_LABEL})"
 _LOCAL_RE = re.compile(
-    rf"(?<![\w.@'’])(?:[a-z0-9]\s+){{0,40}}{_LABEL}(?:{_LOCAL_JOIN}{_LABEL}){{0,5}}$",
+    rf"(?<![\w.@'’])(?:[a-z0-9]\s+){{0,40}}{_LOCAL_LABEL}(?:{_LOCAL_JOIN}{_LOCAL_LABEL}){{0,5}}$",
     re.IGNORECASE,
 )
 _LOCAL_WINDOW = 300
@@ -154,6 +158,8 @@ _REPEAT_WORDS = {"double": 2, "triple": 3}
 _TOKEN_RE = re.compile(r"\d+|[A-Za-z]+|\S")
 # Separators that keep a chain going (with whitespace around them or none).
 _JOINERS = set("-.()/,")
+# The same as "-", said: "five three six dash two two dash eight seven four five".
+_DASH_WORDS = {"dash", "hyphen"}
 
 
 @dataclass
@@ -165,6 +171,8 @@ class _Unit:
     plus: bool = False  # "+" or "plus" before the first digit
     # Another reading of the same words: "twenty seven" is 27, or 2-0-7 ("twenty, seven…").
     other: str = ""
+    dash_before: bool = False  # "-", "dash" or "hyphen" between this unit and the one before
+    repeat: bool = False  # "double five", "triple oh"
 
     @property
     def is_letter(self) -> bool:
@@ -212,7 +220,7 @@ def _read_unit(tokens: list[tuple[int, int, str]], index: int) -> tuple[_Unit | 
         repeated_unit, after = _read_unit(tokens, index + 1)
         if repeated_unit is not None and len(repeated_unit.chars) == 1:
             repeated = repeated_unit.chars * _REPEAT_WORDS[lower]
-            return _Unit(start, repeated_unit.end, repeated, spoken=True), after
+            return _Unit(start, repeated_unit.end, repeated, spoken=True, repeat=True), after
         return None, index + 1
     if len(token) == 1 and token.isalpha():
         return _Unit(start, end, token.upper(), spoken=True), index + 1
@@ -238,14 +246,17 @@ def _chains(text: str) -> Iterator[_Chain]:
         units, boundaries = [unit], {0}
         index = after
         while index < len(tokens):
-            pause = False
+            pause = dashed = False
             look = index
-            # Separators between units: punctuation of the joining kind only.
-            while look < len(tokens) and tokens[look][2] in _JOINERS:
+            # Separators between units: punctuation of the joining kind only, or a said dash.
+            while look < len(tokens) and (
+                tokens[look][2] in _JOINERS or tokens[look][2].lower() in _DASH_WORDS
+            ):
                 separator = tokens[look]
                 following = tokens[look + 1][0] if look + 1 < len(tokens) else len(text)
                 if separator[2] in ",." and following > separator[1]:
                     pause = True  # a comma or full stop, then a space: a pause in speech
+                dashed = dashed or separator[2] == "-" or separator[2].lower() in _DASH_WORDS
                 look += 1
             if look >= len(tokens):
                 break
@@ -260,6 +271,7 @@ def _chains(text: str) -> Iterator[_Chain]:
                 break  # "12, 40, 7": a list of numbers, not one said with pauses
             if pause or unit.is_letter != units[-1].is_letter:
                 boundaries.add(len(units))
+            unit.dash_before = dashed
             units.append(unit)
             index = after
         boundaries.add(len(units))
@@ -299,8 +311,21 @@ _NOT_PERSONAL_RE = re.compile(
     re.IGNORECASE,
 )
 _NATIONAL_CONTEXT_RE = re.compile(
-    r"\b(?:social security|ssn|social insurance|sin|national insurance|insurance number|"
-    r"ni number|national id|identity number|id number|dni|nie|tax id|taxpayer)\b",
+    r"\b(?:social security|(?:my|your|his|her) social|ssn|social insurance|sin|"
+    r"national insurance|insurance number|ni number|national id|identity number|"
+    r"id number|dni|nie|tax id|taxpayer)\b",
+    re.IGNORECASE,
+)
+# Words just before a number that say it is a phone number: a seven-digit local one ("my cell is
+# five five five, oh one nine two") counts only after them. Only a few linking words may stand
+# between ("call me on", "my number is"), or the area code said first.
+_PHONE_CONTEXT_RE = re.compile(
+    r"(?:\b(?:(?:tele)?phone|cell|cellphone|mobile|landline|"
+    r"(?:my|our|your|his|her|best|contact|home|work|direct|callback|call back) number|"
+    r"(?:call|ring|reach|text|phone) (?:me|us|him|her))"
+    r"(?:\s+(?:number|no|is|was|on|at|it's|its|it is|would be|will be)){0,3}[\s:,.]*"
+    r"|\barea code(?:\s+is)?(?:[\s,-]+(?:\d+|zero|oh|one|two|three|four|five|six|seven|eight|"
+    r"nine|double|triple)){1,6}[\s,.]+(?:(?:and|then)\s+){0,2})$",
     re.IGNORECASE,
 )
 _CURRENCY_BEFORE_RE = re.compile(r"[$€£¥]\s*$|\b(?:usd|eur|gbp)\s*$", re.IGNORECASE)
@@ -347,6 +372,33 @@ def _written_groups(units: list[_Unit]) -> list[int] | None:
     return [len(unit.chars) for unit in units]
 
 
+def _dash_groups(units: list[_Unit]) -> list[int] | None:
+    """The group lengths between dashes, written or said ("… six dash two two dash …")."""
+    if not any(unit.dash_before for unit in units[1:]):
+        return None
+    groups: list[int] = []
+    for index, unit in enumerate(units):
+        if index == 0 or unit.dash_before:
+            groups.append(0)
+        groups[-1] += len(unit.chars)
+    return groups
+
+
+def _local_phone(units: list[_Unit], digits: str, context: _Context) -> bool:
+    """Seven digits are a local phone number (555-0192) only when the words before say so,
+    said digit by digit ("oh", "double five") or written as 7 or 3-4, never starting 0 or 1."""
+    if len(digits) != 7 or digits[0] in "01" or units[0].plus:
+        return False
+    groups = _written_groups(units)
+    if groups is None:
+        # Said digit by digit (or "double five"): "nine fifteen, ten thirty" is a time.
+        if any(unit.spoken and len(unit.chars) > 1 and not unit.repeat for unit in units):
+            return False
+    elif groups not in ([7], [3, 4]):
+        return False
+    return context.phone
+
+
 def _card_grouping_ok(groups: list[int] | None) -> bool:
     if groups is None or len(groups) == 1:
         return True
@@ -356,7 +408,7 @@ def _card_grouping_ok(groups: list[int] | None) -> bool:
 
 
 _MAX_READINGS = 8
-_MIN_ENTITY_CHARS = 8  # the shortest phone number we take; ids are 9
+_MIN_ENTITY_CHARS = 7  # a local phone number, said to be one; ids are 9
 
 
 def _readings(units: list[_Unit]) -> list[str]:
@@ -386,6 +438,10 @@ class _Context:
     def national(self) -> bool:  # "social security number …"
         return _NATIONAL_CONTEXT_RE.search(_before(self._text, self._start, 60)) is not None
 
+    @functools.cached_property
+    def phone(self) -> bool:  # "my cell is …", "area code four one five, then …"
+        return _PHONE_CONTEXT_RE.search(_before(self._text, self._start, 60)) is not None
+
 
 def _classify(units: list[_Unit], context: _Context) -> str | None:
     """The type of personal data these units are, if any (under any of their readings)."""
@@ -413,6 +469,8 @@ def _classify_reading(units: list[_Unit], alnum: str, context: _Context) -> str 
     if not digits.isdigit():
         return None
     groups = _written_groups(units)
+    if len(digits) == 7:
+        return PHONE if not context.not_personal and _local_phone(units, digits, context) else None
     if not plus and 13 <= len(digits) <= 19 and digits[0] in "23456":
         # A card number is one whatever the words before it say ("order with 4111 …").
         if luhn.is_valid(digits) and _card_grouping_ok(groups):
@@ -421,7 +479,8 @@ def _classify_reading(units: list[_Unit], alnum: str, context: _Context) -> str 
         return None
     if not plus and len(digits) == 9:
         # Nine digits are an id only written as one (123-45-6789) or said to be one.
-        if (context.national or groups == [3, 2, 4]) and stdnum_ssn.is_valid(digits):
+        ssn_grouped = groups == [3, 2, 4] or _dash_groups(units) == [3, 2, 4]
+        if (context.national or ssn_grouped) and stdnum_ssn.is_valid(digits):
             return NATIONAL_ID
         if context.national and stdnum_sin.is_valid(digits):
             return NATIONAL_ID

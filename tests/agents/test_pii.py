@@ -98,6 +98,33 @@ def test_a_malformed_corpus_is_a_clear_error(tmp_path):
         ("my SIN is 419 390 711", "my SIN is [national_id]"),
         ("the code is 419 390 711", None),  # nine digits, nothing says it is an id
         ("the code is four one nine three nine oh seven one one", None),
+        # Said dashes separate groups as "-" does: a 3-2-4 SSN, a phone number.
+        (
+            "my social is five three six dash two two dash eight seven four five",
+            "my social is [national_id]",
+        ),
+        ("five three six hyphen two two hyphen eight seven four five", "[national_id]"),
+        ("call four one five dash five five five dash oh one three two", "call [phone_number]"),
+        ("flight two eight three dash four four five", None),
+        ("twelve dash oh five dash twenty twenty four", None),
+        # Seven-digit local numbers: only after words that say it is a phone number.
+        ("my cell is five five five, oh one nine two", "my cell is [phone_number]"),
+        ("my number is 555-0192", "my number is [phone_number]"),
+        ("reach me at eight six seven five three oh nine", "reach me at [phone_number]"),
+        ("my phone is two double five, oh one nine two", "my phone is [phone_number]"),
+        (
+            "area code four one five, then five five five oh one three two",
+            "area code four one five, then [phone_number]",
+        ),
+        ("the meter reading was four five eight two one three seven", None),
+        ("text me the code, it's four five eight two one three seven", None),
+        ("call me at nine fifteen, ten thirty", None),  # times, not digits said one by one
+        ("my order number is five five five oh one nine two", None),
+        ("my number is one five five oh one nine two", None),  # no local number starts with 1
+        ("my phone cost 5550192 dollars", None),
+        # A spoken e-mail whose local part ends in digits the recogniser wrote apart.
+        ("email me at j underscore p dash smith 81 at yahoo dot com", "email me at [email]"),
+        ("my email is 81 at yahoo dot com", "my email is [email]"),
         # Negatives: numbers that are not personal data.
         ("order 4155550132 shipped", None),
         ("it costs $1,249.99", None),
