@@ -57,6 +57,8 @@ def platform(tmp_path):
     environ = base_environ(
         tmp_path, REDIS_URL=redis_url(), VP_REDIS_PREFIX=REDIS_PREFIX,
         VP_CHANNEL_LAYER_KEYS=LIVE_KEY, VP_SESSION_ROTATE_SECONDS="1",
+        # The local engine answers as fast as it speaks, not in real time: a dozen turns.
+        VP_LOCAL_ENGINE_REALTIME_PACING="false",
     )  # fmt: skip
     platform = Platform(environ, tmp_path)
     yield platform
