@@ -16,9 +16,11 @@ import secrets
 from typing import Any
 
 from django.conf import settings
+from django.core import signing
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 from django.db import close_old_connections, connections, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from agents import privacy
@@ -32,6 +34,9 @@ from tenants.scoping import tenant_scope
 logger = logging.getLogger(__name__)
 
 STORAGE_ALIAS = "recordings"
+# A recording's link in a webhook payload: signed with SECRET_KEY, for this recording only,
+# valid for VP_RECORDING_LINK_SECONDS (a tenant's backend fetches it without a console login).
+_LINK_SALT = "voiceplatform.recording-link"
 
 
 def recording_storage() -> Storage:
@@ -170,3 +175,36 @@ def recording_for_session(session: Session) -> Recording | None:
 def open_recording(recording: Recording) -> Any:
     """The stored file, opened for reading (the console streams it)."""
     return recording_storage().open(recording.file_name, "rb")
+
+
+def recording_link_token(recording: Recording) -> str:
+    """A token naming this recording (and its tenant), signed and timestamped."""
+    return signing.dumps({"r": recording.pk, "t": recording.tenant_id}, salt=_LINK_SALT)
+
+
+def recording_link(recording: Recording) -> str:
+    """The absolute URL a tenant's backend downloads the recording from (expires)."""
+    path = reverse("recording-link", args=[recording_link_token(recording)])
+    return settings.VP_PUBLIC_URL + path
+
+
+def recording_from_link(token: str) -> Recording:
+    """The recording a link names, if the link is genuine, unexpired and the recording ready.
+
+    Raises ``LinkRefused`` with what a client is told (never which check failed beyond that).
+    """
+    try:
+        claims = signing.loads(token, salt=_LINK_SALT, max_age=settings.VP_RECORDING_LINK_SECONDS)
+    except signing.SignatureExpired:
+        raise LinkRefused("This recording link has expired.") from None
+    except signing.BadSignature:
+        raise LinkRefused("This recording link is not valid.") from None
+    with tenant_scope(claims["t"]):
+        recording = Recording.objects.filter(pk=claims["r"], status=Recording.Status.READY).first()
+    if recording is None:  # erased, or past retention, since the link was made
+        raise LinkRefused("This recording is no longer kept.")
+    return recording
+
+
+class LinkRefused(Exception):
+    pass

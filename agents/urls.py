@@ -6,4 +6,5 @@ urlpatterns = [
     path("widget/session", views.widget_session, name="widget-session"),
     path("twilio/voice", telephony_views.twilio_voice, name="twilio-voice"),
     path("v1/realtime/client_secrets", views.client_secrets, name="client-secrets"),
+    path("recordings/<str:token>", views.recording_by_link, name="recording-link"),
 ]

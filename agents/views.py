@@ -9,8 +9,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from agents import access, tokens
+from agents import access, recordings, tokens
 from agents.abuse import widget_session_limited
+from agents.byte_ranges import ranged_response
 from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
 from agents.selectors import policy_for_agent, recording_enabled_for
 from tenants.services import api_key_authenticate
@@ -164,3 +165,26 @@ def client_secret_session(agent, *, expires_at: int) -> dict:
         "type": kind,
         "expires_at": expires_at,
     }
+
+
+@require_http_methods(["GET", "HEAD"])
+def recording_by_link(request: HttpRequest, token: str) -> HttpResponse:
+    """A recording fetched through the signed, expiring link of a webhook payload (no login:
+    the link is the credential), with byte ranges."""
+    try:
+        recording = recordings.recording_from_link(token)
+        handle = recordings.open_recording(recording)
+    except recordings.LinkRefused as refused:
+        return _error("recording_unavailable", str(refused), 404)
+    except FileNotFoundError:
+        return _error("recording_unavailable", "The recording's file is missing.", 404)
+    response = ranged_response(
+        request, handle, size=recording.bytes, content_type=recording.format or "audio/ogg"
+    )
+    response["Cache-Control"] = "private, no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    extension = recording.file_name.rsplit(".", 1)[-1]
+    response["Content-Disposition"] = (
+        f'attachment; filename="session-{recording.session_id}.{extension}"'
+    )
+    return response

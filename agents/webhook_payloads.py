@@ -12,15 +12,22 @@ Conversation content leaves the platform here, so every piece of it goes through
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from agents import privacy
-from agents.models import Agent, Session, SessionAnalysis, TranscriptItem, WebhookEndpoint
+from agents import privacy, recordings
+from agents.models import (
+    Agent,
+    Recording,
+    Session,
+    SessionAnalysis,
+    TranscriptItem,
+    WebhookEndpoint,
+)
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
 from tenants.models import Tenant
@@ -71,10 +78,21 @@ def _analysis_payload(analysis_id: int | None) -> dict[str, Any] | None:
     }
 
 
-def _recording_payload(recording_id: int | None) -> dict[str, Any]:
-    """The recording as sent (its link, duration, format). A stub until the recording model
-    exists."""
-    return {"recording_id": recording_id}
+def _recording_payload(recording_id: int | None) -> dict[str, Any] | None:
+    """The recording as sent: what it is and a signed link to download it (no login needed;
+    it expires after ``VP_RECORDING_LINK_SECONDS``). None once it is no longer kept."""
+    recording = Recording.objects.filter(pk=recording_id, status=Recording.Status.READY).first()
+    if recording is None:
+        return None
+    expires = timezone.now() + timedelta(seconds=settings.VP_RECORDING_LINK_SECONDS)
+    return {
+        "id": recording.pk,
+        "format": recording.format,
+        "duration_ms": recording.duration_ms,
+        "bytes": recording.bytes,
+        "download_url": recordings.recording_link(recording),
+        "download_url_expires_at": _iso(expires),
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -230,6 +230,8 @@ VP_OUTBOUND_CONCURRENCY_PER_TENANT = env.int("VP_OUTBOUND_CONCURRENCY_PER_TENANT
 VP_OUTBOUND_RESOLVER_THREADS = env.int("VP_OUTBOUND_RESOLVER_THREADS", 8, minimum=1)
 # The platform's own address as tenants reach it (links in webhook payloads to console pages).
 VP_PUBLIC_URL = env.str("VP_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# How long a recording's download link in a webhook payload works (signed; no login needed).
+VP_RECORDING_LINK_SECONDS = env.int("VP_RECORDING_LINK_SECONDS", 7 * 24 * 3600, minimum=60)
 # Webhooks to the tenant's systems (agents.webhooks): each attempt's time limit.
 VP_TENANT_WEBHOOK_TIMEOUT_SECONDS = env.float(
     "VP_TENANT_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=1.0

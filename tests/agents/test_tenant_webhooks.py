@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
 
-from agents import analysis, signals, tasks, webhooks
+from agents import analysis, recordings, signals, tasks, webhooks
 from agents import services as agent_services
 from agents.configuration import agent_create
 from agents.models import (
+    Recording,
     Session,
     SessionAnalysis,
     TranscriptItem,
@@ -41,6 +43,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 ENDED = WebhookEndpoint.Event.SESSION_ENDED
 STARTED = WebhookEndpoint.Event.SESSION_STARTED
 ANALYZED = WebhookEndpoint.Event.SESSION_ANALYZED
+READY = WebhookEndpoint.Event.RECORDING_READY
 
 
 def readme_verifier():
@@ -345,6 +348,47 @@ def test_no_personal_data_of_the_labelled_set_reaches_a_webhook(
         assert "[card_number]" in json.dumps(ended["transcript"])
     else:
         assert {item["text"] for item in ended["transcript"]} == {""}
+
+
+def test_recording_ready_carries_a_signed_expiring_download_link(
+    world, receiver, private_allowed, settings, client, monkeypatch
+):
+    settings.VP_PUBLIC_URL = "https://voice.example.com"
+    agent = make_agent(world.tenant_a)
+    make_endpoint(world.tenant_a, receiver.url + "/hook", events=[READY])
+    storage = recordings.recording_storage()
+    with tenant_scope(world.tenant_a):
+        session = Session.objects.create(tenant=world.tenant_a, agent=agent, channel="widget")
+        name = storage.save("a/rec.ogg", ContentFile(b"OggS" + bytes(range(256)) * 4))
+        recording = Recording.objects.create(
+            tenant=world.tenant_a, session=session, file_name=name, format="audio/ogg",
+            duration_ms=1234, bytes=storage.size(name), status="ready",
+        )  # fmt: skip
+    webhooks.deliveries_create(
+        tenant_id=world.tenant_a.pk, event_type=READY, session_id=session.pk,
+        subject={"recording_id": recording.pk},
+    )  # fmt: skip
+    sweep(timezone.now())
+    [body] = receiver.bodies()
+    sent = body["recording"]
+    assert (sent["id"], sent["duration_ms"], sent["format"]) == (recording.pk, 1234, "audio/ogg")
+    assert sent["download_url"].startswith("https://voice.example.com/recordings/")
+    path = sent["download_url"].removeprefix("https://voice.example.com")
+    response = client.get(path)  # no login: the link is the credential
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == storage.open(name).read()
+    ranged = client.get(path, HTTP_RANGE="bytes=0-3")
+    assert ranged.status_code == 206 and b"".join(ranged.streaming_content) == b"OggS"
+    tampered = client.get(path[:-2] + ("AA" if not path.endswith("AA") else "BB"))
+    assert tampered.status_code == 404 and b"not valid" in tampered.content
+    later = time.time() + settings.VP_RECORDING_LINK_SECONDS + 1
+    monkeypatch.setattr("django.core.signing.time.time", lambda: later)
+    expired = client.get(path)
+    assert expired.status_code == 404 and b"expired" in expired.content
+    monkeypatch.undo()
+    recordings.recording_delete(recording)  # erased: the link stops working
+    gone = client.get(path)
+    assert gone.status_code == 404 and b"no longer kept" in gone.content
 
 
 def test_signatures_verify_with_the_readme_code_during_a_rotation(
