@@ -20,7 +20,6 @@ from tenants.models import (
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
     ApiKey,
-    DataPolicy,
     Invitation,
     Membership,
     ProviderCredential,
@@ -464,26 +463,34 @@ def tenant_retention_set(
     return locked
 
 
+def _tenant_choice_set(
+    *, tenant: Tenant, field: str, value: str, action: str, actor: AbstractBaseUser | None
+) -> bool:
+    """Set one of the tenant's choice fields, audited (``action``); False when unchanged."""
+    allowed = Tenant._meta.get_field(field).choices or ()
+    if value not in {choice for choice, _ in allowed}:
+        raise ServiceError(f"unknown {field.replace('_', ' ')} {value!r}")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        previous = getattr(locked, field)
+        if previous == value:
+            return False
+        setattr(locked, field, value)
+        locked.save(update_fields=[field])
+        audit_record(tenant=tenant, actor=actor, action=action, changes={field: [previous, value]})
+    setattr(tenant, field, value)
+    return True
+
+
 def tenant_recording_policy_set(
     *, tenant: Tenant, policy: str, actor: AbstractBaseUser | None = None
 ) -> bool:
     """Record sessions as each agent says, always, or never (the tenant-wide override);
     audited. Sessions starting from now follow it. False when nothing changed."""
-    if policy not in Tenant.RecordingPolicy.values:
-        raise ServiceError(f"unknown recording policy {policy!r}")
-    with transaction.atomic():
-        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        previous = locked.recording_policy
-        if previous == policy:
-            return False
-        locked.recording_policy = policy
-        locked.save(update_fields=["recording_policy"])
-        audit_record(
-            tenant=tenant, actor=actor, action="tenant.recording_policy_changed",
-            changes={"recording_policy": [previous, policy]},
-        )  # fmt: skip
-    tenant.recording_policy = policy
-    return True
+    return _tenant_choice_set(
+        tenant=tenant, field="recording_policy", value=policy,
+        action="tenant.recording_policy_changed", actor=actor,
+    )  # fmt: skip
 
 
 def tenant_data_policy_set(
@@ -491,18 +498,7 @@ def tenant_data_policy_set(
 ) -> bool:
     """Set what of a conversation is stored and sent on; audited. Sessions starting from now
     follow it (a live one keeps the policy it started with). False when nothing changed."""
-    if policy not in DataPolicy.values:
-        raise ServiceError(f"unknown data policy {policy!r}")
-    with transaction.atomic():
-        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        previous = locked.data_policy
-        if previous == policy:
-            return False
-        locked.data_policy = policy
-        locked.save(update_fields=["data_policy"])
-        audit_record(
-            tenant=tenant, actor=actor, action="tenant.data_policy_changed",
-            changes={"data_policy": [previous, policy]},
-        )  # fmt: skip
-    tenant.data_policy = policy
-    return True
+    return _tenant_choice_set(
+        tenant=tenant, field="data_policy", value=policy,
+        action="tenant.data_policy_changed", actor=actor,
+    )  # fmt: skip

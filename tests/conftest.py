@@ -98,8 +98,8 @@ def _rate_limits_out_of_the_way(settings):
 
 
 @pytest.fixture(autouse=True)
-def _recordings_in_tmp(settings, tmp_path):
-    """Recordings a test makes go to its own directory, never the checkout's data/."""
+def recordings_dir(settings, tmp_path):
+    """Recordings a test makes go to its own directory (this one), never the checkout's data/."""
     settings.STORAGES = {
         **settings.STORAGES,
         "recordings": {
@@ -107,6 +107,7 @@ def _recordings_in_tmp(settings, tmp_path):
             "OPTIONS": {"location": str(tmp_path / "recordings")},
         },
     }
+    return tmp_path / "recordings"
 
 
 @pytest.fixture(autouse=True)

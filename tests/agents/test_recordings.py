@@ -25,18 +25,6 @@ from tests.agents.test_bridge import make_policy, settle, started_bridge
 FIELDS = {"kind": "voice_agent", "provider": "openai", "model": "gpt-realtime-2"}
 
 
-@pytest.fixture
-def recordings_dir(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "recordings": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "recordings")},
-        },
-    }
-    return tmp_path / "recordings"
-
-
 @pytest.mark.parametrize(
     ("tenant_policy", "agent_setting", "recorded"),
     [

@@ -31,18 +31,6 @@ pytestmark = [pytest.mark.usefixtures("phone_urls")]
 NOTICE = "This call is recorded for quality."
 
 
-@pytest.fixture
-def recordings_dir(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "recordings": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "recordings")},
-        },
-    }
-    return tmp_path / "recordings"
-
-
 @sync_to_async
 def record_the_agent(agent_id: int) -> None:
     with scopes_disabled():
