@@ -317,7 +317,7 @@ def widget_key_version(*, tenant_id: int, agent: object | None, number: int | No
         raise ServiceError("Choose an agent to pin one of its versions.")
     versions = WidgetKey._meta.get_field("version").related_model
     with tenant_scope(tenant_id):
-        version = versions.objects.filter(agent=agent, number=number).first()  # type: ignore[union-attr]
+        version = versions.objects.filter(agent=agent, number=number).first()
     if version is None:
         raise ServiceError(f"{agent} has no version {number}.")
     return version
@@ -360,7 +360,7 @@ def widget_key_pin(
         tenant_id=widget_key.tenant_id, agent=widget_key.agent, number=version_number
     )
     with tenant_scope(widget_key.tenant_id):
-        before = widget_key.version.number if widget_key.version else "live"  # type: ignore[attr-defined]
+        before = widget_key.version.number if widget_key.version else "live"
         widget_key.version = version
         widget_key.save(update_fields=["version"])
         audit_record(

@@ -232,3 +232,36 @@ def test_console_sessions_do_not_use_the_widget_share(world, agent):
     with pytest.raises(access.AccessDenied) as refused:
         session_start(tenant=world.tenant_a, agent=agent, channel="widget", end_user="w")
     assert refused.value.code == "too_many_widget_sessions"
+
+
+def test_console_usage_is_billed_as_console_never_as_widget_usage(world, client, agent):
+    """Try-it spends the tenant's OpenAI key: billed like any session, counted in the tenant's
+    budget, shown apart as console usage on the usage page, never against a widget key."""
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from billing.selectors import tenant_day_spend, usage_summary
+    from billing.services import tally_sweep
+    from tests.billing.conftest import record
+
+    key = tenant_services.widget_key_create(
+        tenant=world.tenant_a, name="w", allowed_origins=[SHOP], agent=agent
+    )
+    tried = session_start(tenant=world.tenant_a, agent=agent, channel="console", end_user="c")
+    served = session_start(
+        tenant=world.tenant_a, agent=agent, channel="widget", end_user="w", widget_key_id=key.pk
+    )
+    now = timezone.now()
+    today = now.date()  # UTC
+    record(world.tenant_a, agent, "r_console", now, session=tried, audio_out=1_000_000)
+    record(world.tenant_a, agent, "r_widget", now, session=served, widget_key=key,
+           audio_in=1_000_000)  # fmt: skip
+    tally_sweep()
+    summary = usage_summary(tenant_id=world.tenant_a.pk, start=today, end=today)
+    assert summary.console_cost == Decimal("64") and summary.cost == Decimal("96")
+    assert tenant_day_spend(tenant_id=world.tenant_a.pk, widget_key_id=key.pk) == Decimal("32")
+    client.force_login(world.owner_a)
+    page = client.get(f"/t/tenant-a/usage/?start={today}&end={today}").content.decode()
+    stat = page[page.index('id="console-usage"') :][:200]
+    assert "$64.00" in stat and "console Try-it" in stat
