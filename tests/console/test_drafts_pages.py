@@ -83,3 +83,18 @@ def test_a_phone_number_is_added_pinned(client, world, agent):
         number = PhoneNumber.objects.get()
     assert number.version.number == 1
     assert "v1 (pinned)" in client.get(url).content.decode()
+
+
+def test_a_try_it_session_says_it_ran_the_draft(client, world, agent):
+    from agents.access import agent_runtime
+    from agents.services import session_start
+
+    session = session_start(
+        tenant=world.tenant_a, agent=agent_runtime(agent, draft=True), channel="console",
+        end_user="console:1",
+    )  # fmt: skip
+    client.force_login(world.owner_a)
+    page = client.get(reverse("session-detail", args=["tenant-a", session.pk])).content.decode()
+    assert "<dd>Console (Try-it)</dd>" in page and "<dd>the draft (Try-it)</dd>" in page
+    listed = client.get(reverse("session-list", args=["tenant-a"]) + "?channel=console")
+    assert "<td>Console (Try-it)</td>" in listed.content.decode()
