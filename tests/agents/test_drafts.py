@@ -265,3 +265,27 @@ def test_console_usage_is_billed_as_console_never_as_widget_usage(world, client,
     page = client.get(f"/t/tenant-a/usage/?start={today}&end={today}").content.decode()
     stat = page[page.index('id="console-usage"') :][:200]
     assert "$64.00" in stat and "console Try-it" in stat
+
+
+def test_client_secrets_pin_a_version_over_http(client, world, agent):
+    _, raw = tenant_services.api_key_issue(tenant=world.tenant_a, name="backend")
+    headers = {"Authorization": f"Bearer {raw}"}
+
+    def mint(body: dict, query: str = ""):
+        return client.post(
+            f"/v1/realtime/client_secrets{query}", body, content_type="application/json",
+            headers=headers,
+        )  # fmt: skip
+
+    pinned = mint({"agent": agent.pk, "version": 1})
+    assert pinned.status_code == 200 and pinned.json()["session"]["instructions"] == "Be brief."
+    live = mint({}, f"?agent={agent.pk}")
+    assert live.json()["session"]["instructions"] == "Be kind."
+    assert mint({}, f"?agent={agent.pk}&version=1").json()["session"]["instructions"] == (
+        "Be brief."
+    )
+    missing = mint({"agent": agent.pk, "version": 9})
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {
+        "code": "version_not_found", "message": f"agent {agent.pk} has no version 9",
+    }  # fmt: skip
