@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents import journal
-from agents.models import Agent, Session
+from agents.models import Agent, AgentVersion, Session
 from billing.spend import spend_caps_exhausted
 from tenants.metrics import ADMISSIONS_REFUSED
 from tenants.models import ApiKey, ClientToken, Tenant
@@ -38,11 +38,12 @@ PHONE_END_USER_PREFIX = "phone:"
 @dataclass(frozen=True)
 class Access:
     tenant: Tenant
-    agent: Agent
+    agent: Agent  # as the session runs it: ``agent_runtime``
     end_user: str
     subprotocol: str | None
     widget_key_id: int | None = None
     api_key_id: int | None = None  # the API key, or the one that minted the client secret
+    console: bool = False  # the console's Try-it: the draft, on the console channel
 
 
 class AccessDenied(Exception):
@@ -66,13 +67,54 @@ def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def agent_runtime(
+    agent: Agent, *, version: AgentVersion | None = None, draft: bool = False
+) -> Agent:
+    """The agent as a session runs it: the draft (the row itself) for the console's Try-it,
+    else the version a widget key, phone number or API call pins, else the live version. An
+    agent never published (made without ``agent_create``) runs its row."""
+    if draft:
+        return agent
+    chosen = version if version is not None else agent.live_version
+    if chosen is None:
+        return agent
+    if chosen.agent_id != agent.pk:
+        raise not_found("version")
+    return agent.configured_as(chosen)
+
+
+def version_get_for_agent(*, agent: Agent, number: object) -> AgentVersion | None:
+    """The version an API call pins (``?version=N``): None when not given."""
+    if number in (None, ""):
+        return None
+    try:
+        wanted = int(number)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise AccessDenied(
+            "invalid_version", "version must be a version number, e.g. 3", status=400,
+            close_code=4400,
+        ) from None  # fmt: skip
+    with tenant_scope(agent.tenant_id):
+        version = AgentVersion.objects.filter(agent=agent, number=wanted).first()
+    if version is None:
+        raise AccessDenied(
+            "version_not_found", f"agent {agent.pk} has no version {wanted}", status=404,
+            close_code=4404,
+        )  # fmt: skip
+    return version
+
+
 def agent_get_for_tenant(*, tenant_id: int, agent_id: object) -> Agent:
     try:
         agent_pk = int(agent_id)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise not_found() from None
     with tenant_scope(tenant_id):
-        agent = Agent.objects.filter(pk=agent_pk, status=Agent.Status.ACTIVE).first()
+        agent = (
+            Agent.objects.select_related("live_version")
+            .filter(pk=agent_pk, status=Agent.Status.ACTIVE)
+            .first()
+        )
     if agent is None:
         raise not_found()
     return agent
@@ -238,7 +280,9 @@ def client_token_consume(*, raw: str, origin: str | None) -> ClientToken:
     now = timezone.now()
     with scopes_disabled():  # the token itself names its tenant
         token = (
-            ClientToken.objects.select_related("tenant", "agent", "api_key", "widget_key")
+            ClientToken.objects.select_related(
+                "tenant", "agent__live_version", "agent_version", "api_key", "widget_key"
+            )
             .filter(hashed_token=token_hash(raw))
             .first()
         )
@@ -287,13 +331,15 @@ def widget_socket_access(*, offered: list[str], origin: str | None, client_ip: s
     token = client_token_consume(raw=raw, origin=origin)
     if token.end_user.startswith(PHONE_END_USER_PREFIX):  # minted for a phone call's stream
         raise token_refused("token_invalid", "Invalid session token.")
+    console = token.kind == ClientToken.Kind.CONSOLE
     return Access(
         tenant=token.tenant,
-        agent=token.agent,
+        agent=agent_runtime(token.agent, version=token.agent_version, draft=console),
         end_user=token.end_user or f"ip:{client_ip}",
         subprotocol=_chosen_subprotocol(offered),
         widget_key_id=token.widget_key_id,
         api_key_id=token.api_key_id,
+        console=console,
     )
 
 
@@ -320,8 +366,13 @@ def api_socket_access(
     if raw_key.startswith(EPHEMERAL_PREFIX):
         # A client secret minted by POST /v1/realtime/client_secrets names its agent.
         token = client_token_consume(raw=raw_key, origin=None)
+        if token.kind == ClientToken.Kind.CONSOLE or token.end_user.startswith(
+            PHONE_END_USER_PREFIX
+        ):  # the console's and the phone's tokens open their own doors only
+            raise token_refused("token_invalid", "Invalid session token.", token.tenant_id)
         end_user = query.get("user") or f"client_secret:{token.pk}"
-        return Access(tenant=token.tenant, agent=token.agent, end_user=end_user,
+        agent = agent_runtime(token.agent, version=token.agent_version)
+        return Access(tenant=token.tenant, agent=agent, end_user=end_user,
                       api_key_id=token.api_key_id,
                       subprotocol=_chosen_subprotocol(offered))  # fmt: skip
     api_key = api_key_authenticate(raw_key) if raw_key else None
@@ -334,6 +385,8 @@ def api_socket_access(
         agent_id=query.get("agent"),
         intent="translation" if translations else query.get("intent", ""),
     )
+    pinned = version_get_for_agent(agent=agent, number=query.get("version"))
+    agent = agent_runtime(agent, version=pinned)
     end_user = query.get("user") or f"api_key:{api_key.pk}"
     return Access(tenant=api_key.tenant, agent=agent, end_user=end_user, api_key_id=api_key.pk,
                   subprotocol=_chosen_subprotocol(offered))  # fmt: skip
@@ -355,5 +408,6 @@ def phone_stream_access(*, raw_token: str) -> Access:
     token = client_token_consume(raw=raw_token, origin=None)
     if not token.end_user.startswith(PHONE_END_USER_PREFIX):
         raise token_refused("token_invalid", "Invalid session token.")
-    return Access(tenant=token.tenant, agent=token.agent, end_user=token.end_user,
+    agent = agent_runtime(token.agent, version=token.agent_version)
+    return Access(tenant=token.tenant, agent=agent, end_user=token.end_user,
                   subprotocol=None)  # fmt: skip

@@ -111,9 +111,10 @@ class AnalysisSettings:
 
 
 def analysis_settings(session: Session, *, live: bool = False) -> AnalysisSettings:
-    """The settings of the session's agent version (``live``: the agent's current ones)."""
+    """The settings of the session's agent version (``live``: the agent's live version's). A
+    session without a version (the console's Try-it ran the draft) uses the agent's draft."""
     agent = session.agent
-    version = None if live else session.agent_version
+    version = agent.live_version if live else session.agent_version
 
     def get(name: str) -> Any:
         if version is None:

@@ -1,8 +1,10 @@
-"""Writes for agent configuration: every change makes an immutable version and an audit row.
+"""Writes for agent configuration: drafts, published versions, and an audit row for each.
 
-An agent row holds the configuration sessions run with (the live version's). Saving creates
-version n+1 and makes it live; rolling back makes an older version live again by copying its
-configuration back, without rewriting history.
+The agent row is the draft: the console's form, the tools page and the REST API edit it, and
+only the console's Try-it runs it. Publishing snapshots the draft as an immutable version n+1
+and makes it live; every other session runs the live version (or a version a widget key, a
+phone number or an API call pins). Rolling back publishes an older version again and resets
+the draft to it, without rewriting history.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ def agent_config(agent: Agent) -> dict[str, Any]:
     return {name: copy.deepcopy(getattr(agent, name)) for name in VERSIONED_FIELDS}
 
 
+def version_config(version: AgentVersion) -> dict[str, Any]:
+    """A version's configuration, a field it predates at the field's default."""
+    config = version.config or {}
+    return {
+        name: copy.deepcopy(config.get(name, Agent._meta.get_field(name).get_default()))
+        for name in VERSIONED_FIELDS
+    }
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Field → (old, new) for every field that differs (secrets masked)."""
     return {
@@ -40,6 +51,13 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any
         for name in VERSIONED_FIELDS
         if old.get(name) != new.get(name)
     }
+
+
+def draft_changes(agent: Agent) -> dict[str, tuple[Any, Any]]:
+    """What publishing the draft would change: field → (live, draft); every field when nothing
+    was ever published; empty when the draft is the live version."""
+    live = agent.live_version
+    return config_diff(version_config(live) if live else {}, agent_config(agent))
 
 
 def _redact(name: str, value: Any) -> Any:
@@ -57,12 +75,13 @@ def _next_number(agent: Agent) -> int:
 
 
 def _snapshot(agent: Agent, *, actor: AbstractBaseUser | None, note: str) -> AgentVersion:
+    """The draft as a new version, made live."""
     version = AgentVersion.objects.create(
         tenant_id=agent.tenant_id,
         agent=agent,
         number=_next_number(agent),
         config=agent_config(agent),
-        note=note,
+        note=note[:200],
         created_by=actor if actor and actor.is_authenticated else None,
     )
     agent.live_version = version
@@ -82,6 +101,7 @@ def _apply(agent: Agent, fields: dict[str, Any]) -> None:
 def agent_create(
     *, tenant: Tenant, actor: AbstractBaseUser | None, fields: dict[str, Any]
 ) -> Agent:
+    """A new agent, published at once as version 1 (usable right away)."""
     with tenant_scope(tenant):
         agent = Agent(tenant=tenant)
         _apply(agent, fields)
@@ -97,39 +117,115 @@ def agent_create(
 @transaction.atomic
 def agent_update(
     *, agent: Agent, actor: AbstractBaseUser | None, fields: dict[str, Any], note: str = ""
-) -> AgentVersion | None:
-    """Apply changed settings as a new live version; None when nothing changed."""
+) -> dict[str, tuple[Any, Any]] | None:
+    """Apply changed settings to the draft (no session but Try-it runs it until it is
+    published). The changes, field → (before, after); None when nothing changed."""
     with tenant_scope(agent.tenant_id):
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        before = agent_config(agent)
-        _apply(agent, fields)
-        changes = config_diff(before, agent_config(agent))
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        before = agent_config(locked)
+        _apply(locked, fields)
+        changes = config_diff(before, agent_config(locked))
         if not changes:
             return None
-        agent.save()
-        version = _snapshot(agent, actor=actor, note=note or "edited")
+        locked.save()
         audit_record(
-            tenant=agent.tenant, actor=actor, action="agent.updated", target=agent,
-            changes={"version": version.number, "fields": sorted(changes)},
+            tenant=locked.tenant, actor=actor, action="agent.updated", target=locked,
+            changes={"draft": True, "fields": sorted(changes), **({"note": note} if note else {})},
         )  # fmt: skip
+    for name in VERSIONED_FIELDS:  # the caller's instance shows the draft too
+        setattr(agent, name, getattr(locked, name))
+    return changes
+
+
+def agent_publish(
+    agent: Agent,
+    actor: AbstractBaseUser | None,
+    version: AgentVersion | int | None = None,
+    *,
+    note: str = "",
+) -> AgentVersion:
+    """Make a version live: the one entry point of the console and the REST API.
+
+    ``version`` None publishes the draft as a new version (when the draft is already live,
+    the live version is returned and nothing is written: publishing twice is harmless).
+    ``version`` an older version (or its number) publishes it again (a rollback) and resets
+    the draft to it. Raises ``ValidationError`` for a version of another agent or no version.
+    Audited as ``agent.published`` or ``agent.rolled_back``.
+    """
+    with transaction.atomic(), tenant_scope(agent.tenant_id):
+        locked = Agent.objects.select_for_update().select_related("live_version").get(pk=agent.pk)
+        if version is None:
+            published = _publish_draft(locked, actor=actor, note=note)
+        else:
+            published = _publish_version(locked, _version_of(locked, version), actor=actor)
+    for name in VERSIONED_FIELDS:
+        setattr(agent, name, getattr(locked, name))
+    agent.live_version = published
+    return published
+
+
+def _version_of(agent: Agent, version: AgentVersion | int) -> AgentVersion:
+    if isinstance(version, AgentVersion):
+        if version.agent_id != agent.pk:
+            raise ValidationError({"version": "That version belongs to another agent."})
+        return version
+    found = AgentVersion.objects.filter(agent=agent, number=version).first()
+    if found is None:
+        raise ValidationError({"version": f"This agent has no version {version}."})
+    return found
+
+
+def _publish_draft(agent: Agent, *, actor: AbstractBaseUser | None, note: str) -> AgentVersion:
+    changes = draft_changes(agent)
+    if agent.live_version is not None and not changes:
+        return agent.live_version
+    previous = agent.live_version.number if agent.live_version else None
+    version = _snapshot(agent, actor=actor, note=note or "published")
+    audit_record(
+        tenant=agent.tenant, actor=actor, action="agent.published", target=agent,
+        changes={"version": version.number, "from_version": previous, "fields": sorted(changes)},
+    )  # fmt: skip
     return version
 
 
-@transaction.atomic
+def _publish_version(
+    agent: Agent, version: AgentVersion, *, actor: AbstractBaseUser | None
+) -> AgentVersion:
+    previous = agent.live_version.number if agent.live_version else None
+    discarded = sorted(draft_changes(agent))  # unpublished edits the reset drops
+    for name, value in version_config(version).items():
+        setattr(agent, name, value)
+    agent.live_version = version
+    agent.save()
+    audit_record(
+        tenant=agent.tenant, actor=actor, action="agent.rolled_back", target=agent,
+        changes={"from_version": previous, "to_version": version.number,
+                 "discarded_draft_fields": discarded},
+    )  # fmt: skip
+    return version
+
+
 def agent_rollback(*, agent: Agent, version: AgentVersion, actor: AbstractBaseUser | None) -> None:
-    """Make an earlier version live again (its configuration is copied back to the agent)."""
-    if version.agent_id != agent.pk:
-        raise ValidationError("that version belongs to another agent")
+    """Make an earlier version live again (see ``agent_publish``)."""
+    agent_publish(agent, actor, version)
+
+
+def agent_version_for_pin(*, agent: Agent | None, number: object) -> AgentVersion | None:
+    """The version a widget key, phone number or API call pins by its number (None: empty,
+    i.e. live). Raises ``ValidationError`` for a number the agent does not have."""
+    if number in (None, ""):
+        return None
+    if agent is None:
+        raise ValidationError({"version": "Choose an agent to pin one of its versions."})
+    try:
+        wanted = int(number)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ValidationError({"version": "A version is a number, e.g. 3."}) from None
     with tenant_scope(agent.tenant_id):
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        previous = agent.live_version_id
-        _apply(agent, copy.deepcopy(version.config))
-        agent.live_version = version
-        agent.save()
-        audit_record(
-            tenant=agent.tenant, actor=actor, action="agent.rolled_back", target=agent,
-            changes={"from_version_id": previous, "to_version": version.number},
-        )  # fmt: skip
+        found = AgentVersion.objects.filter(agent=agent, number=wanted).first()
+    if found is None:
+        raise ValidationError({"version": f"{agent.name} has no version {wanted}."})
+    return found
 
 
 def agent_duplicate(*, agent: Agent, actor: AbstractBaseUser | None) -> Agent:
@@ -190,7 +286,7 @@ def function_tool_clean(raw: dict[str, Any]) -> dict[str, Any]:
 
 def agent_tool_save(
     *, agent: Agent, actor: AbstractBaseUser | None, tool: dict[str, Any], replace: str = ""
-) -> AgentVersion | None:
+) -> dict[str, tuple[Any, Any]] | None:
     """Add a function tool, or replace the tool named ``replace``."""
     clean = function_tool_clean(tool)
     tools = [existing for existing in agent.tools if existing.get("name") != (replace or None)]
@@ -255,7 +351,7 @@ def mcp_url_problem(url: str) -> str:
 
 def agent_mcp_server_add(
     *, agent: Agent, actor: AbstractBaseUser | None, server: dict[str, Any]
-) -> AgentVersion | None:
+) -> dict[str, tuple[Any, Any]] | None:
     clean = mcp_server_clean(server)
     if any(existing.get("label") == clean["label"] for existing in agent.mcp_servers):
         raise ValidationError({"label": f"A server labelled {clean['label']} already exists."})

@@ -12,6 +12,7 @@ urlpatterns = [
     path("agents/<int:agent_id>/duplicate/", views.agent_duplicate, name="agent-duplicate"),
     path("agents/<int:agent_id>/archive/", views.agent_archive, name="agent-archive"),
     path("agents/<int:agent_id>/versions/", views.agent_versions, name="agent-versions"),
+    path("agents/<int:agent_id>/publish/", views.agent_publish, name="agent-publish"),
     path(
         "agents/<int:agent_id>/versions/<int:version_id>/rollback/",
         views.agent_rollback,

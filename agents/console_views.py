@@ -68,6 +68,9 @@ def agent_list(request: HttpRequest) -> HttpResponse:
     agents = agents.filter(
         status=Agent.Status.ARCHIVED if show == "archived" else Agent.Status.ACTIVE
     )
+    agents = list(agents)
+    for agent in agents:
+        agent.has_draft = bool(agent.live_version and configuration.draft_changes(agent))
     return render(request, "console/agents/list.html", {"agents": agents, "show": show})
 
 
@@ -87,6 +90,11 @@ def agent_create(request: HttpRequest) -> HttpResponse:
     return render(request, "console/agents/form.html", {"form": form, "agent": None})
 
 
+def _draft_context(agent: Agent) -> dict:
+    """What the agent pages show of the draft: its differences from the live version."""
+    return {"draft_changes": configuration.draft_changes(agent)}
+
+
 @tenant_view(configure_changes=True)
 def agent_edit(request: HttpRequest, agent_id: int) -> HttpResponse:
     agent = tenant_object_get(Agent, pk=agent_id)
@@ -94,23 +102,47 @@ def agent_edit(request: HttpRequest, agent_id: int) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                version = configuration.agent_update(
+                changes = configuration.agent_update(
                     agent=agent, actor=request.user, fields=form.cleaned_data
                 )
             except ValidationError as error:
                 _form_errors_from(error, form)
             else:
-                if version is None:
+                if changes is None:
                     messages.info(request, "Nothing changed.")
                 else:
-                    messages.success(request, f"Saved as version {version.number}, now live.")
+                    messages.success(
+                        request,
+                        "Saved to the draft. Try it, then publish to make it live: "
+                        "until then, sessions run the live version.",
+                    )
                 return redirect("agent-edit", request.tenant.slug, agent.pk)
+        agent.refresh_from_db()  # the form wrote its invalid values onto the instance
     versions = AgentVersion.objects.filter(agent=agent).select_related("created_by")[:10]
     return render(
         request,
         "console/agents/form.html",
-        {"form": form, "agent": agent, "versions": versions},
+        {"form": form, "agent": agent, "versions": versions, **_draft_context(agent)},
     )
+
+
+@require_POST
+@tenant_view(configure=True)
+def agent_publish(request: HttpRequest, agent_id: int) -> HttpResponse:
+    """Publish the draft as a new live version."""
+    agent = tenant_object_get(Agent, pk=agent_id)
+    before = agent.live_version_id
+    version = configuration.agent_publish(
+        agent, request.user, note=request.POST.get("note", "").strip()
+    )
+    if version.pk == before:
+        messages.info(request, f"Nothing to publish: the draft is version {version.number}.")
+    else:
+        messages.success(request, f"Published as version {version.number}, now live.")
+    back = request.POST.get("next", "")
+    if back in ("agent-versions", "agent-try", "agent-tools"):
+        return redirect(back, request.tenant.slug, agent.pk)
+    return redirect("agent-edit", request.tenant.slug, agent.pk)
 
 
 @require_POST
@@ -144,12 +176,11 @@ def agent_versions(request: HttpRequest, agent_id: int) -> HttpResponse:
             left, right = by_number[int(request.GET["a"])], by_number[int(request.GET["b"])]
         except (KeyError, ValueError):
             raise Http404("No such version") from None
-        diff = configuration.config_diff(left.config, right.config)
-    return render(
-        request,
-        "console/agents/versions.html",
-        {"agent": agent, "versions": versions, "diff": diff, "left": left, "right": right},
-    )
+        diff = configuration.config_diff(
+            configuration.version_config(left), configuration.version_config(right)
+        )
+    context = {"agent": agent, "versions": versions, "diff": diff, "left": left, "right": right}
+    return render(request, "console/agents/versions.html", {**context, **_draft_context(agent)})
 
 
 @require_POST
@@ -157,8 +188,8 @@ def agent_versions(request: HttpRequest, agent_id: int) -> HttpResponse:
 def agent_rollback(request: HttpRequest, agent_id: int, version_id: int) -> HttpResponse:
     agent = tenant_object_get(Agent, pk=agent_id)
     version = tenant_object_get(AgentVersion, pk=version_id, agent=agent)
-    configuration.agent_rollback(agent=agent, version=version, actor=request.user)
-    messages.success(request, f"Version {version.number} is live again.")
+    configuration.agent_publish(agent, request.user, version)
+    messages.success(request, f"Version {version.number} is live again; the draft is reset to it.")
     return redirect("agent-versions", request.tenant.slug, agent.pk)
 
 
@@ -181,21 +212,22 @@ def agent_tools(request: HttpRequest, agent_id: int) -> HttpResponse:
                     agent=agent, actor=request.user, tool=tool_form.cleaned_data,
                     replace=request.POST.get("replace", ""),
                 )  # fmt: skip
-                messages.success(request, f"Tool {tool_form.cleaned_data['name']} saved.")
+                messages.success(
+                    request, f"Tool {tool_form.cleaned_data['name']} saved to the draft."
+                )
                 return redirect("agent-tools", request.tenant.slug, agent.pk)
             if request.POST.get("form") == "mcp" and mcp_form.is_valid():
                 configuration.agent_mcp_server_add(
                     agent=agent, actor=request.user, server=mcp_form.cleaned_data
                 )
-                messages.success(request, f"MCP server {mcp_form.cleaned_data['label']} added.")
+                messages.success(
+                    request, f"MCP server {mcp_form.cleaned_data['label']} added to the draft."
+                )
                 return redirect("agent-tools", request.tenant.slug, agent.pk)
         except ValidationError as error:
             _form_errors_from(error, tool_form if request.POST.get("form") == "tool" else mcp_form)
-    return render(
-        request,
-        "console/agents/tools.html",
-        {"agent": agent, "tool_form": tool_form, "mcp_form": mcp_form, "editing": editing},
-    )
+    context = {"agent": agent, "tool_form": tool_form, "mcp_form": mcp_form, "editing": editing}
+    return render(request, "console/agents/tools.html", {**context, **_draft_context(agent)})
 
 
 @require_POST
@@ -207,20 +239,31 @@ def agent_tool_delete(request: HttpRequest, agent_id: int) -> HttpResponse:
         configuration.agent_mcp_server_delete(agent=agent, actor=request.user, label=name)
     else:
         configuration.agent_tool_delete(agent=agent, actor=request.user, name=name)
-    messages.success(request, f"{name} removed.")
+    messages.success(request, f"{name} removed from the draft.")
     return redirect("agent-tools", request.tenant.slug, agent.pk)
+
+
+TRY_FORBIDDEN = (
+    "Only owners and admins can try agents: Try-it talks to the unpublished draft, on the "
+    "workspace's OpenAI key."
+)
 
 
 @tenant_view()
 def agent_try(request: HttpRequest, agent_id: int) -> HttpResponse:
+    """The Try-it page; other roles see why they cannot start one (the token is refused)."""
     agent = tenant_object_get(Agent, pk=agent_id)
-    return render(request, "console/agents/try.html", {"agent": agent})
+    context = {"agent": agent, "forbidden": TRY_FORBIDDEN, **_draft_context(agent)}
+    return render(request, "console/agents/try.html", context)
 
 
 @require_POST
 @tenant_view()
 def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
-    """A single-use socket token for the console's own try-it widget (any member)."""
+    """A single-use socket token for the console's own Try-it widget (owners and admins): the
+    session runs the agent's draft and is recorded on the console channel."""
+    if not request.membership.can_configure:
+        return JsonResponse({"error": {"code": "forbidden", "message": TRY_FORBIDDEN}}, status=403)
     agent = tenant_object_get(Agent, pk=agent_id, status=Agent.Status.ACTIVE)
     try:
         minted = tokens.console_token_mint(agent=agent, end_user=f"console:{request.user.pk}")
@@ -234,7 +277,7 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
             "subprotocol": "openai-insecure-api-key",
             "expires_at": int(minted.expires_at.timestamp()),
             "socket_path": "/ws/widget/",
-            "agent": agent_public_info(agent),
+            "agent": agent_public_info(minted.agent),
         },
         status=201,
     )

@@ -352,8 +352,11 @@ class RealtimeConsumer(AsyncConsumer):
 
     async def _admit(self, access: Access) -> Session:
         """Admit and record the new session (atomic admission), or raise ``AccessDenied``."""
+        # The console's Try-it speaks the widget's protocol but is recorded (and admitted,
+        # capped and billed) as its own channel, never as widget usage.
+        channel = Session.Channel.CONSOLE if access.console else self.channel
         return await database_sync_to_async(services.session_start)(
-            tenant=access.tenant, agent=access.agent, channel=self.channel,
+            tenant=access.tenant, agent=access.agent, channel=channel,
             end_user=access.end_user, widget_key_id=access.widget_key_id,
             api_key_id=access.api_key_id,
         )  # fmt: skip

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -102,11 +104,33 @@ class Agent(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Set on the read-only copies ``configured_as`` makes (not a column).
+    running_version: AgentVersion | None = None
+
     class Meta:
         indexes = [models.Index(fields=["tenant", "status", "name"], name="agent_tenant_status")]
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if getattr(self, "running_version", None) is not None:
+            raise ValueError("a published version's configuration is read-only")
+        super().save(*args, **kwargs)
+
+    def configured_as(self, version: AgentVersion) -> Agent:
+        """A read-only copy of this agent with a published version's configuration: what a
+        session of that version runs with (the row itself holds the draft). A field the version
+        predates takes the field's default, never the draft's value."""
+        if version.agent_id != self.pk:
+            raise ValueError("that version belongs to another agent")
+        runtime = copy.copy(self)
+        config = version.config or {}
+        for name in VERSIONED_FIELDS:
+            default = Agent._meta.get_field(name).get_default()
+            setattr(runtime, name, copy.deepcopy(config.get(name, default)))
+        runtime.running_version = version
+        return runtime
 
     def clean(self) -> None:
         allowed_models = catalogue.MODELS_BY_KIND.get(self.kind, ())
@@ -169,6 +193,8 @@ class Session(TenantOwnedModel):
         WIDGET = "widget", "Widget"
         API = "api", "API"
         PHONE = "phone", "Phone"
+        # The console's Try-it: runs the agent's draft; never counts as widget usage.
+        CONSOLE = "console", "Console (Try-it)"
 
     class EndReason(models.TextChoices):
         CLIENT_CLOSED = "client_closed", "Client closed"
@@ -392,6 +418,10 @@ class PhoneNumber(TenantOwnedModel):
 
     number = models.CharField(max_length=20, unique=True, help_text="E.164, e.g. +14155550100")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    # Calls run this published version of the agent; empty: whichever version is live.
+    version = models.ForeignKey(
+        AgentVersion, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
+    )
     twilio_auth_token_encrypted = models.TextField(
         help_text="The Twilio account's auth token, encrypted: it validates request signatures."
     )

@@ -117,6 +117,15 @@ def session_start(
     slower checks (suspension, spend caps) only read and run before the lock.
     """
     admission_check_standing(tenant=tenant, agent=agent, widget_key_id=widget_key_id)
+    # ``agent`` as the session runs it (``access.agent_runtime``): a published version's copy,
+    # or the row itself: the draft on the console, else (a caller passing the row) the live one.
+    running = agent.running_version
+    if running is not None:
+        agent_version_id = running.pk
+    elif channel == Session.Channel.CONSOLE:
+        agent_version_id = None
+    else:
+        agent_version_id = agent.live_version_id
     with tenant_scope(tenant), transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         admission_check_capacity(tenant=locked, channel=channel)
@@ -124,7 +133,7 @@ def session_start(
         session = Session.objects.create(
             tenant=tenant,
             agent=agent,
-            agent_version_id=agent.live_version_id,
+            agent_version_id=agent_version_id,
             channel=channel,
             model=agent.model,
             end_user_hash=end_user_hash(tenant_id=tenant.pk, end_user=end_user),

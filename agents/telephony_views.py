@@ -18,6 +18,7 @@ import re
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -25,9 +26,9 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from agents import access, catalogue, services, tokens
+from agents import access, catalogue, configuration, services, tokens
 from agents.access import PHONE_END_USER_PREFIX
-from agents.models import Agent, PhoneNumber
+from agents.models import Agent, AgentVersion, PhoneNumber
 from agents.telephony import (
     TOKEN_PARAMETER,
     UNAVAILABLE_MESSAGE,
@@ -59,7 +60,11 @@ def phone_number_for_call(*, number: str) -> PhoneNumber | None:
     if not E164.fullmatch(number):
         return None
     with scopes_disabled():  # the called number is what names the tenant
-        return PhoneNumber.objects.select_related("tenant", "agent").filter(number=number).first()
+        return (
+            PhoneNumber.objects.select_related("tenant", "agent__live_version", "version")
+            .filter(number=number)
+            .first()
+        )
 
 
 def phone_caller_end_user(*, tenant_id: int, caller: str) -> str:
@@ -77,9 +82,10 @@ def phone_call_token_mint(*, phone_number: PhoneNumber, caller: str) -> tokens.M
     agent = phone_number.agent
     if agent.status != Agent.Status.ACTIVE:
         raise access.not_found()
-    return tokens.console_token_mint(
+    return tokens.phone_token_mint(
         agent=agent,
         end_user=phone_caller_end_user(tenant_id=phone_number.tenant_id, caller=caller),
+        version=phone_number.version,
     )
 
 
@@ -90,10 +96,14 @@ def phone_number_create(
     agent: Agent,
     auth_token: str,
     actor: AbstractBaseUser | None,
+    version: AgentVersion | None = None,
 ) -> PhoneNumber:
-    """Route ``number`` to ``agent``; the Twilio auth token is stored encrypted, shown masked."""
+    """Route ``number`` to ``agent`` (pinned to one of its published versions, or following
+    the live one); the Twilio auth token is stored encrypted, shown masked."""
     if agent.tenant_id != tenant.pk:
         raise access.not_found()
+    if version is not None and version.agent_id != agent.pk:
+        raise ServiceError("That version belongs to another agent.")
     with scopes_disabled():  # numbers are unique across tenants: a number rings one place
         taken = PhoneNumber.objects.filter(number=number).exists()
     if taken:
@@ -104,6 +114,7 @@ def phone_number_create(
                 tenant=tenant,
                 number=number,
                 agent=agent,
+                version=version,
                 twilio_auth_token_encrypted=crypto.encrypt(auth_token),
                 twilio_auth_token_masked=crypto.mask(auth_token),
             )
@@ -112,6 +123,7 @@ def phone_number_create(
     audit_record(
         tenant=tenant, actor=actor, action="phone_number.create", target=phone_number,
         changes={"number": number, "agent": agent.pk,
+                 "version": version.number if version else "live",
                  "auth_token": phone_number.twilio_auth_token_masked},
     )  # fmt: skip
     return phone_number
@@ -194,6 +206,13 @@ class PhoneNumberForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "+14155550100"}),
     )
     agent = forms.ModelChoiceField(queryset=None, empty_label=None)
+    version = forms.IntegerField(
+        label="Pin to version",
+        required=False,
+        min_value=1,
+        help_text="Empty: calls run whichever version of the agent is live. A number: calls "
+        "run that published version, whatever is published later.",
+    )
     twilio_auth_token = forms.CharField(
         label="Twilio auth token",
         max_length=128,
@@ -215,6 +234,16 @@ class PhoneNumberForm(forms.Form):
             raise forms.ValidationError("Enter the number in E.164 form, e.g. +14155550100.")
         return number
 
+    def clean(self) -> dict:
+        cleaned = super().clean() or {}
+        try:
+            cleaned["pinned"] = configuration.agent_version_for_pin(
+                agent=cleaned.get("agent"), number=cleaned.get("version")
+            )
+        except ValidationError as error:
+            self.add_error("version", error.message_dict["version"])
+        return cleaned
+
     def clean_twilio_auth_token(self) -> str:
         token = self.cleaned_data["twilio_auth_token"]
         if len(token) < 16 or any(character.isspace() for character in token):
@@ -234,6 +263,7 @@ def phone_number_list(request: HttpRequest) -> HttpResponse:
                     agent=form.cleaned_data["agent"],
                     auth_token=form.cleaned_data["twilio_auth_token"],
                     actor=request.user,
+                    version=form.cleaned_data["pinned"],
                 )
             except ServiceError as error:
                 form.add_error("number", str(error))
@@ -241,7 +271,7 @@ def phone_number_list(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"{phone_number.number} now rings {phone_number.agent}.")
                 return redirect("phone-number-list", tenant_slug=request.tenant.slug)
     context = {
-        "phone_numbers": PhoneNumber.objects.select_related("agent").order_by("number"),
+        "phone_numbers": PhoneNumber.objects.select_related("agent", "version").order_by("number"),
         "form": form,
         "webhook_url": request.build_absolute_uri(reverse("twilio-voice")),
     }

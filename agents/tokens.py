@@ -20,10 +20,12 @@ from agents.access import (
     admission_check,
     agent_get_for_api_key,
     agent_get_for_tenant,
+    agent_runtime,
     not_found,
     token_hash,
+    version_get_for_agent,
 )
-from agents.models import Agent
+from agents.models import Agent, AgentVersion
 from tenants.models import ApiKey, ClientToken, WidgetKey
 from tenants.origins import origin_is_allowed, origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -38,7 +40,7 @@ CONSOLE_TOKEN_SECONDS = 60
 class MintedToken:
     value: str
     expires_at: object
-    agent: Agent
+    agent: Agent  # as the session will run it (the pinned, live or draft configuration)
 
 
 def widget_token_mint(
@@ -71,14 +73,24 @@ def widget_token_mint(
         agent=agent,
         kind=ClientToken.Kind.WIDGET,
         seconds=WIDGET_TOKEN_SECONDS,
+        version=widget_key.version,
         widget_key=widget_key,
         origin=origin_normalize(origin or ""),
         end_user=end_user[:200],
     )
 
 
-def _client_token_create(*, agent: Agent, kind: str, seconds: int, **fields: object) -> MintedToken:
-    """Store a new single-use token (its hash only) and return it once."""
+def _client_token_create(
+    *,
+    agent: Agent,
+    kind: str,
+    seconds: int,
+    version: AgentVersion | None = None,
+    **fields: object,
+) -> MintedToken:
+    """Store a new single-use token (its hash only) and return it once. ``version`` pins a
+    published version; a console token runs the draft; any other runs the live version."""
+    runtime = agent_runtime(agent, version=version, draft=kind == ClientToken.Kind.CONSOLE)
     prefix = WIDGET_TOKEN_PREFIX if kind == ClientToken.Kind.WIDGET else EPHEMERAL_PREFIX
     raw = prefix + secrets.token_urlsafe(24)
     expires_at = timezone.now() + timedelta(seconds=seconds)
@@ -88,16 +100,22 @@ def _client_token_create(*, agent: Agent, kind: str, seconds: int, **fields: obj
             kind=kind,
             hashed_token=token_hash(raw),
             agent=agent,
+            agent_version=version,
             expires_at=expires_at,
             **fields,
         )
-    return MintedToken(value=raw, expires_at=expires_at, agent=agent)
+    return MintedToken(value=raw, expires_at=expires_at, agent=runtime)
 
 
 def ephemeral_key_mint(
-    *, api_key: ApiKey, agent_id: object | None, seconds: int = EPHEMERAL_DEFAULT_SECONDS
+    *,
+    api_key: ApiKey,
+    agent_id: object | None,
+    seconds: int = EPHEMERAL_DEFAULT_SECONDS,
+    version: object | None = None,
 ) -> MintedToken:
-    """A short-lived client secret a backend hands to a browser (usable until it expires)."""
+    """A short-lived client secret a backend hands to a browser (usable until it expires);
+    ``version`` (a number) pins a published version of the agent, else the live one runs."""
     if not 10 <= seconds <= EPHEMERAL_MAX_SECONDS:
         raise AccessDenied(
             "invalid_expiry",
@@ -105,17 +123,35 @@ def ephemeral_key_mint(
             status=400,
         )
     agent = agent_get_for_api_key(api_key=api_key, agent_id=agent_id)
+    pinned = version_get_for_agent(agent=agent, number=version)
     return _client_token_create(
-        agent=agent, kind=ClientToken.Kind.EPHEMERAL, seconds=seconds, api_key=api_key
-    )
+        agent=agent, kind=ClientToken.Kind.EPHEMERAL, seconds=seconds, api_key=api_key,
+        version=pinned,
+    )  # fmt: skip
 
 
 def console_token_mint(*, agent: Agent, end_user: str) -> MintedToken:
-    """A single-use socket token for the console's try-it page (a logged-in member)."""
+    """A single-use socket token for the console's Try-it page (a member who may configure):
+    its session runs the agent's draft, on the console channel."""
+    admission_check(tenant=agent.tenant, agent=agent)
+    return _client_token_create(
+        agent=agent,
+        kind=ClientToken.Kind.CONSOLE,
+        seconds=CONSOLE_TOKEN_SECONDS,
+        end_user=end_user[:200],
+    )
+
+
+def phone_token_mint(
+    *, agent: Agent, end_user: str, version: AgentVersion | None = None
+) -> MintedToken:
+    """The single-use token of one phone call's media stream (the number's pinned version, or
+    the live one)."""
     admission_check(tenant=agent.tenant, agent=agent)
     return _client_token_create(
         agent=agent,
         kind=ClientToken.Kind.EPHEMERAL,
         seconds=CONSOLE_TOKEN_SECONDS,
+        version=version,
         end_user=end_user[:200],
     )

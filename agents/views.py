@@ -131,8 +131,12 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
     if not isinstance(seconds, int):
         return _error("invalid_expiry", "expires_after.seconds must be an integer", 400)
     agent_id = body.get("agent") or request.GET.get("agent")
+    # ``version`` pins a published version of the agent (else the live one runs).
+    version = body.get("version") or request.GET.get("version")
     try:
-        minted = tokens.ephemeral_key_mint(api_key=api_key, agent_id=agent_id, seconds=seconds)
+        minted = tokens.ephemeral_key_mint(
+            api_key=api_key, agent_id=agent_id, seconds=seconds, version=version
+        )
     except access.AccessDenied as denied:
         return _error(denied.code, denied.message, denied.status)
     expires_at = int(minted.expires_at.timestamp())

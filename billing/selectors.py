@@ -257,6 +257,13 @@ class UsageSummary:
     by_day_and_model: dict[date, dict[str, Decimal]] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     tokens_by_type: dict[str, Decimal] = field(default_factory=dict)
+    # Of ``cost``/``billed``: the console's Try-it sessions (real upstream usage on the
+    # tenant's key, billed like any session, but never widget usage).
+    console_cost: Decimal = Decimal(0)
+    console_billed: Decimal = Decimal(0)
+
+
+CONSOLE_CHANNEL = "console"  # agents.models.Session.Channel.CONSOLE (billing imports no agents)
 
 
 def usage_summary(*, tenant_id: int, start: date, end: date) -> UsageSummary:
@@ -305,6 +312,14 @@ def usage_summary(*, tenant_id: int, start: date, end: date) -> UsageSummary:
         day += timedelta(days=1)
     summary.models = sorted(models)
     summary.tokens_by_type = tokens
+    with tenant_scope(tenant_id):
+        console = UsageEvent.objects.filter(
+            session__channel=CONSOLE_CHANNEL,
+            occurred_at__gte=day_start(start),
+            occurred_at__lt=day_start(end + timedelta(days=1)),
+        )
+        summary.console_cost = _events_cost(console, book)
+    summary.console_billed = pricing.with_markup(summary.console_cost, terms.markup_percent)
     return summary
 
 

@@ -32,6 +32,12 @@ class ProviderCredentialForm(forms.Form):
     )
 
 
+VERSION_PIN_HELP = (
+    "Empty: the widget runs whichever version of the agent is live. A number: it runs that "
+    "published version of the key's agent, whatever is published later."
+)
+
+
 class WidgetKeyForm(forms.Form):
     name = forms.CharField(max_length=100)
     agent = forms.ModelChoiceField(
@@ -40,6 +46,12 @@ class WidgetKeyForm(forms.Form):
     allowed_origins = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "https://shop.example.com"}),
         help_text="One exact origin per line: scheme, host and port, no path.",
+    )
+    version = forms.IntegerField(
+        label="Pin to version",
+        required=False,
+        min_value=1,
+        help_text=VERSION_PIN_HELP,
     )
 
     def __init__(self, *args, **kwargs):
@@ -67,6 +79,12 @@ class InvitationForm(forms.Form):
 
 class AcceptInvitationForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput, min_length=10)
+
+
+class WidgetVersionForm(forms.Form):
+    version = forms.IntegerField(
+        label="Pin to version", required=False, min_value=1, help_text=VERSION_PIN_HELP
+    )
 
 
 class WidgetOriginsForm(forms.Form):

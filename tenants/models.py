@@ -254,6 +254,10 @@ class WidgetKey(TenantOwnedModel):
     agent = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
+    # Sessions run this published version of the key's agent; empty: whichever version is live.
+    version = models.ForeignKey(
+        "agents.AgentVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
+    )
     allowed_origins = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -289,6 +293,7 @@ class ClientToken(TenantOwnedModel):
     class Kind(models.TextChoices):
         WIDGET = "widget", "Widget session token"
         EPHEMERAL = "ephemeral", "Ephemeral client secret"
+        CONSOLE = "console", "Console Try-it token"  # runs the agent's draft
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     hashed_token = models.CharField(max_length=64, unique=True)
@@ -298,6 +303,11 @@ class ClientToken(TenantOwnedModel):
     )
     api_key = models.ForeignKey(
         ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # The published version the socket runs (a pinned widget key, phone number or
+    # ``?version=``); empty: the live one (a console token runs the draft).
+    agent_version = models.ForeignKey(
+        "agents.AgentVersion", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
     origin = models.CharField(max_length=200, blank=True)
     end_user = models.CharField(max_length=200, blank=True)

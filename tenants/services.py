@@ -307,6 +307,22 @@ def origins_clean(origins: list[str]) -> list[str]:
     return cleaned
 
 
+def widget_key_version(*, tenant_id: int, agent: object | None, number: int | None) -> object:
+    """The published version of the key's agent numbered ``number`` (None: follow the live
+    version), or ``ServiceError``. The model is reached through the field: tenants imports
+    nothing of agents."""
+    if number is None:
+        return None
+    if agent is None:
+        raise ServiceError("Choose an agent to pin one of its versions.")
+    versions = WidgetKey._meta.get_field("version").related_model
+    with tenant_scope(tenant_id):
+        version = versions.objects.filter(agent=agent, number=number).first()
+    if version is None:
+        raise ServiceError(f"{agent} has no version {number}.")
+    return version
+
+
 def widget_key_create(
     *,
     tenant: Tenant,
@@ -314,7 +330,11 @@ def widget_key_create(
     allowed_origins: list[str],
     agent: object | None = None,
     actor: AbstractBaseUser | None = None,
+    version_number: int | None = None,
 ) -> WidgetKey:
+    """A new widget key; ``version_number`` pins its sessions to that published version of
+    its agent (``ServiceError`` when the agent has no such version)."""
+    version = widget_key_version(tenant_id=tenant.pk, agent=agent, number=version_number)
     with tenant_scope(tenant):
         widget_key = WidgetKey.objects.create(
             tenant=tenant,
@@ -322,10 +342,30 @@ def widget_key_create(
             key=WIDGET_KEY_PREFIX + secrets.token_urlsafe(18),
             allowed_origins=origins_clean(allowed_origins),
             agent=agent,
+            version=version,
         )
         audit_record(
             tenant=tenant, actor=actor, action="widget_key.created", target=widget_key,
-            changes={"allowed_origins": widget_key.allowed_origins},
+            changes={"allowed_origins": widget_key.allowed_origins,
+                     "version": version_number or "live"},
+        )  # fmt: skip
+    return widget_key
+
+
+def widget_key_pin(
+    *, widget_key: WidgetKey, version_number: int | None, actor: AbstractBaseUser | None = None
+) -> WidgetKey:
+    """Pin the key's sessions to a published version of its agent, or (None) to the live one."""
+    version = widget_key_version(
+        tenant_id=widget_key.tenant_id, agent=widget_key.agent, number=version_number
+    )
+    with tenant_scope(widget_key.tenant_id):
+        before = widget_key.version.number if widget_key.version else "live"
+        widget_key.version = version
+        widget_key.save(update_fields=["version"])
+        audit_record(
+            tenant=widget_key.tenant_id, actor=actor, action="widget_key.version_pinned",
+            target=widget_key, changes={"from": before, "to": version_number or "live"},
         )  # fmt: skip
     return widget_key
 

@@ -27,6 +27,7 @@ from tenants.forms import (
     RetentionForm,
     WidgetKeyForm,
     WidgetOriginsForm,
+    WidgetVersionForm,
 )
 from tenants.models import (
     RETENTION_FIELDS,
@@ -96,15 +97,20 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
     form = WidgetKeyForm(request.POST or None)
     if request.method == "POST":
         if form.is_valid():
-            widget_key = services.widget_key_create(
-                tenant=request.tenant,
-                name=form.cleaned_data["name"],
-                allowed_origins=form.cleaned_data["allowed_origins"],
-                agent=form.cleaned_data.get("agent"),
-                actor=request.user,
-            )
-            messages.success(request, f"Widget key {widget_key.name} created.")
-            return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+            try:
+                widget_key = services.widget_key_create(
+                    tenant=request.tenant,
+                    name=form.cleaned_data["name"],
+                    allowed_origins=form.cleaned_data["allowed_origins"],
+                    agent=form.cleaned_data.get("agent"),
+                    actor=request.user,
+                    version_number=form.cleaned_data.get("version"),
+                )
+            except services.ServiceError as error:
+                form.add_error("version", str(error))
+            else:
+                messages.success(request, f"Widget key {widget_key.name} created.")
+                return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
     context = {"widget_keys": WidgetKey.objects.order_by("-created_at"), "form": form}
     return render(request, "console/widget_keys.html", context)
 
@@ -113,11 +119,28 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
 def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
 
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
+    pinning = request.POST.get("form") == "version"
+    version_form = WidgetVersionForm(
+        request.POST if pinning else None,
+        initial={"version": widget_key.version.number if widget_key.version else None},
+    )
     form = WidgetOriginsForm(
-        request.POST or None,
+        None if pinning else (request.POST or None),
         initial={"allowed_origins": "\n".join(widget_key.allowed_origins)},
     )
-    if request.method == "POST":
+    if pinning and version_form.is_valid():
+        try:
+            services.widget_key_pin(
+                widget_key=widget_key,
+                version_number=version_form.cleaned_data["version"],
+                actor=request.user,
+            )
+        except services.ServiceError as error:
+            version_form.add_error("version", str(error))
+        else:
+            messages.success(request, "Version pin saved.")
+            return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+    elif request.method == "POST" and not pinning:
         if form.is_valid():
             services.widget_key_update_origins(
                 widget_key=widget_key,
@@ -135,6 +158,7 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
     context = {
         "widget_key": widget_key,
         "form": form,
+        "version_form": version_form,
         "snippet": snippet,
         "preview_url": preview_url,
         "preview_allowed": request.build_absolute_uri("/").rstrip("/")

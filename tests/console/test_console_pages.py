@@ -117,7 +117,7 @@ AGENT_FORM = {
 }  # fmt: skip
 
 
-def test_create_edit_and_roll_back_an_agent(client, world, console):
+def test_create_edit_publish_and_roll_back_an_agent(client, world, console):
     client.force_login(world.owner_a)
     response = client.post(reverse("agent-create", args=["tenant-a"]), AGENT_FORM)
     assert response.status_code == 302
@@ -128,9 +128,24 @@ def test_create_edit_and_roll_back_an_agent(client, world, console):
     response = client.post(edit_url, {**AGENT_FORM, "voice": "marin", "instructions": "Sell."})
     assert response.status_code == 302
     agent.refresh_from_db()
-    assert (agent.voice, agent.instructions, agent.live_version.number) == ("marin", "Sell.", 2)
-    # Saving the same values again makes no new version.
+    # Saved to the draft: the live version is still v1, the page shows the difference.
+    assert (agent.voice, agent.instructions, agent.live_version.number) == ("marin", "Sell.", 1)
+    page = html.unescape(client.get(edit_url).content.decode())
+    draft = page[
+        page.index('id="draft-changes"') : page.index(
+            "</section>", page.index('id="draft-changes"')
+        )
+    ]
+    assert "Unpublished changes" in draft and "<code>voice</code>" in draft
+    assert "<del>Sell kindly.</del>" in draft and "<ins>Sell.</ins>" in draft
+    assert "<code>name</code>" not in draft
+    client.post(reverse("agent-publish", args=["tenant-a", agent.pk]), {"note": "shorter"})
+    agent.refresh_from_db()
+    assert (agent.live_version.number, agent.live_version.note) == (2, "shorter")
+    assert 'id="draft-changes"' not in client.get(edit_url).content.decode()
+    # Saving the same values again changes nothing; publishing again makes no new version.
     client.post(edit_url, {**AGENT_FORM, "voice": "marin", "instructions": "Sell."})
+    client.post(reverse("agent-publish", args=["tenant-a", agent.pk]))
     with tenant_scope(world.tenant_a):
         assert AgentVersion.objects.filter(agent=agent).count() == 2
         first = AgentVersion.objects.get(agent=agent, number=1)
@@ -150,17 +165,28 @@ def test_create_edit_and_roll_back_an_agent(client, world, console):
             .order_by("pk")
             .values_list("action", flat=True)
         )
-    assert actions == ["agent.created", "agent.updated", "agent.rolled_back"]
+    assert actions == ["agent.created", "agent.updated", "agent.published", "agent.rolled_back"]
 
 
-def test_session_records_the_live_version(world, console):
+def test_session_records_the_version_it_runs(world, console):
+    from agents.access import agent_runtime
+    from agents.configuration import agent_publish
     from agents.services import session_start
 
     agent = console["agent"]
-    version = agent_update(agent=agent, actor=world.owner_a, fields={"voice": "sage"})
+    agent_update(agent=agent, actor=world.owner_a, fields={"voice": "sage"})
+    version = agent_publish(agent, world.owner_a)
     agent.refresh_from_db()
-    session = session_start(tenant=world.tenant_a, agent=agent, channel="api", end_user="u")
-    assert session.agent_version_id == version.pk
+    session = session_start(
+        tenant=world.tenant_a, agent=agent_runtime(agent), channel="api", end_user="u"
+    )
+    assert (session.agent_version_id, session.model) == (version.pk, agent.model)
+    agent_update(agent=agent, actor=world.owner_a, fields={"voice": "cedar"})
+    tried = session_start(
+        tenant=world.tenant_a, agent=agent_runtime(agent, draft=True), channel="console",
+        end_user="u",
+    )  # fmt: skip
+    assert tried.agent_version_id is None  # it ran the draft
 
 
 def test_form_errors_appear_next_to_the_field(client, world, console):
@@ -245,8 +271,9 @@ def test_tools_validate_schema_and_mcp_authorization_is_encrypted(client, world,
     assert server["authorization_masked"] == "…1234"
     page = client.get(url)
     assert b"secret-token-1234" not in page.content
-    with tenant_scope(world.tenant_a):
-        assert AgentVersion.objects.filter(agent=agent).count() == 3
+    with tenant_scope(world.tenant_a):  # tools go to the draft: no version until published
+        assert AgentVersion.objects.filter(agent=agent).count() == 1
+    assert "<code>tools</code>" in page.content.decode()  # shown as an unpublished change
 
 
 def test_members_invite_accept_roles_and_last_owner(client, world, console):
@@ -322,8 +349,8 @@ def test_admin_can_end_a_session_through_the_channel_layer(client, world, consol
     )
 
 
-def test_try_it_token_opens_the_widget_socket(client, world, console):
-    client.force_login(user_with_role(world, "viewer"))
+def test_try_it_token_opens_the_widget_socket_on_the_console_channel(client, world, console):
+    client.force_login(user_with_role(world, "admin"))
     response = client.post(reverse("agent-try-token", args=["tenant-a", console["agent"].pk]))
     assert response.status_code == 201
     body = response.json()
@@ -332,10 +359,28 @@ def test_try_it_token_opens_the_widget_socket(client, world, console):
         from tenants.models import ClientToken
 
         token = ClientToken.objects.get()
-    assert (token.agent_id, token.end_user) == (
+    assert (token.agent_id, token.end_user, token.kind) == (
         console["agent"].pk,
         f"console:{response.wsgi_request.user.pk}",
+        "console",
     )
+
+
+@pytest.mark.parametrize("role", ["finance", "viewer"])
+def test_finance_and_viewer_cannot_start_a_try_it(client, world, console, role):
+    client.force_login(user_with_role(world, role))
+    args = ["tenant-a", console["agent"].pk]
+    response = client.post(reverse("agent-try-token", args=args))
+    assert response.status_code == 403
+    assert "Only owners and admins can try agents" in response.json()["error"]["message"]
+    page = client.get(reverse("agent-try", args=args)).content.decode()
+    assert 'id="try-forbidden"' in page and "voiceplatform-widget.js" not in page
+    edit = client.get(reverse("agent-edit", args=args)).content.decode()
+    assert reverse("agent-try", args=args) not in edit  # no tab, no link
+    with scopes_disabled():
+        from tenants.models import ClientToken
+
+        assert not ClientToken.objects.exists()
 
 
 def test_widget_key_page_shows_snippet_and_edits_origins(client, world, console):

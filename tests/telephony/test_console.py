@@ -68,7 +68,12 @@ def test_an_owner_adds_a_number(client, phone):
         event = AuditEvent.objects.get(action="phone_number.create", target_id=str(row.pk))
     assert event.tenant_id == phone.world.tenant_a.pk
     assert event.actor_id == phone.world.owner_a.pk
-    assert event.changes == {"number": NEW_NUMBER, "agent": phone.agent.pk, "auth_token": "…4321"}
+    assert event.changes == {
+        "number": NEW_NUMBER,
+        "agent": phone.agent.pk,
+        "version": "live",
+        "auth_token": "…4321",
+    }
     page = client.get(list_url(phone.world.tenant_a)).content.decode()
     assert NEW_NUMBER in page and NEW_TOKEN not in page
 

@@ -97,6 +97,7 @@ TENANT_URLS = {
     "agent-duplicate": ("POST", ("agent_id",)),
     "agent-archive": ("POST", ("agent_id",)),
     "agent-versions": ("GET", ("agent_id",)),
+    "agent-publish": ("POST", ("agent_id",)),
     "agent-rollback": ("POST", ("agent_id", "version_id")),
     "agent-tools": ("GET", ("agent_id",)),
     "agent-tool-delete": ("POST", ("agent_id",)),

@@ -85,7 +85,12 @@ def test_obviously_wrong_secret_is_refused(world):
 def test_rotation_covers_twilio_tokens_and_mcp_authorizations_in_agents_and_versions(
     world, settings
 ):
-    from agents.configuration import agent_create, agent_mcp_server_add, agent_rollback
+    from agents.configuration import (
+        agent_create,
+        agent_mcp_server_add,
+        agent_publish,
+        agent_rollback,
+    )
     from agents.models import AgentVersion, PhoneNumber
     from agents.selectors import policy_for_agent
 
@@ -99,6 +104,7 @@ def test_rotation_covers_twilio_tokens_and_mcp_authorizations_in_agents_and_vers
         agent=agent, actor=None,
         server={"label": "crm", "url": "https://mcp.example", "authorization": "Bearer mcp-secret"},
     )  # fmt: skip
+    agent_publish(agent, None)
     with tenant_scope(world.tenant_a):
         PhoneNumber.objects.create(
             tenant=world.tenant_a, number="+14155550100", agent=agent,
