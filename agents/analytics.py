@@ -90,9 +90,10 @@ def session_analytics(*, tenant_id: int, start: date, end: date) -> Analytics:
         result.average_duration_s = sum(durations) / len(durations)
         result.p95_duration_s = percentile(durations, 0.95)
     labels = dict(Session.EndReason.choices) | {"in_progress": "In progress"}
-    result.end_reasons = [
-        (labels.get(reason, reason), count) for reason, count in reasons.most_common()
-    ]
+    result.end_reasons = sorted(
+        ((labels.get(reason, reason), count) for reason, count in reasons.items()),
+        key=lambda pair: (-pair[1], pair[0]),
+    )
     result.first_audio_sessions = len(first_audio)
     if first_audio:
         result.average_first_audio_ms = sum(first_audio) / len(first_audio)
@@ -115,7 +116,7 @@ def _tool_errors(result: Analytics, *, since: datetime, until: datetime) -> None
     for data in outputs.filter(data__has_key="error").values_list("data", flat=True).iterator():
         by_tool[str((data or {}).get("name") or "(unnamed)")] += 1
     result.tool_errors = sum(by_tool.values())
-    result.tool_errors_by_tool = by_tool.most_common()
+    result.tool_errors_by_tool = sorted(by_tool.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
 def _cost_by_agent(result: Analytics, *, tenant_id: int) -> None:

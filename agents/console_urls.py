@@ -46,7 +46,7 @@ urlpatterns = [
     ),
     path("sessions/<int:session_id>/erase/", views.session_erase, name="session-erase"),
     path(
-        "sessions/<int:session_id>/transcript.<str:fmt>",
+        "sessions/<int:session_id>/transcript/",
         views.session_transcript_export,
         name="session-transcript-export",
     ),

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from agents import (
     access,
@@ -338,13 +338,18 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     return render(request, "console/sessions/detail.html", context)
 
 
+@require_GET
 @tenant_view(configure=True)
-def session_transcript_export(request: HttpRequest, session_id: int, fmt: str) -> HttpResponse:
-    """The transcript as a download (``txt`` or ``json``), as stored; owners and admins, as for
-    the recording's download: the file leaves the console's access control."""
+def session_transcript_export(request: HttpRequest, session_id: int) -> HttpResponse:
+    """The transcript as a download (``?format=txt``, the default, or ``json``), as stored;
+    owners and admins, as for the recording's download: the file leaves the console's access
+    control."""
     session = tenant_object_get(Session, pk=session_id)
+    fmt = request.GET.get("format", "txt")
     if fmt not in transcript_export.FORMATS:
-        raise Http404("Transcripts export as txt or json.")
+        return HttpResponse(
+            "A transcript exports as format=txt or format=json.", status=400, content_type="text/plain"
+        )
     items = list(TranscriptItem.objects.filter(session=session).order_by("sequence", "pk"))
     if fmt == "json":
         body, content_type = transcript_export.transcript_json(session, items), "application/json"

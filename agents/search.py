@@ -103,7 +103,7 @@ def highlight(text: str, query: str) -> SafeString:
     except SearchQueryError:
         return escape(text)
     pattern = re.compile(
-        r"\b(" + "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True)) + r")",
+        r"\b(?:" + "|".join(re.escape(word) for word in words) + r")\w*",
         re.IGNORECASE | re.UNICODE,
     )
     parts = []
