@@ -348,7 +348,9 @@ def session_transcript_export(request: HttpRequest, session_id: int) -> HttpResp
     fmt = request.GET.get("format", "txt")
     if fmt not in transcript_export.FORMATS:
         return HttpResponse(
-            "A transcript exports as format=txt or format=json.", status=400, content_type="text/plain"
+            "A transcript exports as format=txt or format=json.",
+            status=400,
+            content_type="text/plain",
         )
     items = list(TranscriptItem.objects.filter(session=session).order_by("sequence", "pk"))
     if fmt == "json":

@@ -89,9 +89,7 @@ def matching_session_ids(text: str, *, limit: int) -> list[int] | None:
     walk finds a page of them quickly and is what the caller runs then.
     """
     ids = list(
-        matching_items(text).order_by().values_list("session_id", flat=True).distinct()[
-            : limit + 1
-        ]
+        matching_items(text).order_by().values_list("session_id", flat=True).distinct()[: limit + 1]
     )
     return ids if len(ids) <= limit else None
 

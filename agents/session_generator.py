@@ -100,9 +100,8 @@ def _conversation(rng: random.Random, started_at: datetime) -> list[tuple[str, s
             data = {"call_id": f"call_{rng.randrange(10**9)}", "name": "order_lookup"}
             lines.append(("assistant", "function_call", "", {**data, "arguments": "{}"}))
             output = '{"error": "timeout"}' if error else '{"status": "shipped"}'
-            lines.append(
-                ("tool", "function_call_output", output, {**data, **({"error": "timeout"} if error else {})})
-            )  # fmt: skip
+            output_data = {**data, "error": "timeout"} if error else data
+            lines.append(("tool", "function_call_output", output, output_data))
         lines.append(("assistant", "message", rng.choice(AGENT_LINES).format(**values), {}))
     return lines
 

@@ -6,29 +6,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0015_transcript_search'),
-        ('billing', '0004_usage_kind_and_text_prices'),
-        ('tenants', '0013_tenant_retention'),
+        ("agents", "0015_transcript_search"),
+        ("billing", "0004_usage_kind_and_text_prices"),
+        ("tenants", "0013_tenant_retention"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SessionCost',
+            name="SessionCost",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cost_usd', models.DecimalField(decimal_places=6, max_digits=14)),
-                ('computed_at', models.DateTimeField()),
-                ('session', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='cost', to='agents.session')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("cost_usd", models.DecimalField(decimal_places=6, max_digits=14)),
+                ("computed_at", models.DateTimeField()),
+                (
+                    "session",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="cost",
+                        to="agents.session",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['tenant', 'cost_usd'], name='session_cost_tenant_cost')],
+                "indexes": [
+                    models.Index(fields=["tenant", "cost_usd"], name="session_cost_tenant_cost")
+                ],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('unscoped', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("unscoped", django.db.models.manager.Manager()),
             ],
         ),
     ]

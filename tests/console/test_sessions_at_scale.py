@@ -195,9 +195,7 @@ def test_postgresql_keeps_the_search_vector_and_searches_it_through_the_gin_inde
         query = search.matching_items("parcel").order_by().values("session_id")
         sql, params = query.query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'transcript_search'"
-        )
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'transcript_search'")
         assert cursor.fetchone()[0] == (
             "CREATE INDEX transcript_search ON public.agents_transcriptitem "
             "USING gin (search_vector)"
@@ -214,7 +212,9 @@ def test_postgresql_keeps_the_search_vector_and_searches_it_through_the_gin_inde
 
 def test_keyset_pages_cover_every_session_once_even_with_equal_start_times(world, shop):
     same_time = [make_session(world.tenant_a, shop, started_at=DAY) for _ in range(4)]
-    older = [make_session(world.tenant_a, shop, started_at=DAY - timedelta(hours=h)) for h in (1, 2, 3)]
+    older = [
+        make_session(world.tenant_a, shop, started_at=DAY - timedelta(hours=h)) for h in (1, 2, 3)
+    ]
     expected = [s.pk for s in reversed(same_time)] + [s.pk for s in older]
     seen, after, pages = [], "", 0
     with tenant_scope(world.tenant_a):
@@ -368,7 +368,9 @@ def test_the_transcript_exports_as_text_and_json(client, world, conversation):
     assert text["Content-Disposition"] == f'attachment; filename="session-{conversation.pk}.txt"'
     lines = text.content.decode().splitlines()
     assert lines[0] == f"Session {conversation.pk} with Support (Widget, gpt-realtime-2)"
-    assert lines[1] == "Started 2026-11-02 09:00:00 UTC, ended 2026-11-02 09:00:40 UTC (Client closed)"
+    assert (
+        lines[1] == "Started 2026-11-02 09:00:00 UTC, ended 2026-11-02 09:00:40 UTC (Client closed)"
+    )
     assert [line.split("] ", 1)[1] for line in lines[3:]] == [
         "User: Where is order 42?",
         'Assistant · Function call: lookup({"id": 42})',
@@ -470,7 +472,8 @@ def test_analytics_figures_on_a_known_set_of_sessions(client, world, shop):
     assert figures.cost_by_agent == [("Support", support_cost), ("Sales", sales_cost)]
     client.force_login(world.member_a)  # a viewer sees the analytics
     page = client.get(
-        reverse("session-analytics", args=["tenant-a"]), {"start": "2026-11-02", "end": "2026-11-03"}
+        reverse("session-analytics", args=["tenant-a"]),
+        {"start": "2026-11-02", "end": "2026-11-03"},
     )
     content = page.content.decode()
     assert page.status_code == 200
@@ -512,7 +515,9 @@ def test_generate_sessions_then_bench_search_prints_the_figures(world, shop):
         assert SessionCost.objects.count() == 40  # the tallies were rebuilt
         assert search.matching_session_ids("order", limit=100)
     bench = StringIO()
-    call_command("bench_search", tenant="tenant-a", repeat=2, query=["order", "zeppelin"], stdout=bench)
+    call_command(
+        "bench_search", tenant="tenant-a", repeat=2, query=["order", "zeppelin"], stdout=bench
+    )
     lines = bench.getvalue().splitlines()
     assert lines[0] == f"{connection.vendor}: 40 sessions of tenant-a"
     assert "'zeppelin':   0 rows on the first page" in lines[2]

@@ -21,9 +21,7 @@ class Command(BaseCommand):
             raise CommandError(f"no tenant with slug {tenant!r}")
         if repeat < 1:
             raise CommandError("--repeat must be at least 1")
-        result = search_benchmark(
-            tenant=tenant_row, queries=tuple(query or QUERIES), repeat=repeat
-        )
+        result = search_benchmark(tenant=tenant_row, queries=tuple(query or QUERIES), repeat=repeat)
         self.stdout.write(f"{result.vendor}: {result.sessions} sessions of {tenant_row.slug}")
         for timing in result.timings:
             self.stdout.write(
