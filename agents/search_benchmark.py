@@ -18,9 +18,9 @@ from agents.models import Session
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
-# A common word, a product (a few percent of sessions), two words, a prefix, a city and a
-# refund, an order number (one session or so), a word nobody said.
-QUERIES = ("order", "blender", "refund kettle", "headph", "Lisbon refund", "A004217", "zeppelin")
+# A common word, a product (a few percent of sessions), two words, a prefix, two words of one
+# line, an order number (random: one session or none), a word nobody said.
+QUERIES = ("order", "blender", "refund kettle", "headph", "address lisbon", "A004217", "zeppelin")
 
 
 @dataclass(frozen=True)
