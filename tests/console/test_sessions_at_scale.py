@@ -434,6 +434,12 @@ def test_analytics_figures_on_a_known_set_of_sessions(client, world, shop):
         )  # fmt: skip
     make_session(world.tenant_a, shop, started_at=DAY + timedelta(hours=5))  # in progress
     make_session(world.tenant_a, shop, started_at=DAY - timedelta(days=5), seconds=999)  # outside
+    foreign = make_agent(world.tenant_b, world.owner_b, name="Foreign")
+    make_session(
+        world.tenant_b, foreign,
+        [("tool", "function_call_output", "x", {"name": "lookup", "error": "timeout"})],
+        started_at=DAY, seconds=500, end_reason="policy_violation",
+    )  # fmt: skip
     make_session(
         world.tenant_a, shop,
         [
