@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install run test lint pytest bench bench-reconnect bench-slow-reader soak migrate
+.PHONY: install run test lint pytest bench bench-reconnect bench-slow-reader bench-search soak migrate
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "VoicePlatform needs Python 3.11 (set PYTHON=...)")'
@@ -38,6 +38,11 @@ bench: install
 
 bench-reconnect: install
 	$(PY) -m bench.reconnect $(BENCH_ARGS)
+
+# Session search timings on the current database (DATABASE_URL); data: manage.py generate_sessions.
+BENCH_TENANT ?= demo
+bench-search: install
+	$(PY) manage.py bench_search --tenant $(BENCH_TENANT) $(BENCH_ARGS)
 
 bench-slow-reader: install
 	$(PY) -m bench.slow_reader $(BENCH_ARGS)

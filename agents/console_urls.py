@@ -46,6 +46,12 @@ urlpatterns = [
         name="session-analyze",
     ),
     path("sessions/<int:session_id>/erase/", views.session_erase, name="session-erase"),
+    path(
+        "sessions/<int:session_id>/transcript/",
+        views.session_transcript_export,
+        name="session-transcript-export",
+    ),
+    path("analytics/", views.session_analytics, name="session-analytics"),
     path("erasure/", views.erasure_confirm, name="erasure-confirm"),
     path(
         "sessions/<int:session_id>/recording/",

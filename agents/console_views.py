@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
 from agents import (
     access,
     analysis,
+    analytics,
     catalogue,
     configuration,
     recordings,
     retention,
+    search,
     services,
+    session_selectors,
     tokens,
+    transcript_export,
 )
 from agents.byte_ranges import ranged_response
 from agents.forms import AgentForm, FunctionToolForm, McpServerForm
@@ -34,6 +39,7 @@ from agents.models import (
     TranscriptItem,
 )
 from agents.views import agent_public_info
+from billing import charts
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
 from tenants.access import tenant_object_get
@@ -41,7 +47,6 @@ from tenants.console import tenant_view
 from tenants.forms import ErasureForm
 from tenants.models import DataPolicy
 
-SESSIONS_PER_PAGE = 50
 TOKEN_LABELS = {
     "input_text_tokens": "Text in",
     "input_audio_tokens": "Audio in",
@@ -288,46 +293,50 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
 
 @tenant_view()
 def session_list(request: HttpRequest) -> HttpResponse:
-    sessions = Session.objects.select_related("agent").order_by("-started_at")
-    filters = {
-        "agent": request.GET.get("agent", ""),
-        "channel": request.GET.get("channel", ""),
-        "end_reason": request.GET.get("end_reason", ""),
-        "date": request.GET.get("date", ""),
-        "success": request.GET.get("success", ""),
-        "data": request.GET.get("data", "").strip(),
-    }
-    if filters["agent"].isdigit():
-        sessions = sessions.filter(agent_id=int(filters["agent"]))
-    if filters["channel"] in Session.Channel.values:
-        sessions = sessions.filter(channel=filters["channel"])
-    if filters["end_reason"] == "in_progress":
-        sessions = sessions.filter(ended_at__isnull=True)
-    elif filters["end_reason"] in Session.EndReason.values:
-        sessions = sessions.filter(end_reason=filters["end_reason"])
-    if filters["date"]:
-        try:
-            day = date.fromisoformat(filters["date"])
-        except ValueError:
-            messages.error(request, "The date must look like 2026-11-21.")
-        else:
-            sessions = sessions.filter(started_at__date=day)
-    if filters["success"] in SessionAnalysis.Success.values:
-        sessions = analysis.sessions_with_success(sessions, filters["success"])
-    if filters["data"]:
-        try:
-            sessions = analysis.sessions_with_data(sessions, filters["data"])
-        except ValueError as problem:
-            messages.error(request, str(problem))
+    filters = session_selectors.session_filters_parse(request.GET)
+    page = session_selectors.session_page(filters, after=request.GET.get("after", ""))
+    for error in filters.errors:
+        messages.error(request, error)
+    query = request.GET.copy()
+    query.pop("after", None)
     context = {
-        "sessions": sessions.select_related("analysis")[:SESSIONS_PER_PAGE],
+        "page": page,
+        "rows": page.rows,
+        "sessions": [row.session for row in page.rows],
         "successes": SessionAnalysis.Success.choices,
-        "filters": filters,
+        "filters": filters.raw,
+        "filter_query": query.urlencode(),
         "agents": Agent.objects.order_by("name"),
         "channels": Session.Channel.choices,
         "end_reasons": Session.EndReason.choices,
     }
     return render(request, "console/sessions/list.html", context)
+
+
+@tenant_view()
+def session_analytics(request: HttpRequest) -> HttpResponse:
+    start, end, error = analytics.date_range_parse(
+        request.GET.dict(), today=timezone.now().astimezone(UTC).date()
+    )
+    if error:
+        messages.error(request, error)
+    figures = analytics.session_analytics(tenant_id=request.tenant.pk, start=start, end=end)
+    context = {
+        "figures": figures,
+        "start": start,
+        "end": end,
+        "sessions_chart": charts.values_per_day(figures.sessions_per_day, unit="sessions"),
+        "minutes_chart": charts.values_per_day(
+            figures.minutes_per_day, unit="min", color=charts.PALETTE[1]
+        ),
+        "end_reason_chart": charts.horizontal_bars(
+            [(label, count, str(count)) for label, count in figures.end_reasons]
+        ),
+        "cost_chart": charts.horizontal_bars(
+            [(name, float(cost), f"${cost:.4f}") for name, cost in figures.cost_by_agent]
+        ),
+    }
+    return render(request, "console/sessions/analytics.html", context)
 
 
 @tenant_view()
@@ -344,8 +353,10 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     recording = recordings.recording_for_session(session)
     markers = recording.markers if recording is not None else {}
     items = list(items)
+    query = request.GET.get("q", "").strip()
     for item in items:  # where the player seeks to for this line (None: not on the recording)
         item.offset_ms = markers.get(item.upstream_item_id)
+        item.marked = search.highlight(item.text, query) if query else None
     context = {
         "analysis": session_analysis,
         "analysis_rows": analysis.analysis_rows(session_analysis) if session_analysis else [],
@@ -364,8 +375,34 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "can_end": request.membership.can_configure and session.ended_at is None,
         "can_erase": request.membership.can_configure,
         "erased": session.end_user_hash == retention.ERASED,
+        "query": query,
+        "can_export": request.membership.can_configure,
     }
     return render(request, "console/sessions/detail.html", context)
+
+
+@require_GET
+@tenant_view(configure=True)
+def session_transcript_export(request: HttpRequest, session_id: int) -> HttpResponse:
+    """The transcript as a download (``?format=txt``, the default, or ``json``), as stored;
+    owners and admins, as for the recording's download: the file leaves the console's access
+    control."""
+    session = tenant_object_get(Session, pk=session_id)
+    fmt = request.GET.get("format", "txt")
+    if fmt not in transcript_export.FORMATS:
+        return HttpResponse(
+            "A transcript exports as format=txt or format=json.",
+            status=400,
+            content_type="text/plain",
+        )
+    items = list(TranscriptItem.objects.filter(session=session).order_by("sequence", "pk"))
+    if fmt == "json":
+        body, content_type = transcript_export.transcript_json(session, items), "application/json"
+    else:
+        body, content_type = transcript_export.transcript_text(session, items), "text/plain"
+    response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="session-{session.pk}.{fmt}"'
+    return response
 
 
 @tenant_view()

@@ -202,6 +202,7 @@ class RealtimeConsumer(AsyncConsumer):
             ),
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
+        self.recorder.set_first_audio_source(lambda: self.bridge.first_audio_ms)
         self.recorder.start()
         LIVE_SESSIONS.labels(channel=self.channel).inc()  # down again in _end
         if self.channel_layer is not None:

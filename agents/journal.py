@@ -778,6 +778,7 @@ def _apply_entry(entry: dict[str, Any]) -> None:
                 audio_in_ms=entry["audio_in_ms"],
                 audio_out_ms=entry["audio_out_ms"],
                 ended_at=_when(entry["ended_at"]),
+                first_audio_ms=entry.get("first_audio_ms"),  # absent in older journals
             )
         else:
             raise ValueError(f"unknown journal entry kind {entry['kind']!r}")
@@ -891,10 +892,12 @@ def submit_session_end(
     audio_out_ms: int,
     ended_at: datetime,
     hold_s: float = 0.0,
+    first_audio_ms: int | None = None,
 ) -> Ticket:
     return get().submit(
         SESSION_END, hold_s=hold_s, tenant_id=tenant_id, session_id=session_id, reason=reason,
         audio_in_ms=audio_in_ms, audio_out_ms=audio_out_ms, ended_at=ended_at.isoformat(),
+        first_audio_ms=first_audio_ms,
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 
+from django.contrib.postgres.search import SearchVectorField
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -232,6 +233,9 @@ class Session(TenantOwnedModel):
     upstream_session_ids = models.JSONField(default=list, blank=True)
     audio_in_ms = models.PositiveBigIntegerField(default=0)
     audio_out_ms = models.PositiveBigIntegerField(default=0)
+    # Time to first answer audio: from the end of a user turn to the first audio of its answer,
+    # the median over the session's turns (None: no spoken turn was answered).
+    first_audio_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -289,6 +293,9 @@ class TranscriptItem(TenantOwnedModel):
     text = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # PostgreSQL only: ``to_tsvector('simple', text)``, kept by a database trigger whatever
+    # writes the row (see agents/search.py; SQLite searches an FTS5 table and leaves it NULL).
+    search_vector = SearchVectorField(null=True, editable=False)
 
     class Meta:
         ordering = ["sequence", "pk"]

@@ -148,6 +148,11 @@ class DatabaseRecorder:
         """A callable giving (in_ms, out_ms) now, read by the heartbeat."""
         self._audio_source = source
 
+    def set_first_audio_source(self, source: Any) -> None:
+        """A callable giving the session's time to first answer audio (ms, or None), read at
+        the end."""
+        self._first_audio_source = source
+
     # --- writing ----------------------------------------------------------------------------
 
     @database_sync_to_async
@@ -276,12 +281,14 @@ class DatabaseRecorder:
             self._heartbeat.cancel()
         self._queue.put_nowait(None)
         in_ms, out_ms = self._current_audio()
+        first_audio = getattr(self, "_first_audio_source", None)
         ticket = journal.submit_session_end(
             session_id=self.session_id,
             tenant_id=self.tenant_id,
             reason=reason,
             audio_in_ms=in_ms,
             audio_out_ms=out_ms,
+            first_audio_ms=first_audio() if first_audio is not None else None,
             ended_at=ended_at,
             # Whoever sees the end finds the transcript stored; released below, and written
             # anyway if this coroutine is cancelled (Daphne's application close timeout).

@@ -196,13 +196,15 @@ def session_end_record(
     audio_in_ms: int,
     audio_out_ms: int,
     ended_at: datetime | None = None,
+    first_audio_ms: int | None = None,
 ) -> None:
     """Record the end once; a second call keeps the first reason. The sweep's "abandoned" (a
     guess from missing heartbeats) gives way to the session's own end arriving late (journaled
     during a database outage, replayed after a crash), which keeps its real time.
 
     ``ended_at`` is when the session really ended (an end journaled during a database outage is
-    written later): now when not given.
+    written later): now when not given. ``first_audio_ms``: the session's time to first answer
+    audio (the relay's median over its turns), None when no turn was answered with audio.
     The session's cost is tallied soon after (the billing sweep catches up if the broker is down).
     """
     with tenant_scope(tenant_id):
@@ -212,6 +214,7 @@ def session_end_record(
             end_reason=reason,
             audio_in_ms=audio_in_ms,
             audio_out_ms=audio_out_ms,
+            first_audio_ms=first_audio_ms,
         )
     if updated:
         enqueue_session_tally(session_id)

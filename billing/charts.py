@@ -87,3 +87,40 @@ def tokens_by_type(totals: dict[str, Decimal]) -> Chart:
         labels.append((label_width - 8, y + 12, token_type.label))
         labels.append((label_width + width + 6, y + 12, f"{value.normalize():,f} {unit}"))
     return Chart(WIDTH, height, bars, [], labels, "")
+
+
+def values_per_day(values: dict[date, float], *, unit: str, color: str = PALETTE[0]) -> Chart:
+    """One bar per day of a single series (sessions, minutes), drawn like ``cost_per_day``."""
+    days = sorted(values)
+    highest = max(values.values(), default=0)
+    plot_height = HEIGHT - BOTTOM - 10
+    slot = (WIDTH - LEFT) / max(len(days), 1)
+    bars, labels = [], []
+    for index, day in enumerate(days):
+        x = LEFT + index * slot + slot * 0.15
+        value = values[day]
+        if value and highest:
+            height = value / highest * plot_height
+            title = f"{day:%Y-%m-%d}: {value:g} {unit}"
+            bars.append(Bar(x, HEIGHT - BOTTOM - height, slot * 0.7, height, color, title))
+        if len(days) <= 16 or index % max(len(days) // 8, 1) == 0:
+            labels.append((x + slot * 0.35, HEIGHT - 6, f"{day:%d}"))
+    return Chart(WIDTH, HEIGHT, bars, [], labels, f"{highest:g} {unit}")
+
+
+def horizontal_bars(rows: list[tuple[str, float, str]]) -> Chart:
+    """One horizontal bar per (label, value, value as text) row, drawn like ``tokens_by_type``."""
+    highest = max((value for _, value, _ in rows), default=0)
+    row_height, label_width = 22, 190
+    height = row_height * len(rows) + 8
+    bars, labels = [], []
+    for index, (label, value, text) in enumerate(rows):
+        y = 4 + index * row_height
+        width = value / highest * (WIDTH - label_width - 120) if highest else 0
+        bars.append(
+            Bar(label_width, y, max(width, 1 if value else 0), row_height - 6,
+                PALETTE[index % len(PALETTE)], f"{label}: {text}")
+        )  # fmt: skip
+        labels.append((label_width - 8, y + 12, label))
+        labels.append((label_width + width + 6, y + 12, text))
+    return Chart(WIDTH, height, bars, [], labels, "")

@@ -250,6 +250,25 @@ class UsageTally(TenantOwnedModel):
         return f"{self.day} {self.model} agent {self.agent_id}"
 
 
+class SessionCost(TenantOwnedModel):
+    """A session's provider cost, derived from its UsageEvents by the tally (rebuildable).
+
+    Stored, unlike the tallies' cost, because the session list sorts nothing by it but filters
+    on it over thousands of sessions: a price-book computation per row cannot be a SQL filter.
+    Written with the day tallies (``tally_recompute_day``), so the sweep keeps it right too.
+    """
+
+    session = models.OneToOneField("agents.Session", on_delete=models.CASCADE, related_name="cost")
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "cost_usd"], name="session_cost_tenant_cost")]
+
+    def __str__(self) -> str:
+        return f"session {self.session_id}: ${self.cost_usd}"
+
+
 class Invoice(TenantOwnedModel):
     """A tenant's month, closed: draft while its lines are written, then issued and immutable."""
 

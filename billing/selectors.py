@@ -230,6 +230,31 @@ def events_total_cost(events: Iterable[UsageEvent]) -> Decimal:
     return sum((event_cost(event, book) for event in events), Decimal(0))
 
 
+def sessions_cost_from_events(*, session_ids: Iterable[int]) -> dict[int, Decimal]:
+    """Provider cost of each session, from its events: one grouped query (by session, model,
+    provider and day, each priced at its day's rates). Sessions without events are left out.
+    Runs in the caller's scope (a tenant's, or the tally's bypass)."""
+    book = price_book_load()
+    rows = (
+        UsageEvent.objects.filter(session_id__in=list(session_ids))
+        .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
+        .values("session_id", "model", "provider", "day")
+        .annotate(**{name: Sum(name) for name in COUNT_FIELDS})
+        .order_by()
+    )
+    costs: dict[int, Decimal] = {}
+    for row in rows:
+        cost = safe_cost(
+            book,
+            model=row["model"],
+            provider=row["provider"],
+            day=row["day"],
+            counts=counts_from_row(row),
+        )
+        costs[row["session_id"]] = costs.get(row["session_id"], Decimal(0)) + cost
+    return costs
+
+
 # --- usage page ---------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from billing.models import (
     BillingLock,
     Invoice,
     InvoiceLine,
+    SessionCost,
     SpendCap,
     UsageEvent,
     UsageTally,
@@ -30,6 +31,7 @@ from billing.selectors import (
     next_month,
     plan_terms,
     price_book_load,
+    sessions_cost_from_events,
 )
 from tenants.models import Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -132,8 +134,11 @@ def _lock(*, tenant_id: int, purpose: str) -> None:
 # --- tallies ------------------------------------------------------------------------------
 
 
-def tally_recompute_day(*, tenant_id: int, day: date) -> int:
+def tally_recompute_day(*, tenant_id: int, day: date, every_session: bool = False) -> int:
     """Rebuild a tenant's daily totals of one UTC day from its events. Returns rows written.
+
+    The cost of the sessions with new events is stored too (``SessionCost``); ``every_session``
+    recomputes that of every session with events on the day (a rebuild).
 
     Idempotent and safe with concurrent workers: totals are recomputed from the ledger, never
     incremented, under a per-tenant lock, so two runs (or two workers) write the same rows.
@@ -145,6 +150,11 @@ def tally_recompute_day(*, tenant_id: int, day: date) -> int:
     with tenant_scope(tenant_id), transaction.atomic():
         _lock(tenant_id=tenant_id, purpose="tally")
         events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+        # The sessions whose cost moved: those with new events (all of the day's on a rebuild).
+        costed = events if every_session else events.filter(tallied_at__isnull=True)
+        session_ids = set(
+            costed.filter(session__isnull=False).values_list("session_id", flat=True).distinct()
+        )
         events.filter(tallied_at__isnull=True).update(tallied_at=now)
         rows = (
             events.values("agent_id", "model", "provider")
@@ -166,7 +176,34 @@ def tally_recompute_day(*, tenant_id: int, day: date) -> int:
         ]
         UsageTally.objects.filter(day=day).delete()
         UsageTally.objects.bulk_create(tallies)
+        session_costs_recompute(tenant_id=tenant_id, session_ids=session_ids, now=now)
     return len(tallies)
+
+
+def session_costs_recompute(
+    *, tenant_id: int, session_ids: set[int], now: datetime | None = None
+) -> None:
+    """Store the provider cost of these sessions, from all their events (a session may span
+    days). Derived like the tallies: recomputed, never incremented, so a second run agrees."""
+    if not session_ids:
+        return
+    now = now or timezone.now()
+    with tenant_scope(tenant_id):
+        costs = sessions_cost_from_events(session_ids=session_ids)
+        SessionCost.objects.bulk_create(
+            [
+                SessionCost(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    cost_usd=costs.get(session_id, Decimal(0)),
+                    computed_at=now,
+                )
+                for session_id in sorted(session_ids)
+            ],
+            update_conflicts=True,
+            unique_fields=["session"],
+            update_fields=["cost_usd", "computed_at"],
+        )
 
 
 def tally_session(*, session_id: int) -> int:
@@ -202,7 +239,7 @@ def tally_rebuild(*, tenant_id: int, start: date, end: date) -> int:
     """Recompute every day of a range (inclusive) from the ledger; days without events empty."""
     day, days = start, 0
     while day <= end:
-        tally_recompute_day(tenant_id=tenant_id, day=day)
+        tally_recompute_day(tenant_id=tenant_id, day=day, every_session=True)
         day += timedelta(days=1)
         days += 1
     return days

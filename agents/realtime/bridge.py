@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -193,6 +194,10 @@ class RealtimeBridge:
         self._call_tasks: dict[str, asyncio.Task[None]] = {}
         self._held_response_create: str | None = None
         self.transcript = Transcript(target_language=policy.target_language)
+        # Time to first answer audio: from when the user's turn ended (speech_stopped, or the
+        # client's commit without server VAD) to the answer's first audio delta, per turn.
+        self._turn_ended_at: float | None = None
+        self.answer_latencies_ms: list[int] = []
         # Segments: one upstream session each.
         self.segment = 0
         self.gaps_ms: list[float] = []
@@ -365,6 +370,13 @@ class RealtimeBridge:
     @property
     def audio_out_ms(self) -> int:
         return self.meter.out_ms
+
+    @property
+    def first_audio_ms(self) -> int | None:
+        """Time to first answer audio of the session: the median over its answered turns."""
+        if not self.answer_latencies_ms:
+            return None
+        return int(statistics.median_low(self.answer_latencies_ms))
 
     @property
     def response_active(self) -> bool:
@@ -574,6 +586,8 @@ class RealtimeBridge:
                 event_type = frames.peek_type(message)
                 if event_type in _AUDIO_DELTAS and self._refused_response is None:
                     # The hot path: no decode, no extra await.
+                    if self._turn_ended_at is not None:
+                        self._answer_audio_started()
                     self.meter.add_output(frames.delta_bytes(message))
                     if self.capture is not None:
                         self.capture.agent_audio(message, self.meter.in_ms)
@@ -599,6 +613,8 @@ class RealtimeBridge:
         if event_type == "":
             event_type = frames.peek_type(message)
             if event_type in _AUDIO_DELTAS:
+                if self._turn_ended_at is not None:
+                    self._answer_audio_started()
                 self.meter.add_output(frames.delta_bytes(message))
                 if self.capture is not None:
                     self.capture.agent_audio(message, self.meter.in_ms)
@@ -654,10 +670,19 @@ class RealtimeBridge:
     def _on_audio_delta(self, event: dict[str, Any], message: str) -> str | None:
         delta = event.get("delta")  # an audio delta in an unusual key order
         if isinstance(delta, str) and delta:
+            if self._turn_ended_at is not None:
+                self._answer_audio_started()
             self.meter.add_output(frames.base64_decoded_bytes(len(delta), delta, len(delta)))
             if self.capture is not None:
                 self.capture.agent_audio(message, self.meter.in_ms)
         return message
+
+    def _answer_audio_started(self) -> None:
+        """The first audio of the answer to the user's last turn: how long it took."""
+        assert self._turn_ended_at is not None
+        waited = max(self._clock() - self._turn_ended_at, 0.0)
+        self.answer_latencies_ms.append(round(waited * 1000))
+        self._turn_ended_at = None
 
     def _on_session(self, event: dict[str, Any], message: str) -> str | None:
         self._apply_session(event.get("session"))
@@ -750,6 +775,7 @@ class RealtimeBridge:
         return message
 
     def _on_speech_started(self, event: dict[str, Any], message: str) -> str | None:
+        self._turn_ended_at = None  # the user speaks again: the next answer is to a new turn
         self.turns.on_speech_started()
         if self.capture is not None:
             self.capture.speech_started(self.meter.in_ms)
@@ -757,10 +783,14 @@ class RealtimeBridge:
 
     def _on_speech_stopped(self, event: dict[str, Any], message: str) -> str | None:
         # The turn stays open until its answer starts: a rotation now would lose it.
+        self._turn_ended_at = self._clock()
         self.turns.on_speech_stopped()
         return message
 
     def _on_committed(self, event: dict[str, Any], message: str) -> str | None:
+        if self._turn_ended_at is None:
+            # Push to talk: the commit ends the turn (with server VAD, speech_stopped came first).
+            self._turn_ended_at = self._clock()
         self.transcript.place(event.get("item_id"))
         if self.capture is not None and isinstance(event.get("item_id"), str):
             self.capture.mark(event["item_id"], self.meter.in_ms)

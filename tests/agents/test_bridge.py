@@ -747,3 +747,35 @@ async def test_turns_with_nothing_said_are_not_recorded():
     await settle()
     assert [(r.item_id, r.text) for r in recorder.transcripts] == [("item_b", "Hi.")]
     await bridge.close("client_closed")
+
+
+async def test_time_to_first_answer_audio_is_measured_per_turn_and_its_median_kept():
+    clock = Clock()
+    bridge, upstream, client, recorder = await started_bridge(clock=clock)
+    out = base64.b64encode(b"\x00" * 480).decode()
+    delta = {"type": "response.output_audio.delta", "response_id": "r", "delta": out}
+    assert bridge.first_audio_ms is None
+    for waited in (0.42, 0.9, 0.3):
+        upstream.push({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
+        upstream.push({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900})
+        upstream.push({"type": "input_audio_buffer.committed", "item_id": f"u{waited}"})
+        await settle()
+        clock.now += waited
+        upstream.push(delta)
+        await settle()
+        clock.now += 0.2  # later deltas of the same answer count for nothing
+        upstream.push(delta)
+        await settle()
+    # The user spoke again before any answer: that turn's wait restarts at its own end.
+    upstream.push({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 100})
+    await settle()
+    clock.now += 5.0
+    upstream.push({"type": "input_audio_buffer.speech_started", "audio_start_ms": 200})
+    upstream.push({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900})
+    await settle()
+    clock.now += 0.5
+    upstream.push(delta)
+    await settle()
+    assert bridge.answer_latencies_ms == [420, 900, 300, 500]
+    assert bridge.first_audio_ms == 420  # the lower median of four
+    await bridge.close("client_closed")

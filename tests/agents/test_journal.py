@@ -521,3 +521,28 @@ async def test_usage_survives_a_database_blink_and_the_heartbeat_follows_the_set
     session, events = await sync_to_async(stored)()
     assert events == [("resp_blink_1", session.pk)]
     assert session.end_reason == "client_closed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_end_entry_carries_the_time_to_first_answer_audio_and_older_entries_replay(
+    live_session,
+):
+    from agents.models import Session
+    from tenants.scoping import scopes_disabled
+
+    tenant, _, session = live_session
+    ended = datetime(2026, 11, 30, 8, 0, 34, tzinfo=UTC)
+    journal.apply_entry(
+        {**end_entry(tenant, session, "client_closed", ended), "first_audio_ms": 640}
+    )
+    with scopes_disabled():
+        stored = Session.objects.values_list("first_audio_ms", flat=True).get(pk=session.pk)
+        older = Session.objects.create(
+            tenant=tenant, agent_id=session.agent_id, channel="api", model="gpt-realtime-2"
+        )
+    assert stored == 640
+    journal.apply_entry(end_entry(tenant, older, "client_closed", ended))  # written before it
+    with scopes_disabled():
+        assert Session.objects.values_list("first_audio_ms", "end_reason").get(pk=older.pk) == (
+            None, "client_closed",
+        )  # fmt: skip

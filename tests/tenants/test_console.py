@@ -110,6 +110,8 @@ TENANT_URLS = {
     "session-end": ("POST", ("session_id",)),
     "session-erase": ("POST", ("session_id",)),
     "session-analyze": ("POST", ("session_id",)),
+    "session-transcript-export": ("GET", ("session_id",)),
+    "session-analytics": ("GET", ()),
     "webhook-list": ("GET", ()),
     "webhook-detail": ("GET", ("endpoint_id",)),
     "webhook-delete": ("POST", ("endpoint_id",)),

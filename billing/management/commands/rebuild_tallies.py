@@ -7,7 +7,10 @@ from tenants.models import Tenant
 
 
 class Command(BaseCommand):
-    help = "Recompute a tenant's daily usage totals from the ledger for a date range."
+    help = (
+        "Recompute a tenant's daily usage totals, and the cost of each session with usage on "
+        "those days, from the ledger for a date range."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--tenant", required=True, help="Tenant slug")
