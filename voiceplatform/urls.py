@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from voiceplatform.api.app import api
 from voiceplatform.health import livez, readyz
 from voiceplatform.metrics import metrics
 from voiceplatform.views import widget_demo
@@ -14,6 +15,7 @@ urlpatterns = [
     path("healthz", readyz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("widget/demo/", widget_demo, name="widget-demo"),
+    path("api/v1/", api.urls),
     path("", include("agents.urls")),
     path("", include("tenants.urls")),
 ]
