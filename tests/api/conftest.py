@@ -47,6 +47,8 @@ class ApiClient:
         kwargs: dict[str, Any] = {"headers": all_headers}
         if data is not None:
             kwargs.update(data=data, content_type=content_type)
+        elif method in ("POST", "PUT", "PATCH"):
+            kwargs.update(data=b"", content_type=content_type)  # as curl -X POST: no body
         if query:
             path = path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
         response = getattr(self.client, method.lower())(path, **kwargs)

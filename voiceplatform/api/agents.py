@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from agents import catalogue
 from agents.configuration import (
@@ -109,7 +109,7 @@ def agents_list(request: HttpRequest, status: str | None = None) -> dict[str, An
 @router.post(
     "/agents", response=answers(schemas.AgentOut, status=201), auth=WRITE, summary="Create"
 )
-def agents_create(request: HttpRequest, payload: schemas.AgentCreate) -> tuple[int, Any]:
+def agents_create(request: HttpRequest, payload: schemas.AgentCreate) -> Status:
     """A new agent (version 1, live). Omitted settings take their defaults."""
     api_key = caller(request)
     fields = _settings(payload)
@@ -121,7 +121,7 @@ def agents_create(request: HttpRequest, payload: schemas.AgentCreate) -> tuple[i
         agent = agent_create(tenant=api_key.tenant, actor=None, fields=fields)
     except ValidationError as error:
         raise from_django_validation(error) from None
-    return 201, _refresh(agent)
+    return Status(201, _refresh(agent))
 
 
 @router.get("/agents/{agent_id}", response=answers(schemas.AgentOut), summary="Read an agent")
@@ -259,7 +259,7 @@ def tools_list(request: HttpRequest, agent_id: int) -> dict[str, Any]:
     auth=WRITE,
     summary="Add a tool",
 )
-def tools_add(request: HttpRequest, agent_id: int, payload: schemas.ToolIn) -> tuple[int, Any]:
+def tools_add(request: HttpRequest, agent_id: int, payload: schemas.ToolIn) -> Status:
     """Add a function tool (a new version)."""
     agent = agent_get(caller(request).tenant_id, agent_id)
     try:
@@ -267,7 +267,7 @@ def tools_add(request: HttpRequest, agent_id: int, payload: schemas.ToolIn) -> t
     except ValidationError as error:
         raise from_django_validation(error) from None
     saved = agent_get(agent.tenant_id, agent.pk)
-    return 201, next(tool for tool in saved.tools if tool["name"] == payload.name.strip())
+    return Status(201, next(tool for tool in saved.tools if tool["name"] == payload.name.strip()))
 
 
 @router.put(
@@ -296,12 +296,12 @@ def tools_replace(
     auth=WRITE,
     summary="Remove a tool",
 )
-def tools_delete(request: HttpRequest, agent_id: int, name: str) -> tuple[int, None]:
+def tools_delete(request: HttpRequest, agent_id: int, name: str) -> Status:
     agent = agent_get(caller(request).tenant_id, agent_id)
     if not any(tool.get("name") == name for tool in agent.tools):
         raise not_found("tool")
     agent_tool_delete(agent=agent, actor=None, name=name)
-    return 204, None
+    return Status(204, None)
 
 
 @router.get(
@@ -322,7 +322,7 @@ def mcp_servers_list(request: HttpRequest, agent_id: int) -> dict[str, Any]:
 )
 def mcp_servers_add(
     request: HttpRequest, agent_id: int, payload: schemas.McpServerIn
-) -> tuple[int, Any]:
+) -> Status:
     agent = agent_get(caller(request).tenant_id, agent_id)
     try:
         agent_mcp_server_add(agent=agent, actor=None, server=payload.model_dump())
@@ -330,7 +330,7 @@ def mcp_servers_add(
         raise from_django_validation(error) from None
     saved = agent_get(agent.tenant_id, agent.pk)
     label = payload.label.strip()
-    return 201, _mcp_out(next(s for s in saved.mcp_servers if s["label"] == label))
+    return Status(201, _mcp_out(next(s for s in saved.mcp_servers if s["label"] == label)))
 
 
 @router.delete(
@@ -339,12 +339,12 @@ def mcp_servers_add(
     auth=WRITE,
     summary="Remove an MCP server",
 )
-def mcp_servers_delete(request: HttpRequest, agent_id: int, label: str) -> tuple[int, None]:
+def mcp_servers_delete(request: HttpRequest, agent_id: int, label: str) -> Status:
     agent = agent_get(caller(request).tenant_id, agent_id)
     if not any(server.get("label") == label for server in agent.mcp_servers):
         raise not_found("mcp_server")
     agent_mcp_server_delete(agent=agent, actor=None, label=label)
-    return 204, None
+    return Status(204, None)
 
 
 # --- widget keys ------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def widget_keys_list(request: HttpRequest) -> dict[str, Any]:
     auth=WRITE,
     summary="Create a widget key",
 )
-def widget_keys_create(request: HttpRequest, payload: schemas.WidgetKeyIn) -> tuple[int, Any]:
+def widget_keys_create(request: HttpRequest, payload: schemas.WidgetKeyIn) -> Status:
     """A publishable key for the embeddable widget, usable only from ``allowed_origins``."""
     api_key = caller(request)
     agent = agent_get(api_key.tenant_id, payload.agent) if payload.agent is not None else None
@@ -391,7 +391,7 @@ def widget_keys_create(request: HttpRequest, payload: schemas.WidgetKeyIn) -> tu
         raise ApiError(
             400, "invalid_origin", f"allowed_origins: {error}", param="allowed_origins"
         ) from None
-    return 201, _widget_key_out(widget_key)
+    return Status(201, _widget_key_out(widget_key))
 
 
 @widget_router.get(
