@@ -292,3 +292,11 @@ def test_the_schema_and_an_offline_reference_page(client, world):
     assert "/static/ninja/swagger-ui-bundle.js" in html
     assert "https://" not in html.split("<body", 1)[0]  # nothing from a CDN
     assert "script-src 'self'" in page["Content-Security-Policy"]
+
+
+def test_an_unknown_query_parameter_is_400_naming_it(api_a):
+    answer = api_a.get("/api/v1/sessions", query={"chanel": "phone"})
+    assert answer.status == 400
+    error = error_of(answer)
+    assert (error["code"], error["param"]) == ("unknown_parameter", "chanel")
+    assert "channel" in error["message"]

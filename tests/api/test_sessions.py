@@ -173,3 +173,8 @@ def test_another_tenants_sessions_are_404_and_not_listed(api_a, world, agent_b):
         assert b"secret" not in answer.content
     assert api_a.get("/api/v1/sessions").body["data"] == []
     assert api_a.get("/api/v1/sessions", query={"agent": agent_b.pk}).body["data"] == []
+
+
+def test_a_bare_number_is_not_a_date(api_a):
+    answer = api_a.get("/api/v1/sessions", query={"until": "0.5"})
+    assert (answer.status, error_of(answer)["param"]) == (400, "until")

@@ -94,7 +94,7 @@ def _refresh(agent: Agent) -> dict[str, Any]:
 
 
 @router.get("/agents", response=answers(schemas.AgentList), summary="List agents")
-def agents_list(request: HttpRequest, status: str | None = None) -> dict[str, Any]:
+def agents_list(request: HttpRequest, status: schemas.AgentStatus | None = None) -> dict[str, Any]:
     """The tenant's agents by name; ``status``: active or archived (default: both)."""
     api_key = caller(request)
     with tenant_scope(api_key.tenant_id):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from django.urls import URLPattern, URLResolver
 from ninja import NinjaAPI
+from ninja.params.models import QueryModel
 
 from voiceplatform.api import agents, billing, errors, sessions
 from voiceplatform.api.envelope import envelope
@@ -29,7 +31,34 @@ class PlatformApi(NinjaAPI):
         for pattern in urls:
             if isinstance(pattern, URLPattern):
                 pattern.callback = envelope(pattern.callback)
+        for bound_router in self._get_bound_routers():
+            for path_view in bound_router.path_operations.values():
+                for operation in path_view.operations:
+                    _refuse_unknown_query_parameters(operation)
         return urls
+
+
+def _refuse_unknown_query_parameters(operation: Any) -> None:
+    """A query parameter the operation does not know is a 400 naming it: a misspelt filter
+    (``?chanel=phone``) must not silently answer every session."""
+    known: set[str] = set()
+    for model in operation.models:
+        if issubclass(model, QueryModel):
+            known.update(getattr(model, "__ninja_flatten_map__", None) or model.model_fields)
+    run = operation.run
+
+    def checked_run(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        unknown = sorted(set(request.GET) - known)
+        if unknown:
+            expected = ", ".join(sorted(known)) or "none"
+            return errors.error_response(
+                400, "unknown_parameter",
+                f"Unknown query parameter {unknown[0]!r} (this endpoint takes: {expected}).",
+                unknown[0],
+            )  # fmt: skip
+        return run(request, *args, **kwargs)
+
+    operation.run = checked_run
 
 
 api = PlatformApi(

@@ -34,7 +34,7 @@ def usage(
     request: HttpRequest,
     start: date | None = None,
     end: date | None = None,
-    group_by: str = "day",
+    group_by: schemas.one_of(GROUPINGS) = "day",  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Usage and cost from ``start`` to ``end`` (inclusive, UTC days; default: this month so
     far), one row per day, agent or model, as the console's usage page counts it."""

@@ -2,25 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from ninja import Schema
 from pydantic import ConfigDict, Field
 
+from agents import catalogue
+from agents.models import Agent, Session
+
+
+def one_of(values: Iterable[str]) -> Any:
+    """An enum of the catalogue's current choices (the schema follows the catalogue)."""
+    return Literal[tuple(values)]
+
+
+def _codes(choices: Iterable[tuple[str, str]]) -> list[str]:
+    return [code for code, _ in choices]
+
+
+Kind = one_of(_codes(catalogue.KINDS))
+Provider = one_of(_codes(catalogue.PROVIDERS))
+Model = one_of(model for models in catalogue.MODELS_BY_KIND.values() for model in models)
+Voice = one_of(catalogue.VOICES)
+ReasoningEffort = one_of(catalogue.REASONING_EFFORTS)
+TurnDetection = one_of(_codes(catalogue.TURN_DETECTIONS))
+VadEagerness = one_of(catalogue.VAD_EAGERNESS)
+AudioFormat = one_of(_codes(catalogue.AUDIO_FORMATS))
+TargetLanguage = one_of(["", *_codes(catalogue.TRANSLATION_LANGUAGES)])
+AnalysisModel = one_of(catalogue.ANALYSIS_MODELS)
+AgentStatus = one_of(Agent.Status.values)
+Channel = one_of(Session.Channel.values)
+EndReason = one_of(Session.EndReason.values)
+Execution = one_of(["webhook", "client"])
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    # Optional but not nullable: leaving a field out keeps its value; null is refused.
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None and "anyOf" not in field:
+            del field["default"]
+
 
 class StrictIn(Schema):
     # An unknown field is a 400 naming it, not silently ignored (a typo must not "succeed").
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
 
 class ToolIn(StrictIn):
-    name: str = Field(max_length=64, description="Letters, digits, _ or -.")
+    name: str = Field(max_length=64, pattern=NAME_PATTERN, description="Letters, digits, _ or -.")
     description: str = ""
     parameters: dict[str, Any] | None = Field(
         None, description='A JSON Schema whose top level is {"type": "object"}.'
     )
-    execution: str = Field("webhook", description="webhook or client")
+    execution: Execution = "webhook"
     timeout_seconds: float = Field(10, ge=0.5, le=60)
     filler_phrase: str = ""
     webhook_url: str | None = Field(None, description="Required for webhook tools (http/https).")
@@ -37,7 +74,7 @@ class ToolOut(Schema):
 
 
 class McpServerIn(StrictIn):
-    label: str = Field(max_length=64)
+    label: str = Field(max_length=64, pattern=NAME_PATTERN)
     url: str = Field(description="https:// and publicly reachable")
     allowed_tools: list[str] = []
     authorization: str | None = Field(
@@ -55,30 +92,32 @@ class McpServerOut(Schema):
 class AgentSettings(StrictIn):
     """Every agent setting; on create only ``name`` is required, on update send what changes."""
 
-    name: str | None = Field(None, max_length=100)
-    kind: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    voice: str | None = None
-    instructions: str | None = None
-    reasoning_effort: str | None = None
-    turn_detection: str | None = None
-    vad_eagerness: str | None = None
-    input_audio_format: str | None = None
-    output_audio_format: str | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
-    target_language: str | None = None
-    tool_preambles: bool | None = None
-    analysis_enabled: bool | None = None
-    analysis_model: str | None = None
-    analysis_rubric: str | None = None
-    analysis_schema: dict[str, Any] | None = None
-    recording_enabled: bool | None = None
-    recording_notice: str | None = Field(None, max_length=500)
+    name: str = Field(None, min_length=1, max_length=100)
+    kind: Kind = Field(None, description="Its model must be one of the kind's")
+    provider: Provider = None
+    model: Model = None
+    voice: Voice = None
+    instructions: str = None
+    reasoning_effort: ReasoningEffort = None
+    turn_detection: TurnDetection = None
+    vad_eagerness: VadEagerness = None
+    input_audio_format: AudioFormat = None
+    output_audio_format: AudioFormat = None
+    max_output_tokens: int | None = Field(None, ge=1, description="null: the model's maximum")
+    target_language: TargetLanguage = Field(None, description="Required by translation agents")
+    tool_preambles: bool = None
+    analysis_enabled: bool = None
+    analysis_model: AnalysisModel = None
+    analysis_rubric: str = None
+    analysis_schema: dict[str, Any] = Field(
+        None, description='A JSON Schema with {"type": "object"} at the top (or {})'
+    )
+    recording_enabled: bool = None
+    recording_notice: str = Field(None, max_length=500)
 
 
 class AgentCreate(AgentSettings):
-    name: str = Field(min_length=1, max_length=100)  # type: ignore[assignment]
+    name: str = Field(min_length=1, max_length=100)
 
 
 class AgentUpdate(AgentSettings):

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from agents import recordings
 from agents.models import Session, SessionAnalysis, TranscriptItem
@@ -25,13 +25,28 @@ router = Router(auth=READ, tags=["sessions"])
 
 class SessionFilters(Schema):
     agent: int | None = Field(None, description="Only this agent's sessions")
-    channel: str | None = Field(None, description="widget, api or phone")
+    channel: schemas.Channel | None = None
     ended: bool | None = Field(None, description="true: ended ones; false: still live")
     since: datetime | None = Field(None, description="Started at or after (ISO 8601)")
     until: datetime | None = Field(None, description="Started before (ISO 8601)")
-    end_reason: str | None = Field(None, description="e.g. client_closed, max_duration")
+    end_reason: schemas.EndReason | None = None
     cursor: str | None = Field(None, description="next_cursor of the previous page")
     limit: int = Field(20, ge=1, description="Page size (at most VP_API_PAGE_MAX, 100)")
+
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_8601_only(cls, value: object) -> object:
+        # pydantic would also take a bare number as a Unix time; the schema says ISO 8601.
+        if value is None or isinstance(value, datetime):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("an ISO 8601 date-time, e.g. 2026-11-30T12:00:00Z")
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("an ISO 8601 date-time, e.g. 2026-11-30T12:00:00Z") from None
+        return value
 
 
 def _cursor_encode(session_id: int) -> str:
