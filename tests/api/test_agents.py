@@ -146,7 +146,11 @@ def test_tools_add_replace_list_delete(api_a, agent_a):
 def test_mcp_servers_never_show_their_credential(api_a, agent_a, settings):
     settings.VP_ALLOW_PRIVATE_WEBHOOKS = True
     path = f"/api/v1/agents/{agent_a.pk}/mcp_servers"
-    server = {"label": "crm", "url": "https://127.0.0.1/mcp", "authorization": "Bearer s3cret-t0ken"}
+    server = {
+        "label": "crm",
+        "url": "https://127.0.0.1/mcp",
+        "authorization": "Bearer s3cret-t0ken",
+    }
     added = api_a.post(path, server)
     assert added.status == 201, added.body
     assert added.body["label"] == "crm" and added.body["authorization_masked"]

@@ -119,7 +119,9 @@ def test_unknown_paths_and_methods(api_a, agent_a):
 
 
 def test_bodies_must_be_json(api_a, world):
-    form = api_a.post("/api/v1/agents", raw=b"name=x", content_type="application/x-www-form-urlencoded")
+    form = api_a.post(
+        "/api/v1/agents", raw=b"name=x", content_type="application/x-www-form-urlencoded"
+    )
     assert (form.status, error_of(form)["code"]) == (415, "unsupported_media_type")
     broken = api_a.post("/api/v1/agents", raw=b'{"name": ', content_type="application/json")
     assert (broken.status, error_of(broken)["code"]) == (400, "invalid_json")
@@ -186,7 +188,9 @@ def test_a_request_still_running_is_409(api_a, world):
     fingerprint = idempotency.request_fingerprint(
         method="POST", path="/api/v1/agents", query="", body=body
     )
-    assert idempotency.idempotency_begin(api_key=api_key, key="slow", fingerprint=fingerprint) is None
+    assert (
+        idempotency.idempotency_begin(api_key=api_key, key="slow", fingerprint=fingerprint) is None
+    )
     running = api_a.post("/api/v1/agents", raw=body, headers={"Idempotency-Key": "slow"})
     assert (running.status, error_of(running)["code"]) == (409, "idempotency_key_in_use")
     assert agent_count(world.tenant_a) == 0

@@ -49,7 +49,9 @@ def platform(tmp_path_factory):
 def test_the_curl_quick_start(platform, tmp_path):
     script = readme_block("**Quick start with curl**", "sh")
     key, agent_id = platform.seed["api_key"], platform.seed["agent_id"]
-    script = re.sub(r"^export VP=.*$", f"export VP={platform.http_url} KEY={key}", script, flags=re.M)
+    script = re.sub(
+        r"^export VP=.*$", f"export VP={platform.http_url} KEY={key}", script, flags=re.M
+    )
     script = script.replace("AGENT_ID", str(agent_id)).replace("SESSION_ID", "999999")
     script = script.replace("INVOICE_ID", "999999")
     done = subprocess.run(
@@ -77,8 +79,6 @@ def test_the_typed_python_client(platform, tmp_path):
     code = code.replace("vp_live_…", platform.seed["api_key"])
     path = tmp_path / "client.py"
     path.write_text(code)
-    done = subprocess.run(
-        [sys.executable, str(path)], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2 []"

@@ -14,7 +14,6 @@ import pytest
 import schemathesis
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from agents.configuration import agent_create
@@ -39,8 +38,9 @@ SAFE_WRITES = {
 # Rules across fields, or about a value's content, that JSON Schema cannot say: a model must be
 # one of its kind's, a translation agent needs a target language, analysis_schema must itself be
 # a valid object schema, tool parameters a valid JSON Schema, origins real origins, a usage
-# range must end after it starts, a session cursor must be one the API gave. Schema-valid requests can break them and rightly get a 400
-# (with the field in ``param``); every other check still runs on these operations.
+# range must end after it starts, a session cursor must be one the API gave. Schema-valid
+# requests can break them and rightly get a 400 (with the field in ``param``); every other
+# check still runs on these operations.
 CROSS_FIELD_RULES = {
     ("POST", "/api/v1/agents"),
     ("PATCH", "/api/v1/agents/{agent_id}"),

@@ -320,9 +320,7 @@ def mcp_servers_list(request: HttpRequest, agent_id: int) -> dict[str, Any]:
     auth=WRITE,
     summary="Add an MCP server",
 )
-def mcp_servers_add(
-    request: HttpRequest, agent_id: int, payload: schemas.McpServerIn
-) -> Status:
+def mcp_servers_add(request: HttpRequest, agent_id: int, payload: schemas.McpServerIn) -> Status:
     agent = agent_get(caller(request).tenant_id, agent_id)
     try:
         agent_mcp_server_add(agent=agent, actor=None, server=payload.model_dump())

@@ -1,4 +1,5 @@
-"""Who calls: a tenant's platform API key (``Authorization: Bearer vp_live_…``), its scope, its rate."""
+"""Who calls: a tenant's platform API key (``Authorization: Bearer vp_live_…``), its scope and
+its rate."""
 
 from __future__ import annotations
 
@@ -42,9 +43,7 @@ class ApiKeyAuth(HttpBearer):
                 headers={"Retry-After": str(limited.retry_after_s)},
             )  # fmt: skip
         if not api_key.has_scope(self.scope):
-            raise ApiError(
-                403, "insufficient_scope", f"This API key lacks the {self.scope} scope."
-            )
+            raise ApiError(403, "insufficient_scope", f"This API key lacks the {self.scope} scope.")
         return api_key
 
 

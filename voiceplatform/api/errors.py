@@ -62,9 +62,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(
-    status: int, code: str, message: str, param: str | None = None
-) -> JsonResponse:
+def error_response(status: int, code: str, message: str, param: str | None = None) -> JsonResponse:
     return JsonResponse(error_body(status, code, message, param), status=status)
 
 

@@ -33,7 +33,6 @@ class SessionFilters(Schema):
     cursor: str | None = Field(None, description="next_cursor of the previous page")
     limit: int = Field(20, ge=1, description="Page size (at most VP_API_PAGE_MAX, 100)")
 
-
     @field_validator("since", "until", mode="before")
     @classmethod
     def _iso_8601_only(cls, value: object) -> object:
@@ -61,7 +60,9 @@ def _cursor_decode(cursor: str) -> int:
             raise ValueError
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave.", param="cursor")
+        raise ApiError(
+            400, "invalid_cursor", "cursor: not a cursor this API gave.", param="cursor"
+        ) from None
 
 
 def session_out(session: Session) -> dict[str, Any]:
@@ -82,9 +83,7 @@ def session_out(session: Session) -> dict[str, Any]:
 
 def _choice(value: str | None, choices: list[str], param: str) -> str | None:
     if value is not None and value not in choices:
-        raise ApiError(
-            400, "invalid_value", f"{param}: one of {', '.join(choices)}", param=param
-        )
+        raise ApiError(400, "invalid_value", f"{param}: one of {', '.join(choices)}", param=param)
     return value
 
 
