@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django import forms
 
-from tenants.models import API_KEY_SCOPES, RETENTION_MAX_DAYS, RETENTION_MIN_DAYS, ApiKey, DataPolicy, Role, Tenant
+from tenants.models import (
+    API_KEY_SCOPES,
+    RETENTION_MAX_DAYS,
+    RETENTION_MIN_DAYS,
+    ApiKey,
+    DataPolicy,
+    Role,
+    Tenant,
+)
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
