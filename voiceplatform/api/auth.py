@@ -34,7 +34,8 @@ class ApiKeyAuth(HttpBearer):
         limited = first_limited(
             request,
             group="api",
-            checks=[("key", lambda group, request: str(api_key.pk), settings.VP_API_RATE)],
+            # Counted by the key's hash (never reused, unlike an id in a rolled-back database).
+            checks=[("key", lambda group, request: api_key.hashed_key, settings.VP_API_RATE)],
         )
         if limited is not None:
             raise ApiError(
