@@ -14,6 +14,7 @@ from agents.abuse import widget_session_limited
 from agents.byte_ranges import ranged_response
 from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
 from agents.selectors import policy_for_agent, recording_enabled_for
+from tenants import idempotency
 from tenants.errors import error_body
 from tenants.services import api_key_authenticate
 
@@ -117,6 +118,7 @@ def widget_session(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 @require_http_methods(["POST"])
+@idempotency.idempotent
 def client_secrets(request: HttpRequest) -> HttpResponse:
     """``POST /v1/realtime/client_secrets``, as OpenAI's: a short-lived key for a browser."""
     scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")

@@ -304,3 +304,17 @@ def test_an_unknown_query_parameter_is_400_naming_it(api_a):
     error = error_of(answer)
     assert (error["code"], error["param"]) == ("unknown_parameter", "chanel")
     assert "channel" in error["message"]
+
+
+def test_client_secrets_take_an_idempotency_key_too(world, agent_a):
+    _, raw = services.api_key_issue(tenant=world.tenant_a, name="rt", scopes=["realtime"])
+    client = ApiClient(raw)
+    path = reverse("client-secrets") + f"?agent={agent_a.pk}"
+    headers = {"Idempotency-Key": "secret-1"}
+    first = client.post(path, {}, headers=headers)
+    again = client.post(path, {}, headers=headers)
+    assert first.status == again.status == 200
+    assert again.body["value"] == first.body["value"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = client.post(path, {"expires_after": {"seconds": 60}}, headers=headers)
+    assert (other.status, error_of(other)["code"]) == (422, "idempotency_key_reused")
