@@ -130,6 +130,13 @@ def test_bodies_must_be_json(api_a, world):
     assert agent_count(world.tenant_a) == 0
 
 
+def test_a_body_over_the_upload_limit_is_413(api_a, world, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    answer = api_a.post("/api/v1/agents", {"name": "x", "instructions": "y" * 2000})
+    assert (answer.status, error_of(answer)["code"]) == (413, "request_too_large")
+    assert agent_count(world.tenant_a) == 0
+
+
 def test_an_unexpected_failure_is_a_json_500(api_a, agent_a, monkeypatch):
     def broken(agent):
         raise RuntimeError("boom")

@@ -1,6 +1,7 @@
 """What every REST API request passes through around django-ninja's own handling.
 
-* a body that is not JSON (``Content-Type``) is a 415 before anything runs;
+* a body that is not JSON (``Content-Type``) is a 415, one over Django's upload limit a 413,
+  before anything runs;
 * a POST with ``Idempotency-Key`` is answered once (``tenants.idempotency``): a retry gets the
   stored answer (with ``Idempotent-Replayed: true``), another request under the same key a 422,
   a retry while the first still runs a 409;
@@ -13,6 +14,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 
@@ -28,7 +31,14 @@ def envelope(view: View) -> View:
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.method in BODY_METHODS and request.body:
+        try:
+            has_body = request.method in BODY_METHODS and bool(request.body)
+        except RequestDataTooBig:
+            return error_response(
+                413, "request_too_large",
+                f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            )  # fmt: skip
+        if has_body:
             media_type = request.content_type or ""
             if media_type != "application/json" and not media_type.endswith("+json"):
                 return error_response(
