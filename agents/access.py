@@ -380,6 +380,11 @@ def api_socket_access(
         raise AccessDenied(
             "invalid_api_key", "Invalid or revoked API key.", status=401, close_code=4401
         )
+    if not api_key.has_scope("realtime"):
+        raise AccessDenied(
+            "insufficient_scope", "This API key lacks the realtime scope.",
+            status=403, close_code=4403,
+        )  # fmt: skip
     agent = agent_get_for_api_key(
         api_key=api_key,
         agent_id=query.get("agent"),

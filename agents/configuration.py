@@ -370,3 +370,14 @@ def agent_mcp_server_delete(*, agent: Agent, actor: AbstractBaseUser | None, lab
 
 def default_fields_for_kind(kind: str) -> dict[str, Any]:
     return {"model": catalogue.MODELS_BY_KIND[kind][0]}
+
+
+def agent_version_publish(
+    *, agent: Agent, version: AgentVersion, actor: AbstractBaseUser | None
+) -> None:
+    """Make ``version`` the one sessions run with (the REST API's "publish").
+
+    Until agents have drafts this is a roll back (or forward) to that version; the one place
+    to change when publishing a draft becomes its own step.
+    """
+    agent_rollback(agent=agent, version=version, actor=actor)

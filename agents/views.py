@@ -14,6 +14,8 @@ from agents.abuse import widget_session_limited
 from agents.byte_ranges import ranged_response
 from agents.realtime.policy import CHANNEL_API, sanitize_session_event, session_config
 from agents.selectors import policy_for_agent, recording_enabled_for
+from tenants import idempotency
+from tenants.errors import error_body
 from tenants.services import api_key_authenticate
 
 MAX_BODY_BYTES = 16 * 1024
@@ -35,8 +37,9 @@ def agent_public_info(agent) -> dict:
     }
 
 
-def _error(code: str, message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+def _error(code: str, message: str, status: int, param: str | None = None) -> JsonResponse:
+    # One error shape for every HTTP answer of the platform (the REST API's too).
+    return JsonResponse(error_body(status, code, message, param), status=status)
 
 
 def _json_body(request: HttpRequest) -> dict | None:
@@ -115,21 +118,27 @@ def widget_session(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 @require_http_methods(["POST"])
+@idempotency.idempotent
 def client_secrets(request: HttpRequest) -> HttpResponse:
     """``POST /v1/realtime/client_secrets``, as OpenAI's: a short-lived key for a browser."""
     scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
     api_key = api_key_authenticate(raw_key.strip()) if scheme.lower() == "bearer" else None
     if api_key is None:
         return _error("invalid_api_key", "Invalid or revoked API key.", 401)
+    if not api_key.has_scope("realtime"):
+        return _error("insufficient_scope", "This API key lacks the realtime scope.", 403)
     body = _json_body(request)
     if body is None:
         return _error("invalid_request", "send a JSON object", 400)
     expires_after = body.get("expires_after") or {}
     if not isinstance(expires_after, dict):
-        return _error("invalid_request", "expires_after must be an object", 400)
+        return _error("invalid_request", "expires_after must be an object", 400, "expires_after")
     seconds = expires_after.get("seconds", tokens.EPHEMERAL_DEFAULT_SECONDS)
     if not isinstance(seconds, int):
-        return _error("invalid_expiry", "expires_after.seconds must be an integer", 400)
+        return _error(
+            "invalid_expiry", "expires_after.seconds must be an integer", 400,
+            "expires_after.seconds",
+        )  # fmt: skip
     agent_id = body.get("agent") or request.GET.get("agent")
     # ``version`` pins a published version of the agent (else the live one runs).
     version = body.get("version") or request.GET.get("version")

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django import forms
 
-from tenants.models import RETENTION_MAX_DAYS, RETENTION_MIN_DAYS, ApiKey, DataPolicy, Role, Tenant
+from tenants.models import (
+    API_KEY_SCOPES,
+    RETENTION_MAX_DAYS,
+    RETENTION_MIN_DAYS,
+    ApiKey,
+    DataPolicy,
+    Role,
+    Tenant,
+)
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
@@ -16,6 +24,16 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, initial="Backend")
     default_agent = forms.ModelChoiceField(
         queryset=None, required=False, empty_label="(pass ?agent=<id>)"
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=[
+            ("realtime", "Realtime (sockets, client secrets)"),
+            ("read", "Read (REST API)"),
+            ("write", "Write (REST API)"),
+        ],
+        initial=list(API_KEY_SCOPES),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What the key may do. A backend that only opens sessions needs Realtime.",
     )
 
     def __init__(self, *args, **kwargs):

@@ -214,6 +214,13 @@ class ProviderCredential(TenantOwnedModel):
     __repr__ = __str__
 
 
+API_KEY_SCOPES = ("realtime", "read", "write")
+
+
+def api_key_default_scopes() -> list[str]:
+    return list(API_KEY_SCOPES)
+
+
 class ApiKey(TenantOwnedModel):
     """A platform key for a tenant's backend: only a SHA-256 hash and a visible prefix are kept."""
 
@@ -226,6 +233,10 @@ class ApiKey(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # What the key may do: open realtime sessions and mint client secrets ("realtime"), read
+    # the REST API ("read"), change things through it ("write"). Keys issued before scopes
+    # existed got all three.
+    scopes = models.JSONField(default=api_key_default_scopes)
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "created_at"], name="apikey_tenant_created")]
@@ -238,6 +249,9 @@ class ApiKey(TenantOwnedModel):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
     @classmethod
     def agent_model(cls) -> type[models.Model]:
@@ -384,3 +398,29 @@ class TotpDevice(models.Model):
         return f"TOTP device of user {self.user_id} ({state})"
 
     __repr__ = __str__
+
+
+class IdempotencyRecord(TenantOwnedModel):
+    """The answer to a REST API POST sent with an ``Idempotency-Key``, kept 24 hours.
+
+    One row per (API key, idempotency key): a retry with the same request gets the stored
+    status and body back instead of acting twice; the same key with another request is refused.
+    A row without a status is a request still running (a concurrent retry is told so).
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    body = models.BinaryField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_unique_key")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"idempotency {self.key} of key {self.api_key_id}"

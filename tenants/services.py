@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from django.utils.text import slugify
 from tenants import crypto, totp
 from tenants.audit import audit_record
 from tenants.models import (
+    API_KEY_SCOPES,
     RETENTION_FIELDS,
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
@@ -242,8 +244,15 @@ def api_key_issue(
     name: str,
     default_agent: object | None = None,
     actor: AbstractBaseUser | None = None,
+    scopes: Iterable[str] = API_KEY_SCOPES,
 ) -> tuple[ApiKey, str]:
-    """Create a platform API key. The raw key is returned once and never stored."""
+    """Create a platform API key. The raw key is returned once and never stored.
+
+    ``scopes``: what it may do (``realtime``, ``read``, ``write``); at least one."""
+    chosen = [scope for scope in API_KEY_SCOPES if scope in set(scopes)]
+    unknown = set(scopes) - set(API_KEY_SCOPES)
+    if unknown or not chosen:
+        raise ServiceError(f"scopes must be among {', '.join(API_KEY_SCOPES)} (at least one)")
     raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     with tenant_scope(tenant):
         api_key = ApiKey.objects.create(
@@ -252,8 +261,12 @@ def api_key_issue(
             prefix=raw_key[: len(API_KEY_PREFIX) + 6],
             hashed_key=_hash_key(raw_key),
             default_agent=default_agent,
+            scopes=chosen,
         )
-        audit_record(tenant=tenant, actor=actor, action="api_key.issued", target=api_key)
+        audit_record(
+            tenant=tenant, actor=actor, action="api_key.issued", target=api_key,
+            changes={"scopes": chosen},
+        )  # fmt: skip
     return api_key, raw_key
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.utils import timezone
 
+from tenants import idempotency
 from tenants.models import Tenant, WorkerHeartbeat
 from tenants.scoping import tenant_scope
 
@@ -36,3 +37,9 @@ class TenantTask(Task):
 def worker_heartbeat() -> None:
     """Scheduled by beat every minute: proves beat, broker, worker and database all work."""
     WorkerHeartbeat.objects.update_or_create(name="worker", defaults={"seen_at": timezone.now()})
+
+
+@shared_task(name="tenants.idempotency_records_purge", ignore_result=True, time_limit=600)
+def idempotency_records_purge() -> int:
+    """Hourly: the REST API's stored Idempotency-Key answers past their 24 hours go."""
+    return idempotency.idempotency_records_purge()

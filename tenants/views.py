@@ -75,7 +75,10 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             _, new_key = services.api_key_issue(
-                tenant=request.tenant, name=form.cleaned_data["name"]
+                tenant=request.tenant,
+                name=form.cleaned_data["name"],
+                default_agent=form.cleaned_data["default_agent"],
+                scopes=form.cleaned_data["scopes"],
             )
             messages.success(request, "API key issued. Copy it now: it is shown only once.")
             form = ApiKeyForm()

@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "agents",
     "billing",
     "voiceplatform",  # cross-app commands (seed_demo, rotate_credentials)
+    "ninja",  # the REST API (voiceplatform/api): its reference page's vendored static files
 ]
 
 MIDDLEWARE = [
@@ -430,7 +431,20 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"expires": 3600.0},  # workers down: one run when they are back, not many
     },
+    # REST API: stored Idempotency-Key answers older than their 24 hours are deleted.
+    "api-idempotency-purge": {
+        "task": "tenants.idempotency_records_purge",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
 }
+
+# REST API (/api/v1/, voiceplatform/api): requests per API key (django-ratelimit rate: "600/m");
+# over it the answer is 429 with Retry-After. Idempotency-Key answers are kept this long.
+VP_API_RATE = env.str("VP_API_RATE", "600/m")
+VP_API_IDEMPOTENCY_HOURS = env.int("VP_API_IDEMPOTENCY_HOURS", 24, minimum=1)
+# The API's pages (cursor pagination) hold at most this many items.
+VP_API_PAGE_MAX = env.int("VP_API_PAGE_MAX", 100, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

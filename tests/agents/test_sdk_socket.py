@@ -475,6 +475,16 @@ async def test_invalid_and_revoked_keys_are_refused(server_port, api_setup):
     assert await all_session_count() == 0
 
 
+async def test_a_key_without_the_realtime_scope_is_refused(server_port, api_setup):
+    world, agent = api_setup["world"], api_setup["agent"]
+    _, rest_only = await sync_to_async(api_key_issue)(
+        tenant=world.tenant_a, name="reports", default_agent=agent, scopes=["read", "write"]
+    )
+    error, code, _ = await refused(server_port, rest_only)
+    assert (error["error"]["code"], code) == ("insufficient_scope", 4403)
+    assert await all_session_count() == 0
+
+
 async def test_explicit_agent_of_own_tenant_is_accepted(server_port, api_setup):
     async with sdk_connect(
         server_port, api_setup["raw_key"], extra_query={"agent": api_setup["agent"].pk}

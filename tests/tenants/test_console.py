@@ -255,7 +255,10 @@ def test_viewer_cannot_issue_or_revoke_keys(client, world):
 
 def test_owner_issues_a_key_shown_once_then_revokes_it(client, world):
     client.force_login(world.owner_a)
-    response = client.post(reverse("api-key-list", args=["tenant-a"]), {"name": "prod"})
+    response = client.post(
+        reverse("api-key-list", args=["tenant-a"]),
+        {"name": "prod", "scopes": ["realtime", "read", "write"]},
+    )
     raw_key = response.context["new_key"]
     assert raw_key.encode() in response.content
     assert raw_key.encode() not in client.get(reverse("api-key-list", args=["tenant-a"])).content
