@@ -373,11 +373,8 @@ def default_fields_for_kind(kind: str) -> dict[str, Any]:
 
 
 def agent_version_publish(
-    *, agent: Agent, version: AgentVersion, actor: AbstractBaseUser | None
-) -> None:
-    """Make ``version`` the one sessions run with (the REST API's "publish").
-
-    Until agents have drafts this is a roll back (or forward) to that version; the one place
-    to change when publishing a draft becomes its own step.
-    """
-    agent_rollback(agent=agent, version=version, actor=actor)
+    *, agent: Agent, version: AgentVersion | None, actor: AbstractBaseUser | None, note: str = ""
+) -> AgentVersion:
+    """The REST API's publish: ``version`` None publishes the draft, a version publishes it
+    again (a rollback). See ``agent_publish``."""
+    return agent_publish(agent, actor, version, note=note)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("agents", "0004_agent_versions"),  # AgentVersion
-        ("tenants", "0013_tenant_retention"),
+        ("tenants", "0015_idempotency_records"),
     ]
 
     operations = [

@@ -61,13 +61,21 @@ def test_invalid_agents_are_400_naming_the_field(api_a, world, body, param):
         assert not Agent.objects.exists()
 
 
-def test_update_makes_a_new_live_version_and_diff_says_what_changed(api_a, agent_a):
+def test_update_changes_the_draft_publish_makes_it_a_live_version_and_diff_says_what_changed(
+    api_a, agent_a
+):
     path = f"/api/v1/agents/{agent_a.pk}"
-    updated = api_a.patch(path, {"instructions": "Be kind.", "voice": "cedar", "note": "tone"})
+    updated = api_a.patch(path, {"instructions": "Be kind.", "voice": "cedar"})
     assert updated.status == 200, updated.body
-    assert (updated.body["instructions"], updated.body["live_version"]) == ("Be kind.", 2)
+    assert (updated.body["instructions"], updated.body["live_version"]) == ("Be kind.", 1)
+    assert updated.body["unpublished_changes"] == ["instructions", "voice"]
+    published = api_a.post(f"{path}/publish", {"note": "tone"})
+    assert published.status == 200, published.body
+    assert (published.body["live_version"], published.body["unpublished_changes"]) == (2, [])
+    again = api_a.post(f"{path}/publish", {})
+    assert again.body["live_version"] == 2  # nothing to publish: no version
     unchanged = api_a.patch(path, {"instructions": "Be kind."})
-    assert unchanged.body["live_version"] == 2  # no change, no version
+    assert (unchanged.body["live_version"], unchanged.body["unpublished_changes"]) == (2, [])
     versions = api_a.get(f"{path}/versions").body["data"]
     assert [(v["number"], v["live"], v["note"]) for v in versions] == [
         (2, True, "tone"), (1, False, "created"),
@@ -139,8 +147,9 @@ def test_tools_add_replace_list_delete(api_a, agent_a):
     assert api_a.get(path).body["data"] == []
     gone = api_a.delete(f"{path}/lookup_order")
     assert (gone.status, error_of(gone)["code"]) == (404, "tool_not_found")
-    with tenant_scope(agent_a.tenant_id):
-        assert AgentVersion.objects.filter(agent=agent_a).count() == 4
+    with tenant_scope(agent_a.tenant_id):  # tools are the draft's: no version until published
+        assert AgentVersion.objects.filter(agent=agent_a).count() == 1
+    assert api_a.get(f"/api/v1/agents/{agent_a.pk}").body["unpublished_changes"] == []
 
 
 def test_mcp_servers_never_show_their_credential(api_a, agent_a, settings):

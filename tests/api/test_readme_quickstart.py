@@ -58,12 +58,13 @@ def test_the_curl_quick_start(platform, tmp_path):
         ["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    listed, created, updated, diff, published, sessions, transcript, usage = json_documents(
-        done.stdout
+    (listed, created, updated, made_live, diff, published, sessions, transcript, usage) = (
+        json_documents(done.stdout)
     )
     assert [agent["id"] for agent in listed["data"]] == [agent_id]
     assert (created["name"], created["voice"], created["live_version"]) == ("Support", "cedar", 1)
-    assert updated["instructions"] == "Be brief." and updated["live_version"] >= 2
+    assert updated["instructions"] == "Be brief." and updated["unpublished_changes"]
+    assert made_live["live_version"] >= 2 and made_live["unpublished_changes"] == []
     assert diff["to_version"] == 2 and diff["changes"]
     assert published["live_version"] == 1
     assert sessions == {"data": [], "has_more": False, "next_cursor": None}

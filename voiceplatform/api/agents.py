@@ -20,6 +20,7 @@ from agents.configuration import (
     agent_version_publish,
     config_diff,
     default_fields_for_kind,
+    draft_changes,
 )
 from agents.models import VERSIONED_FIELDS, Agent, AgentVersion
 from tenants import services as tenant_services
@@ -58,6 +59,7 @@ def agent_out(agent: Agent) -> dict[str, Any]:
         id=agent.pk,
         status=agent.status,
         live_version=agent.live_version.number if agent.live_version else None,
+        unpublished_changes=sorted(draft_changes(agent)),
         created_at=agent.created_at,
         updated_at=agent.updated_at,
     )
@@ -82,7 +84,7 @@ def _version_get(agent: Agent, number: int) -> AgentVersion:
 
 
 def _settings(payload: schemas.AgentSettings) -> dict[str, Any]:
-    fields = payload.model_dump(exclude_unset=True, exclude={"note"})
+    fields = payload.model_dump(exclude_unset=True, exclude={"note", "publish"})
     for name, value in list(fields.items()):
         if value is None and name != "max_output_tokens":
             raise ApiError(400, "invalid_value", f"{name} may not be null.", param=name)
@@ -135,10 +137,30 @@ def agents_read(request: HttpRequest, agent_id: int) -> dict[str, Any]:
 def agents_update(
     request: HttpRequest, agent_id: int, payload: schemas.AgentUpdate
 ) -> dict[str, Any]:
-    """Change settings: a new version, live at once. Sending no change makes no version."""
+    """Change the draft (Try-it runs it; sessions keep the live version). With
+    ``"publish": true`` the draft is published at once as a new version."""
     agent = agent_get(caller(request).tenant_id, agent_id)
     try:
         agent_update(agent=agent, actor=None, fields=_settings(payload), note=payload.note)
+        if payload.publish:
+            agent_version_publish(agent=agent, version=None, actor=None, note=payload.note)
+    except ValidationError as error:
+        raise from_django_validation(error) from None
+    return _refresh(agent)
+
+
+@router.post(
+    "/agents/{agent_id}/publish", response=answers(schemas.AgentOut), auth=WRITE,
+    summary="Publish the draft",
+)  # fmt: skip
+def agents_publish(
+    request: HttpRequest, agent_id: int, payload: schemas.AgentPublish
+) -> dict[str, Any]:
+    """The draft becomes a new version, live for new sessions (nothing changes when the draft
+    is the live version already)."""
+    agent = agent_get(caller(request).tenant_id, agent_id)
+    try:
+        agent_version_publish(agent=agent, version=None, actor=None, note=payload.note)
     except ValidationError as error:
         raise from_django_validation(error) from None
     return _refresh(agent)
@@ -235,7 +257,7 @@ def versions_diff(
     summary="Publish a version",
 )
 def versions_publish(request: HttpRequest, agent_id: int, number: int) -> dict[str, Any]:
-    """Make this version the live one (new sessions run with it)."""
+    """Make this version the live one again (new sessions run with it; the draft is reset to it)."""
     agent = agent_get(caller(request).tenant_id, agent_id)
     version = _version_get(agent, number)
     try:
@@ -260,7 +282,7 @@ def tools_list(request: HttpRequest, agent_id: int) -> dict[str, Any]:
     summary="Add a tool",
 )
 def tools_add(request: HttpRequest, agent_id: int, payload: schemas.ToolIn) -> Status:
-    """Add a function tool (a new version)."""
+    """Add a function tool to the draft (live once published)."""
     agent = agent_get(caller(request).tenant_id, agent_id)
     try:
         agent_tool_save(agent=agent, actor=None, tool=payload.model_dump())

@@ -121,6 +121,13 @@ class AgentCreate(AgentSettings):
 
 
 class AgentUpdate(AgentSettings):
+    note: str = Field("", max_length=200, description="Why: audited with the draft's change.")
+    publish: bool = Field(
+        False, description="Publish the draft at once as a new version (else it stays a draft)"
+    )
+
+
+class AgentPublish(Schema):
     note: str = Field("", max_length=200, description="Why: kept with the new version.")
 
 
@@ -150,6 +157,9 @@ class AgentOut(Schema):
     tools: list[ToolOut]
     mcp_servers: list[McpServerOut]
     live_version: int | None = Field(description="The number of the version sessions run with")
+    unpublished_changes: list[str] = Field(
+        description="Settings of the draft (the fields above) that differ from the live version"
+    )
     created_at: datetime
     updated_at: datetime
 
