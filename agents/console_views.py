@@ -33,6 +33,7 @@ from agents.models import (
     SessionSummary,
     TranscriptItem,
 )
+from agents.selectors import agent_runs_on_local_fallback
 from agents.views import agent_public_info
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
@@ -109,7 +110,12 @@ def agent_edit(request: HttpRequest, agent_id: int) -> HttpResponse:
     return render(
         request,
         "console/agents/form.html",
-        {"form": form, "agent": agent, "versions": versions},
+        {
+            "form": form,
+            "agent": agent,
+            "versions": versions,
+            "engine_fallback": agent_runs_on_local_fallback(agent=agent),
+        },
     )
 
 
@@ -214,7 +220,11 @@ def agent_tool_delete(request: HttpRequest, agent_id: int) -> HttpResponse:
 @tenant_view()
 def agent_try(request: HttpRequest, agent_id: int) -> HttpResponse:
     agent = tenant_object_get(Agent, pk=agent_id)
-    return render(request, "console/agents/try.html", {"agent": agent})
+    return render(
+        request,
+        "console/agents/try.html",
+        {"agent": agent, "engine_fallback": agent_runs_on_local_fallback(agent=agent)},
+    )
 
 
 @require_POST
@@ -321,8 +331,20 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "can_end": request.membership.can_configure and session.ended_at is None,
         "can_erase": request.membership.can_configure,
         "erased": session.end_user_hash == retention.ERASED,
+        "engine_fallback": _ran_on_local_fallback(session, usage),
     }
     return render(request, "console/sessions/detail.html", context)
+
+
+def _ran_on_local_fallback(session: Session, usage: list[UsageEvent]) -> bool:
+    """The session's agent is set to OpenAI but its answers came from the local engine (no key
+    was stored): told by its usage, or, before any answer of a live session, by the key now."""
+    if session.agent.provider != catalogue.PROVIDER_OPENAI:
+        return False
+    providers = {event.provider for event in usage if event.kind != UsageEvent.Kind.ANALYSIS}
+    if providers:
+        return catalogue.PROVIDER_LOCAL in providers
+    return session.ended_at is None and agent_runs_on_local_fallback(agent=session.agent)
 
 
 @tenant_view()

@@ -96,6 +96,37 @@ class Agent(TenantOwnedModel):
         help_text="Shown by the widget before the microphone starts, and said at the start of "
         "phone calls, when the session is recorded.",
     )
+    speaks_first = models.CharField(
+        "Who speaks first",
+        max_length=10,
+        choices=[("user", "The user (the agent waits)"), ("agent", "The agent (it greets)")],
+        default="user",
+    )
+    first_message = models.TextField(
+        blank=True,
+        max_length=1000,
+        help_text="What the agent says first when it speaks first, word for word; may use "
+        "{{variables}}. Empty: the agent greets in its own words.",
+    )
+    variables = models.JSONField(
+        "Prompt variables",
+        default=dict,
+        blank=True,
+        help_text="Names a page, API client or call may fill, each with its default.",
+    )
+    end_call_enabled = models.BooleanField(
+        "Built-in tool: end_call",
+        default=False,
+        help_text="The agent may hang up once it has said goodbye.",
+    )
+    transfer_call_enabled = models.BooleanField(
+        "Built-in tool: transfer_call",
+        default=False,
+        help_text="Phone calls only: the agent may transfer the caller to the number below.",
+    )
+    transfer_number = models.CharField(
+        max_length=20, blank=True, help_text="E.164, e.g. +14155550100."
+    )
     live_version = models.ForeignKey(
         "agents.AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -131,7 +162,8 @@ VERSIONED_FIELDS = (
     "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
     "max_output_tokens", "target_language", "tools", "mcp_servers", "tool_preambles",
     "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
-    "recording_enabled", "recording_notice",
+    "recording_enabled", "recording_notice", "speaks_first", "first_message", "variables",
+    "end_call_enabled", "transfer_call_enabled", "transfer_number",
 )  # fmt: skip
 
 
@@ -183,6 +215,8 @@ class Session(TenantOwnedModel):
         ABANDONED = "abandoned", "Abandoned (no heartbeat)"
         SLOW_READER = "slow_reader", "Client stopped reading"
         INTERNAL_ERROR = "internal_error", "Internal error"
+        AGENT_ENDED = "agent_ended", "The agent ended the call"
+        TRANSFERRED = "transferred", "Transferred to a person"
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
     agent_version = models.ForeignKey(
@@ -403,6 +437,17 @@ class PhoneNumber(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.number
+
+
+class TokenVariables(TenantOwnedModel):
+    """The prompt variable values given with a session token (a widget page's ``data-*``
+    attributes, a backend's client secret request), read when the token's socket opens.
+
+    Already allow-listed and cleaned (``agents.realtime.variables``); gone with the token.
+    """
+
+    token = models.OneToOneField("tenants.ClientToken", on_delete=models.CASCADE, related_name="+")
+    values = models.JSONField(default=dict)
 
 
 class WebhookEndpoint(TenantOwnedModel):

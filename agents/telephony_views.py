@@ -28,7 +28,10 @@ from django.views.decorators.http import require_POST
 from agents import access, catalogue, services, tokens
 from agents.access import PHONE_END_USER_PREFIX
 from agents.models import Agent, PhoneNumber
+from agents.realtime.variables import MAX_VARIABLES, QUERY_PREFIX
 from agents.telephony import (
+    CALLER_VARIABLE,
+    NUMBER_PARAMETER,
     TOKEN_PARAMETER,
     UNAVAILABLE_MESSAGE,
     stream_url,
@@ -66,6 +69,32 @@ def phone_caller_end_user(*, tenant_id: int, caller: str) -> str:
     """The end user of a call: the caller's number, hashed (the number itself is not kept)."""
     hashed = services.end_user_hash(tenant_id=tenant_id, end_user=caller or "unknown")
     return f"{PHONE_END_USER_PREFIX}{hashed}"
+
+
+def call_variables(request: HttpRequest) -> dict[str, str]:
+    """A call's prompt variables as stream parameters: the caller's number
+    (``{{caller_number}}``) and the webhook URL's ``var_*`` query (a tenant may configure its
+    number's webhook as ``…/twilio/voice/?var_region=eu``). The agent's allow-list applies
+    when the session opens; undeclared names are dropped there."""
+    variables = {
+        name: value for name, value in request.GET.items() if name.startswith(QUERY_PREFIX)
+    }
+    caller = request.POST.get("From", "")
+    if caller:
+        variables[QUERY_PREFIX + CALLER_VARIABLE] = caller
+    return dict(list(variables.items())[:MAX_VARIABLES])
+
+
+def phone_number_auth_token(*, tenant_id: int, number: str) -> str:
+    """The decrypted Twilio auth token of the tenant's number ("" when unknown)."""
+    with tenant_scope(tenant_id):
+        phone_number = PhoneNumber.objects.filter(number=number).first()
+    if phone_number is None:
+        return ""
+    try:
+        return crypto.decrypt(phone_number.twilio_auth_token_encrypted)
+    except crypto.CredentialDecryptionError:
+        return ""
 
 
 def phone_call_token_mint(*, phone_number: PhoneNumber, caller: str) -> tokens.MintedToken:
@@ -179,7 +208,12 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         logger.info("call to number %s refused: %s", phone_number.pk, denied.code)
         return _twiml(twiml_say_hangup(UNAVAILABLE_MESSAGE))
     twiml = twiml_connect_stream(
-        stream_url=stream_url(webhook_url=url), parameters={TOKEN_PARAMETER: minted.value}
+        stream_url=stream_url(webhook_url=url),
+        parameters={
+            TOKEN_PARAMETER: minted.value,
+            NUMBER_PARAMETER: phone_number.number,
+            **call_variables(request),
+        },
     )
     return _twiml(twiml)
 

@@ -23,7 +23,9 @@ from agents.access import (
     not_found,
     token_hash,
 )
-from agents.models import Agent
+from agents.models import Agent, TokenVariables
+from agents.realtime.variables import variables_collect
+from agents.selectors import agent_variable_defaults
 from tenants.models import ApiKey, ClientToken, WidgetKey
 from tenants.origins import origin_is_allowed, origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -42,7 +44,12 @@ class MintedToken:
 
 
 def widget_token_mint(
-    *, key: str, origin: str | None, agent_id: object | None = None, end_user: str = ""
+    *,
+    key: str,
+    origin: str | None,
+    agent_id: object | None = None,
+    end_user: str = "",
+    variables: dict | None = None,
 ) -> MintedToken:
     """A 60-second, single-use token for the widget socket, bound to the page's origin."""
     with scopes_disabled():  # the publishable key is what names the tenant
@@ -74,16 +81,21 @@ def widget_token_mint(
         widget_key=widget_key,
         origin=origin_normalize(origin or ""),
         end_user=end_user[:200],
+        variables=variables,
     )
 
 
-def _client_token_create(*, agent: Agent, kind: str, seconds: int, **fields: object) -> MintedToken:
-    """Store a new single-use token (its hash only) and return it once."""
+def _client_token_create(
+    *, agent: Agent, kind: str, seconds: int, variables: dict | None = None, **fields: object
+) -> MintedToken:
+    """Store a new single-use token (its hash only) and return it once, with the prompt
+    variable values it opens its session with (the agent's declared names only, cleaned)."""
+    values = variables_collect(variables, allowed=agent_variable_defaults(agent))
     prefix = WIDGET_TOKEN_PREFIX if kind == ClientToken.Kind.WIDGET else EPHEMERAL_PREFIX
     raw = prefix + secrets.token_urlsafe(24)
     expires_at = timezone.now() + timedelta(seconds=seconds)
     with tenant_scope(agent.tenant_id):
-        ClientToken.objects.create(
+        token = ClientToken.objects.create(
             tenant_id=agent.tenant_id,
             kind=kind,
             hashed_token=token_hash(raw),
@@ -91,11 +103,17 @@ def _client_token_create(*, agent: Agent, kind: str, seconds: int, **fields: obj
             expires_at=expires_at,
             **fields,
         )
+        if values:
+            TokenVariables.objects.create(tenant_id=agent.tenant_id, token=token, values=values)
     return MintedToken(value=raw, expires_at=expires_at, agent=agent)
 
 
 def ephemeral_key_mint(
-    *, api_key: ApiKey, agent_id: object | None, seconds: int = EPHEMERAL_DEFAULT_SECONDS
+    *,
+    api_key: ApiKey,
+    agent_id: object | None,
+    seconds: int = EPHEMERAL_DEFAULT_SECONDS,
+    variables: dict | None = None,
 ) -> MintedToken:
     """A short-lived client secret a backend hands to a browser (usable until it expires)."""
     if not 10 <= seconds <= EPHEMERAL_MAX_SECONDS:
@@ -106,7 +124,11 @@ def ephemeral_key_mint(
         )
     agent = agent_get_for_api_key(api_key=api_key, agent_id=agent_id)
     return _client_token_create(
-        agent=agent, kind=ClientToken.Kind.EPHEMERAL, seconds=seconds, api_key=api_key
+        agent=agent,
+        kind=ClientToken.Kind.EPHEMERAL,
+        seconds=seconds,
+        api_key=api_key,
+        variables=variables,
     )
 
 

@@ -82,6 +82,9 @@ def widget_session(request: HttpRequest) -> HttpResponse:
     if not isinstance(key, str) or not key:
         return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
     user = body.get("user") if isinstance(body.get("user"), str) else ""
+    variables = body.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        return _cors(_error("invalid_request", "'variables' must be an object", 400), origin)
     limited = widget_session_limited(request, widget_key=key)
     if limited is not None:
         response = _error(
@@ -94,8 +97,9 @@ def widget_session(request: HttpRequest) -> HttpResponse:
         return _cors(response, origin)
     try:
         minted = tokens.widget_token_mint(
-            key=key, origin=origin, agent_id=body.get("agent"), end_user=user
-        )
+            key=key, origin=origin, agent_id=body.get("agent"), end_user=user,
+            variables=variables,
+        )  # fmt: skip
     except access.AccessDenied as denied:
         return _cors(_error(denied.code, denied.message, denied.status), origin)
     agent = minted.agent
@@ -131,8 +135,13 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
     if not isinstance(seconds, int):
         return _error("invalid_expiry", "expires_after.seconds must be an integer", 400)
     agent_id = body.get("agent") or request.GET.get("agent")
+    variables = body.get("variables")  # the prompt variables of the sessions it opens
+    if variables is not None and not isinstance(variables, dict):
+        return _error("invalid_request", "variables must be an object", 400)
     try:
-        minted = tokens.ephemeral_key_mint(api_key=api_key, agent_id=agent_id, seconds=seconds)
+        minted = tokens.ephemeral_key_mint(
+            api_key=api_key, agent_id=agent_id, seconds=seconds, variables=variables
+        )
     except access.AccessDenied as denied:
         return _error(denied.code, denied.message, denied.status)
     expires_at = int(minted.expires_at.timestamp())
