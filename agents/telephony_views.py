@@ -28,7 +28,8 @@ from django.views.decorators.http import require_POST
 from agents import access, catalogue, services, tokens
 from agents.access import PHONE_END_USER_PREFIX
 from agents.models import Agent, PhoneNumber
-from agents.realtime.variables import MAX_VARIABLES, QUERY_PREFIX
+from agents.realtime.variables import QUERY_PREFIX, variables_collect
+from agents.selectors import agent_variable_defaults
 from agents.telephony import (
     CALLER_VARIABLE,
     NUMBER_PARAMETER,
@@ -71,18 +72,20 @@ def phone_caller_end_user(*, tenant_id: int, caller: str) -> str:
     return f"{PHONE_END_USER_PREFIX}{hashed}"
 
 
-def call_variables(request: HttpRequest) -> dict[str, str]:
-    """A call's prompt variables as stream parameters: the caller's number
+def call_variables(request: HttpRequest, *, agent: Agent) -> dict[str, str]:
+    """A call's prompt variables as stream parameters (``var_<name>``): the caller's number
     (``{{caller_number}}``) and the webhook URL's ``var_*`` query (a tenant may configure its
-    number's webhook as ``…/twilio/voice/?var_region=eu``). The agent's allow-list applies
-    when the session opens; undeclared names are dropped there."""
-    variables = {
-        name: value for name, value in request.GET.items() if name.startswith(QUERY_PREFIX)
+    number's webhook as ``…/twilio/voice/?var_region=eu``). Only the names the agent declares:
+    the caller's number leaves the platform only for an agent that asks for it."""
+    raw = {
+        name[len(QUERY_PREFIX) :]: value
+        for name, value in request.GET.items()
+        if name.startswith(QUERY_PREFIX)
     }
-    caller = request.POST.get("From", "")
-    if caller:
-        variables[QUERY_PREFIX + CALLER_VARIABLE] = caller
-    return dict(list(variables.items())[:MAX_VARIABLES])
+    if request.POST.get("From"):
+        raw[CALLER_VARIABLE] = request.POST["From"]
+    values = variables_collect(raw, allowed=agent_variable_defaults(agent))
+    return {QUERY_PREFIX + name: value for name, value in values.items()}
 
 
 def phone_number_auth_token(*, tenant_id: int, number: str) -> str:
@@ -212,7 +215,7 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         parameters={
             TOKEN_PARAMETER: minted.value,
             NUMBER_PARAMETER: phone_number.number,
-            **call_variables(request),
+            **call_variables(request, agent=phone_number.agent),
         },
     )
     return _twiml(twiml)
