@@ -144,7 +144,9 @@ def test_the_policy_fills_instructions_and_first_message(greeter):
     assert phone.transfer_number == "+14155550111"
     upstream_tools = session_config(phone)["tools"]
     assert [tool["name"] for tool in upstream_tools] == ["end_call", "transfer_call"]
-    assert all(set(tool) == {"type", "name", "description", "parameters"} for tool in upstream_tools)
+    assert all(
+        set(tool) == {"type", "name", "description", "parameters"} for tool in upstream_tools
+    )
 
 
 @pytest.mark.django_db
@@ -323,9 +325,7 @@ class FakeTwilio(http.server.ThreadingHTTPServer):
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server hook
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                server.requests.append(
-                    (self.path, self.headers["Authorization"], parse_qs(body))
-                )
+                server.requests.append((self.path, self.headers["Authorization"], parse_qs(body)))
                 self.send_response(server.status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -353,8 +353,7 @@ async def test_twilio_call_control_updates_the_live_call_with_dial_twiml():
         assert path == "/2010-04-01/Accounts/AC123/Calls/CA456.json"
         assert authorization == "Basic " + base64.b64encode(b"AC123:secret").decode()
         assert form["Twiml"] == [
-            '<?xml version="1.0" encoding="UTF-8"?>'
-            "<Response><Dial>+14155550111</Dial></Response>"
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Dial>+14155550111</Dial></Response>'
         ]
         twilio.status = 404
         assert await control.transfer("+14155550111") == (
