@@ -55,6 +55,7 @@ class AgentForm(forms.ModelForm):
         # Left out (an API client, an older form): the default model.
         self.fields["analysis_model"].required = False
         self.fields["recording_notice"].required = False  # empty: the default notice
+        self.fields["speaks_first"].required = False  # left out: the agent waits for the user
         schema = self.instance.analysis_schema if self.instance.pk else None
         if schema and not self.is_bound:
             self.initial["analysis_schema"] = json.dumps(schema, indent=2)
@@ -99,6 +100,9 @@ class AgentForm(forms.ModelForm):
             "target_language": "Translation agents only.",
             "provider": "The local engine runs offline (a development engine, not an AI).",
         }
+
+    def clean_speaks_first(self) -> str:
+        return self.cleaned_data.get("speaks_first") or "user"
 
     def clean_variables(self) -> dict[str, str]:
         declared: dict[str, str] = {}
