@@ -214,6 +214,9 @@ class RealtimeBridge:
         self._quick_drops = 0
         # When the agent's audio of the current response started (clock, output ms so far).
         self._speech_started_at = (clock(), 0)
+        # A built-in tool (end_call, transfer_call) waits for the last words to be heard: no
+        # new response may start meanwhile.
+        self._handing_off = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -481,6 +484,13 @@ class RealtimeBridge:
             self.capture.truncated(item_id, end_ms, self.meter.in_ms)
 
     async def _client_response_create(self, forward: dict[str, Any], event_id: str | None) -> None:
+        if self._handing_off:
+            await self._client_error(
+                "call_ending",
+                "the agent is ending or transferring the call; no new response can start",
+                event_id=event_id,
+            )
+            return
         if not self._spend_allows():
             await self._client_error(
                 "budget_exhausted",
@@ -756,6 +766,7 @@ class RealtimeBridge:
             self._bill_response(response_id, response)
             self.calls.on_response_done(response_id)
             for call in self.calls.builtin_calls_of(response_id)[:1]:
+                self._handing_off = True
                 loop = asyncio.get_running_loop()
                 self._call_tasks[call.call_id] = loop.create_task(self._run_builtin(call))
         else:
@@ -925,9 +936,15 @@ class RealtimeBridge:
         """``end_call``: the session ends once the goodbye is heard (a normal close; a phone
         call hangs up). ``transfer_call``: the phone call is redirected to the agent's number,
         which ends its media stream; a failed transfer is the model's to tell the caller."""
-        await asyncio.sleep(self._unheard_s())
-        if self.closed.is_set():
-            return
+        try:
+            await asyncio.sleep(self._unheard_s())
+            if self.closed.is_set():
+                return
+            await self._run_builtin_now(call)
+        finally:
+            self._handing_off = False
+
+    async def _run_builtin_now(self, call: Call) -> None:
         if call.name == END_CALL:
             logger.info("the agent ended the call (%s)", call.call_id)
             await self.end("call_ended")
@@ -941,6 +958,7 @@ class RealtimeBridge:
         else:
             error = f"{call.name} is not available here"
         logger.warning("built-in tool %s failed: %s", call.name, error)
+        self._handing_off = False  # the conversation goes on: the model tells the caller
         await self._deliver_output(
             call, tools.error_output("failed", error), latency_ms=None, error="failed"
         )
@@ -1029,7 +1047,7 @@ class RealtimeBridge:
 
         Never while a response is active, the user is mid-turn, or a new upstream opens.
         """
-        if self.closed.is_set() or self._swapping or self.turns.busy:
+        if self.closed.is_set() or self._swapping or self.turns.busy or self._handing_off:
             return
         if self.calls.platform_work_pending:
             return

@@ -361,3 +361,15 @@ async def test_twilio_call_control_updates_the_live_call_with_dial_twiml():
         )
     finally:
         twilio.shutdown()
+
+
+async def test_no_new_response_starts_while_the_goodbye_plays():
+    tools = builtin_tools(end_call=True, transfer_call=False, channel="api")
+    bridge, upstream, client = await bridge_for(make_policy("api", tools=tools))
+    spoken_answer_then_call(upstream, "end_call")
+    await until(lambda: bridge._handing_off, "the hang-up to be pending")
+    await bridge.from_client(json.dumps({"type": "response.create", "event_id": "evt_late"}))
+    assert client.errors()[-1] == "call_ending"
+    assert "response.create" not in upstream.received_types()
+    await until(lambda: client.closed is not None, "the session to close")
+    assert client.closed == (1000, "call_ended")
