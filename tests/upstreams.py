@@ -42,6 +42,7 @@ class ScriptedUpstream:
         # Every event the platform sent, per connection (1-based), in order: the session.update
         # it configured the session with, its own response.create, the client's events.
         self.received: dict[int, list[dict]] = {}
+        self.farewell_tool = "end_call"  # what the ``goodbye`` mode calls after speaking
         self.hung_up = threading.Event()  # set when a connection ends, from either side
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -130,7 +131,7 @@ class ScriptedUpstream:
                 await self._respond(connection, f"resp_{self.connections}_{number}")
 
     async def _goodbye(self, connection) -> None:
-        """Each response says ``deltas`` of audio, then calls the ``end_call`` tool."""
+        """Each response says a little audio, then calls ``farewell_tool`` (end_call)."""
         received = self.received[self.connections]
         async for message in connection:
             received.append(json.loads(message))
@@ -151,7 +152,8 @@ class ScriptedUpstream:
                     "item_id": "item_bye", "output_index": 0, "content_index": 0,
                     "delta": AUDIO_DELTA}))  # fmt: skip
             call = {"id": "item_call", "type": "function_call", "call_id": "call_bye",
-                    "name": "end_call", "arguments": "{}", "status": "completed"}  # fmt: skip
+                    "name": self.farewell_tool, "arguments": "{}",
+                    "status": "completed"}  # fmt: skip
             await connection.send(json.dumps({"type": "response.output_item.done",
                                               "response_id": response_id, "output_index": 1,
                                               "item": call}))  # fmt: skip

@@ -5,6 +5,7 @@ greets first with its filled first message, after the recording notice when reco
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import xml.etree.ElementTree as ET
 
@@ -14,8 +15,17 @@ from django.test import Client
 
 from agents.models import Agent, Recording, TranscriptItem
 from tenants.scoping import scopes_disabled
+from tests.upstreams import ScriptedUpstream
 
-from .conftest import CALLER, TwilioStream, call_params, signed_headers
+from .conftest import (
+    ACCOUNT_SID,
+    AUTH_TOKEN_A,
+    CALL_SID,
+    CALLER,
+    TwilioStream,
+    call_params,
+    signed_headers,
+)
 from .test_media_stream import (
     RecordingConsumer,  # noqa: F401 - the application fixture's consumer
     _warm_engines,  # noqa: F401
@@ -115,3 +125,64 @@ async def test_the_agent_greets_the_caller_with_its_filled_first_message(
 def recording_stored(session_id: int) -> bool:
     with scopes_disabled():
         return Recording.objects.filter(session_id=session_id).exclude(status="recording").exists()
+
+
+@pytest.fixture
+def fake_twilio(settings):
+    from tests.agents.test_conversation_start import FakeTwilio
+
+    twilio = FakeTwilio()
+    settings.VP_TWILIO_API_URL = twilio.url
+    yield twilio
+    twilio.shutdown()
+
+
+@pytest.fixture
+def scripted_upstream(settings):
+    upstream = ScriptedUpstream("goodbye")
+    upstream.farewell_tool = "transfer_call"
+    for name, value in upstream.environ.items():
+        setattr(settings, name, value)
+    yield upstream
+    upstream.stop()
+
+
+@sync_to_async
+def transferring_agent(agent_id: int) -> None:
+    with scopes_disabled():
+        Agent.objects.filter(pk=agent_id).update(
+            provider="openai", speaks_first="agent", first_message="Let me put you through.",
+            transfer_call_enabled=True, transfer_number="+14155550111",
+        )  # fmt: skip
+
+
+@transactional
+async def test_the_agent_transfers_the_call_through_twilio(
+    application,  # noqa: F811
+    phone,
+    fake_twilio,
+    scripted_upstream,
+):
+    await transferring_agent(phone.agent.pk)
+    parameters = await stream_parameters()
+    communicator, _ = await call(application, parameters)
+    try:
+        closed = None
+        while closed is None:
+            output = await communicator.receive_output(timeout=20)
+            if output["type"] == "websocket.close":
+                closed = output
+    finally:
+        await communicator.disconnect()
+    # The stream ends normally once Twilio has the call (<Dial> the agent's number).
+    assert (closed["code"], closed["reason"]) == (1000, "call_transferred")
+    ((path, authorization, form),) = fake_twilio.requests
+    assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json"
+    expected = base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN_A}".encode()).decode()
+    assert authorization == f"Basic {expected}"
+    assert "<Dial>+14155550111</Dial>" in form["Twiml"][0]
+    session = await ended_session()
+    assert session.end_reason == "transferred"
+    # The upstream was offered the tool as a plain function (how it runs stays here).
+    (tool,) = scripted_upstream.received[1][0]["session"]["tools"]
+    assert tool["name"] == "transfer_call" and "execution" not in tool
