@@ -33,7 +33,7 @@ from agents.models import (
     SessionSummary,
     TranscriptItem,
 )
-from agents.selectors import agent_runs_on_local_fallback
+from agents.selectors import agent_runs_on_local_fallback, agent_variable_defaults
 from agents.views import agent_public_info
 from billing.models import UsageEvent
 from billing.selectors import events_total_cost
@@ -223,7 +223,11 @@ def agent_try(request: HttpRequest, agent_id: int) -> HttpResponse:
     return render(
         request,
         "console/agents/try.html",
-        {"agent": agent, "engine_fallback": agent_runs_on_local_fallback(agent=agent)},
+        {
+            "agent": agent,
+            "engine_fallback": agent_runs_on_local_fallback(agent=agent),
+            "variables": agent_variable_defaults(agent),
+        },
     )
 
 
@@ -233,7 +237,16 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
     """A single-use socket token for the console's own try-it widget (any member)."""
     agent = tenant_object_get(Agent, pk=agent_id, status=Agent.Status.ACTIVE)
     try:
-        minted = tokens.console_token_mint(agent=agent, end_user=f"console:{request.user.pk}")
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        body = {}
+    variables = body.get("variables") if isinstance(body, dict) else None
+    try:
+        minted = tokens.console_token_mint(
+            agent=agent,
+            end_user=f"console:{request.user.pk}",
+            variables=variables if isinstance(variables, dict) else None,
+        )
     except access.AccessDenied as denied:
         return JsonResponse(
             {"error": {"code": denied.code, "message": denied.message}}, status=denied.status

@@ -132,12 +132,16 @@ def ephemeral_key_mint(
     )
 
 
-def console_token_mint(*, agent: Agent, end_user: str) -> MintedToken:
-    """A single-use socket token for the console's try-it page (a logged-in member)."""
+def console_token_mint(
+    *, agent: Agent, end_user: str, variables: dict | None = None
+) -> MintedToken:
+    """A single-use socket token for the console's try-it page (a logged-in member), with the
+    prompt variable values typed there."""
     admission_check(tenant=agent.tenant, agent=agent)
     return _client_token_create(
         agent=agent,
         kind=ClientToken.Kind.EPHEMERAL,
         seconds=CONSOLE_TOKEN_SECONDS,
         end_user=end_user[:200],
+        variables=variables,
     )

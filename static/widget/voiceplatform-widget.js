@@ -39,6 +39,16 @@
     };
   }
 
+  // The console's try-it page: the values typed in its prompt variable fields.
+  function consoleVariables() {
+    var variables = {};
+    var fields = document.querySelectorAll("[data-vpw-variable]");
+    for (var i = 0; i < fields.length; i++) {
+      variables[fields[i].getAttribute("data-vpw-variable")] = fields[i].value;
+    }
+    return variables;
+  }
+
   // Prompt variables from the tag's other data-* attributes: data-customer-name="Ada" fills
   // {{customer_name}} (the agent names the variables it accepts; the platform drops the rest).
   function attributeVariables(script) {
@@ -758,7 +768,8 @@
       ? fetch(this.tokenUrl, {
           method: "POST",
           credentials: "same-origin",
-          headers: { "X-CSRFToken": this.csrfToken },
+          headers: { "X-CSRFToken": this.csrfToken, "Content-Type": "application/json" },
+          body: JSON.stringify({ variables: consoleVariables() }),
         })
       : fetch(this.baseUrl + "/widget/session", {
           method: "POST",

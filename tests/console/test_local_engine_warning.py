@@ -3,11 +3,13 @@ is stored (it would only answer "You said: …"): the agent form, Try-it and the
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.urls import reverse
 
 from agents.configuration import agent_create
-from agents.models import Session
+from agents.models import Agent, Session, TokenVariables
 from billing.models import UsageEvent
 from tenants import services
 from tenants.models import ProviderCredential
@@ -82,3 +84,26 @@ def test_the_session_page_says_which_engine_answered(client, world, agents):
     assert WARNING in client.get(session_of(world, openai, provider="local")).content
     assert WARNING not in client.get(session_of(world, openai, provider="openai")).content
     assert WARNING not in client.get(session_of(world, local, provider="local")).content
+
+
+def test_try_it_offers_the_prompt_variables_and_its_token_carries_them(client, world, agents):
+    openai, _ = agents
+    with tenant_scope(world.tenant_a):
+        Agent.objects.filter(pk=openai.pk).update(variables={"customer_name": "there"})
+    client.force_login(world.member_a)  # any member may try an agent
+    page = client.get(reverse("agent-try", args=["tenant-a", openai.pk]))
+    assert b'data-vpw-variable="customer_name" value="there"' in page.content
+    response = client.post(
+        reverse("agent-try-token", args=["tenant-a", openai.pk]),
+        data=json.dumps({"variables": {"customer_name": "Ada\nL", "other": "x"}}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    with tenant_scope(world.tenant_a):
+        assert list(TokenVariables.objects.values_list("values", flat=True)) == [
+            {"customer_name": "Ada L"}
+        ]
+    # A body that is not JSON: a token without values (the defaults apply), not an error.
+    url = reverse("agent-try-token", args=["tenant-a", openai.pk])
+    response = client.post(url, data="x", content_type="text/plain")
+    assert response.status_code == 201
