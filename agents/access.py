@@ -11,14 +11,15 @@ door is ``tenants.console.tenant_view``; tasks enter through ``tenants.tasks.Ten
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from agents import journal
-from agents.models import Agent, AgentVersion, Session
+from agents.models import Agent, AgentVersion, Session, TokenVariables
+from agents.realtime.variables import QUERY_PREFIX as VARIABLE_PREFIX
 from billing.spend import spend_caps_exhausted
 from tenants.metrics import ADMISSIONS_REFUSED
 from tenants.models import ApiKey, ClientToken, Tenant
@@ -44,6 +45,8 @@ class Access:
     widget_key_id: int | None = None
     api_key_id: int | None = None  # the API key, or the one that minted the client secret
     console: bool = False  # the console's Try-it: the draft, on the console channel
+    # Prompt variable values the session opens with (raw: the policy keeps the declared ones).
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 class AccessDenied(Exception):
@@ -340,6 +343,7 @@ def widget_socket_access(*, offered: list[str], origin: str | None, client_ip: s
         widget_key_id=token.widget_key_id,
         api_key_id=token.api_key_id,
         console=console,
+        variables=token_variables(token),
     )
 
 
@@ -372,8 +376,9 @@ def api_socket_access(
             raise token_refused("token_invalid", "Invalid session token.", token.tenant_id)
         end_user = query.get("user") or f"client_secret:{token.pk}"
         agent = agent_runtime(token.agent, version=token.agent_version)
+        variables = {**token_variables(token), **query_variables(query)}
         return Access(tenant=token.tenant, agent=agent, end_user=end_user,
-                      api_key_id=token.api_key_id,
+                      api_key_id=token.api_key_id, variables=variables,
                       subprotocol=_chosen_subprotocol(offered))  # fmt: skip
     api_key = api_key_authenticate(raw_key) if raw_key else None
     if api_key is None:
@@ -394,7 +399,24 @@ def api_socket_access(
     agent = agent_runtime(agent, version=pinned)
     end_user = query.get("user") or f"api_key:{api_key.pk}"
     return Access(tenant=api_key.tenant, agent=agent, end_user=end_user, api_key_id=api_key.pk,
+                  variables=query_variables(query),
                   subprotocol=_chosen_subprotocol(offered))  # fmt: skip
+
+
+def token_variables(token: ClientToken) -> dict[str, str]:
+    """The prompt variables stored with a token when it was minted (none: {})."""
+    with tenant_scope(token.tenant_id):
+        row = TokenVariables.objects.filter(token=token).first()
+    return dict(row.values) if row is not None and isinstance(row.values, dict) else {}
+
+
+def query_variables(query: dict[str, str]) -> dict[str, str]:
+    """``?var_customer_name=Ada`` → {"customer_name": "Ada"} (an API socket's query)."""
+    return {
+        key[len(VARIABLE_PREFIX) :]: value
+        for key, value in query.items()
+        if key.startswith(VARIABLE_PREFIX)
+    }
 
 
 def _presented_key(authorization: str, offered: list[str]) -> str:

@@ -38,6 +38,7 @@ from agents.models import (
     SessionSummary,
     TranscriptItem,
 )
+from agents.selectors import agent_runs_on_local_fallback, agent_variable_defaults
 from agents.views import agent_public_info
 from billing import charts
 from billing.models import UsageEvent
@@ -127,7 +128,13 @@ def agent_edit(request: HttpRequest, agent_id: int) -> HttpResponse:
     return render(
         request,
         "console/agents/form.html",
-        {"form": form, "agent": agent, "versions": versions, **_draft_context(agent)},
+        {
+            "form": form,
+            "agent": agent,
+            "versions": versions,
+            "engine_fallback": agent_runs_on_local_fallback(agent=agent),
+            **_draft_context(agent),
+        },
     )
 
 
@@ -258,7 +265,13 @@ TRY_FORBIDDEN = (
 def agent_try(request: HttpRequest, agent_id: int) -> HttpResponse:
     """The Try-it page; other roles see why they cannot start one (the token is refused)."""
     agent = tenant_object_get(Agent, pk=agent_id)
-    context = {"agent": agent, "forbidden": TRY_FORBIDDEN, **_draft_context(agent)}
+    context = {
+        "agent": agent,
+        "forbidden": TRY_FORBIDDEN,
+        "engine_fallback": agent_runs_on_local_fallback(agent=agent),
+        "variables": agent_variable_defaults(agent),
+        **_draft_context(agent),
+    }
     return render(request, "console/agents/try.html", context)
 
 
@@ -271,7 +284,16 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
         return JsonResponse({"error": {"code": "forbidden", "message": TRY_FORBIDDEN}}, status=403)
     agent = tenant_object_get(Agent, pk=agent_id, status=Agent.Status.ACTIVE)
     try:
-        minted = tokens.console_token_mint(agent=agent, end_user=f"console:{request.user.pk}")
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        body = {}
+    variables = body.get("variables") if isinstance(body, dict) else None
+    try:
+        minted = tokens.console_token_mint(
+            agent=agent,
+            end_user=f"console:{request.user.pk}",
+            variables=variables if isinstance(variables, dict) else None,
+        )
     except access.AccessDenied as denied:
         return JsonResponse(
             {"error": {"code": denied.code, "message": denied.message}}, status=denied.status
@@ -377,6 +399,7 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "erased": session.end_user_hash == retention.ERASED,
         "query": query,
         "can_export": request.membership.can_configure,
+        "engine_fallback": _ran_on_local_fallback(session, usage),
     }
     return render(request, "console/sessions/detail.html", context)
 
@@ -403,6 +426,17 @@ def session_transcript_export(request: HttpRequest, session_id: int) -> HttpResp
     response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="session-{session.pk}.{fmt}"'
     return response
+
+
+def _ran_on_local_fallback(session: Session, usage: list[UsageEvent]) -> bool:
+    """The session's agent is set to OpenAI but its answers came from the local engine (no key
+    was stored): told by its usage, or, before any answer of a live session, by the key now."""
+    if session.agent.provider != catalogue.PROVIDER_OPENAI:
+        return False
+    providers = {event.provider for event in usage if event.kind != UsageEvent.Kind.ANALYSIS}
+    if providers:
+        return catalogue.PROVIDER_LOCAL in providers
+    return session.ended_at is None and agent_runs_on_local_fallback(agent=session.agent)
 
 
 @tenant_view()

@@ -39,10 +39,11 @@ from agents.realtime.bridge import Continuation, RealtimeBridge
 from agents.realtime.client_output import ClientOutput
 from agents.realtime.policy import CHANNEL_API, CHANNEL_WIDGET
 from agents.realtime.relay.closing import ending
+from agents.realtime.relay.contracts import CallControl
 from agents.realtime.tools import WebhookExecutor
 from agents.recording import DatabaseRecorder
 from agents.recordings import capture_for
-from agents.selectors import policy_for_agent
+from agents.selectors import local_engine_fallback, policy_for_agent
 from agents.upstream import provider_key_for_tenant, upstream_connector
 from billing.spend import spend_guard_for
 from tenants.metrics import ADMISSIONS_REFUSED, DROPPED_FRAMES, LIVE_SESSIONS
@@ -156,9 +157,16 @@ class RealtimeConsumer(AsyncConsumer):
         provider, connect = upstream_connector(
             agent=access.agent, api_key=api_key, safety_identifier=session.end_user_hash
         )
+        if local_engine_fallback(agent=access.agent, api_key=api_key):
+            # The console says so too (agent form, Try-it, the session's page).
+            logger.warning(
+                "session %s: agent %s is set to OpenAI but tenant %s has no key stored; "
+                "it runs on the local engine",
+                session.pk, access.agent.pk, access.tenant.pk,
+            )  # fmt: skip
         # Off the event loop: it decrypts secrets and resolves MCP server names.
         policy = await database_sync_to_async(policy_for_agent)(
-            agent=access.agent, channel=self.channel
+            agent=access.agent, channel=self.channel, variables=access.variables
         )
         signing = access.tenant.webhook_signing_secrets()  # two during a rotation's overlap
         guard = await database_sync_to_async(spend_guard_for)(
@@ -200,6 +208,7 @@ class RealtimeConsumer(AsyncConsumer):
                 allow_private_addresses=settings.VP_ALLOW_PRIVATE_WEBHOOKS,
                 tenant_id=access.tenant.pk,
             ),
+            call_control=await self._call_control(access),
         )
         self.recorder.set_audio_source(lambda: (self.bridge.audio_in_ms, self.bridge.audio_out_ms))
         self.recorder.set_first_audio_source(lambda: self.bridge.first_audio_ms)
@@ -216,6 +225,10 @@ class RealtimeConsumer(AsyncConsumer):
             await self._end("upstream_error")
             return
         self._watch = asyncio.create_task(self._watch_bridge())
+
+    async def _call_control(self, access: Access) -> CallControl | None:
+        """What controls the call beyond this socket (a phone call's transfer); None here."""
+        return None
 
     def _continuation(self, access: Access, session: Session) -> Continuation:
         async def seed() -> Seed:

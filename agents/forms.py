@@ -7,6 +7,9 @@ from django import forms
 from agents import catalogue
 from agents.extraction import SchemaProblem, data_schema_check
 from agents.models import DEFAULT_RECORDING_NOTICE, Agent
+from agents.realtime import variables as prompt_variables
+
+VARIABLES_EXAMPLE = "customer_name=there\norder_id="
 
 SCHEMA_EXAMPLE = (
     '{\n  "type": "object",\n  "properties": {\n    "order_id": {"type": "string"},\n'
@@ -31,11 +34,26 @@ class AgentForm(forms.ModelForm):
         help_text=Agent._meta.get_field("analysis_schema").help_text,
     )
 
+    # One "name=default" per line: simpler to type than JSON, and shown back as typed.
+    variables = forms.CharField(
+        label="Prompt variables",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "code", "placeholder": VARIABLES_EXAMPLE}),
+        help_text="One name=default per line. Use them as {{name}} in the instructions and the "
+        "first message; a widget fills them from its data-* attributes (data-customer-name), "
+        "an API socket from its query (?var_customer_name=…), a phone call with "
+        "{{caller_number}}. A missing value gets the default.",
+    )
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        declared = self.instance.variables if self.instance.pk else None
+        if isinstance(declared, dict) and declared and not self.is_bound:
+            self.initial["variables"] = "\n".join(f"{k}={v}" for k, v in declared.items())
         # Left out (an API client, an older form): the default model.
         self.fields["analysis_model"].required = False
         self.fields["recording_notice"].required = False  # empty: the default notice
+        self.fields["speaks_first"].required = False  # left out: the agent waits for the user
         schema = self.instance.analysis_schema if self.instance.pk else None
         if schema and not self.is_bound:
             self.initial["analysis_schema"] = json.dumps(schema, indent=2)
@@ -64,11 +82,13 @@ class AgentForm(forms.ModelForm):
             "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
             "max_output_tokens", "target_language", "tool_preambles",
             "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
-            "recording_enabled", "recording_notice",
+            "recording_enabled", "recording_notice", "speaks_first", "first_message", "variables",
+            "end_call_enabled", "transfer_call_enabled", "transfer_number",
         ]  # fmt: skip
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 14, "class": "roomy"}),
             "analysis_rubric": forms.Textarea(attrs={"rows": 4}),
+            "first_message": forms.Textarea(attrs={"rows": 2}),
             "model": forms.Select(choices=[(m, m) for m in catalogue.ALL_MODELS]),
         }
         help_texts = {
@@ -78,6 +98,34 @@ class AgentForm(forms.ModelForm):
             "target_language": "Translation agents only.",
             "provider": "The local engine runs offline (a development engine, not an AI).",
         }
+
+    def clean_speaks_first(self) -> str:
+        return self.cleaned_data.get("speaks_first") or "user"
+
+    def clean_variables(self) -> dict[str, str]:
+        declared: dict[str, str] = {}
+        for number, line in enumerate((self.cleaned_data.get("variables") or "").splitlines(), 1):
+            if not line.strip():
+                continue
+            name, _, default = line.partition("=")
+            name = name.strip()
+            if not prompt_variables.NAME.fullmatch(name):
+                raise forms.ValidationError(
+                    f"Line {number}: {name!r} is not a variable name (lower-case letters, "
+                    "digits and _, starting with a letter)."
+                )
+            if name in declared:
+                raise forms.ValidationError(f"Line {number}: {name} is declared twice.")
+            declared[name] = prompt_variables.value_clean(default)
+        if len(declared) > prompt_variables.MAX_VARIABLES:
+            raise forms.ValidationError(
+                f"At most {prompt_variables.MAX_VARIABLES} variables per agent."
+            )
+        return declared
+
+    def clean_transfer_number(self) -> str:
+        # Checked (E.164, needed by transfer_call) by Agent.clean, as for the REST API.
+        return (self.cleaned_data.get("transfer_number") or "").replace(" ", "")
 
     def clean_recording_notice(self) -> str:
         notice = " ".join((self.cleaned_data.get("recording_notice") or "").split())

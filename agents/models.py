@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 from django.contrib.postgres.search import SearchVectorField
 from django.core.exceptions import ValidationError
@@ -8,9 +9,11 @@ from django.db import models
 
 from agents import catalogue
 from agents.extraction import SchemaProblem, data_schema_check
+from agents.realtime import variables as prompt_variables
 from tenants.scoping import TenantOwnedModel
 
 DEFAULT_RECORDING_NOTICE = "This conversation is recorded."
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 class Agent(TenantOwnedModel):
@@ -99,6 +102,37 @@ class Agent(TenantOwnedModel):
         help_text="Shown by the widget before the microphone starts, and said at the start of "
         "phone calls, when the session is recorded.",
     )
+    speaks_first = models.CharField(
+        "Who speaks first",
+        max_length=10,
+        choices=[("user", "The user (the agent waits)"), ("agent", "The agent (it greets)")],
+        default="user",
+    )
+    first_message = models.TextField(
+        blank=True,
+        max_length=1000,
+        help_text="What the agent says first when it speaks first, word for word; may use "
+        "{{variables}}. Empty: the agent greets in its own words.",
+    )
+    variables = models.JSONField(
+        "Prompt variables",
+        default=dict,
+        blank=True,
+        help_text="Names a page, API client or call may fill, each with its default.",
+    )
+    end_call_enabled = models.BooleanField(
+        "Built-in tool: end_call",
+        default=False,
+        help_text="The agent may hang up once it has said goodbye.",
+    )
+    transfer_call_enabled = models.BooleanField(
+        "Built-in tool: transfer_call",
+        default=False,
+        help_text="Phone calls only: the agent may transfer the caller to the number below.",
+    )
+    transfer_number = models.CharField(
+        max_length=20, blank=True, help_text="E.164, e.g. +14155550100."
+    )
     live_version = models.ForeignKey(
         "agents.AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -148,6 +182,51 @@ class Agent(TenantOwnedModel):
             data_schema_check(self.analysis_schema)
         except SchemaProblem as problem:
             raise ValidationError({"analysis_schema": str(problem)}) from None
+        errors = self._conversation_start_problems()
+        if errors:
+            raise ValidationError(errors)
+
+    def _conversation_start_problems(self) -> dict[str, str]:
+        """Prompt variables, placeholders and transfer_call, whoever sets them (the console's
+        form, the REST API): one rule."""
+        errors: dict[str, str] = {}
+        declared = self.variables
+        if not isinstance(declared, dict):
+            errors["variables"] = "An object of variable name → default value."
+        else:
+            for name, default in declared.items():
+                if not prompt_variables.NAME.fullmatch(str(name)):
+                    errors["variables"] = (
+                        f"{name!r} is not a variable name (lower-case letters, digits and _, "
+                        "starting with a letter)."
+                    )
+                elif (
+                    not isinstance(default, str) or len(default) > prompt_variables.MAX_VALUE_CHARS
+                ):
+                    errors["variables"] = (
+                        f"The default of {name} is text of at most "
+                        f"{prompt_variables.MAX_VALUE_CHARS} characters."
+                    )
+            if len(declared) > prompt_variables.MAX_VARIABLES:
+                errors["variables"] = (
+                    f"At most {prompt_variables.MAX_VARIABLES} variables per agent."
+                )
+            for field in ("instructions", "first_message"):
+                unknown = [
+                    placeholder
+                    for placeholder in prompt_variables.placeholders(getattr(self, field) or "")
+                    if placeholder not in declared
+                ]
+                if unknown:
+                    errors[field] = (
+                        "Declare " + ", ".join(f"{{{{{u}}}}}" for u in unknown) + " under "
+                        "Prompt variables (with a default), or remove it."
+                    )
+        if self.transfer_number and not E164.fullmatch(self.transfer_number):
+            errors["transfer_number"] = "Give the number in E.164 form, e.g. +14155550100."
+        elif self.transfer_call_enabled and not self.transfer_number:
+            errors["transfer_number"] = "transfer_call needs the number to transfer to."
+        return errors
 
 
 # The fields an agent version captures: everything a session runs with.
@@ -156,7 +235,8 @@ VERSIONED_FIELDS = (
     "turn_detection", "vad_eagerness", "input_audio_format", "output_audio_format",
     "max_output_tokens", "target_language", "tools", "mcp_servers", "tool_preambles",
     "analysis_enabled", "analysis_model", "analysis_rubric", "analysis_schema",
-    "recording_enabled", "recording_notice",
+    "recording_enabled", "recording_notice", "speaks_first", "first_message", "variables",
+    "end_call_enabled", "transfer_call_enabled", "transfer_number",
 )  # fmt: skip
 
 
@@ -210,6 +290,8 @@ class Session(TenantOwnedModel):
         ABANDONED = "abandoned", "Abandoned (no heartbeat)"
         SLOW_READER = "slow_reader", "Client stopped reading"
         INTERNAL_ERROR = "internal_error", "Internal error"
+        AGENT_ENDED = "agent_ended", "The agent ended the call"
+        TRANSFERRED = "transferred", "Transferred to a person"
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
     agent_version = models.ForeignKey(
@@ -440,6 +522,17 @@ class PhoneNumber(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.number
+
+
+class TokenVariables(TenantOwnedModel):
+    """The prompt variable values given with a session token (a widget page's ``data-*``
+    attributes, a backend's client secret request), read when the token's socket opens.
+
+    Already allow-listed and cleaned (``agents.realtime.variables``); gone with the token.
+    """
+
+    token = models.OneToOneField("tenants.ClientToken", on_delete=models.CASCADE, related_name="+")
+    values = models.JSONField(default=dict)
 
 
 class WebhookEndpoint(TenantOwnedModel):

@@ -18,15 +18,18 @@ string operations, never a full JSON decode (50 frames a second each way per cal
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from agents.realtime import frames
@@ -36,6 +39,9 @@ PHONE_AUDIO_FORMAT = "audio/pcmu"
 PCMU_BYTES_PER_MS = 8
 STREAM_PATH = "/twilio/stream/"
 TOKEN_PARAMETER = "token"
+# The number called (to find its auth token for call control) and the call's prompt variables.
+NUMBER_PARAMETER = "number"
+CALLER_VARIABLE = "caller_number"
 MARK_PREFIX = "vp-"
 UNAVAILABLE_MESSAGE = "Sorry, this service is not available right now. Goodbye."
 UNKNOWN_NUMBER_MESSAGE = "Sorry, this number is not in service."
@@ -365,3 +371,58 @@ class TwilioCall:
         """How much of a sent item the caller heard (None once it is forgotten)."""
         item = next((item for item in self._items if item.item_id == item_id), None)
         return item.played_ms if item is not None else None
+
+
+# --- call control (Twilio's REST API) ------------------------------------------------------
+
+TRANSFER_TIMEOUT_S = 10.0
+
+
+def twiml_dial(number: str) -> str:
+    """Hand the call to ``number`` (``<Dial>``): the media stream ends, the caller rings on."""
+    return f"{_XML_HEAD}<Response><Dial>{escape(number)}</Dial></Response>"
+
+
+@dataclass(frozen=True)
+class TwilioCallControl:
+    """One live call's control through Twilio's REST API ("Update a Call" with new TwiML).
+
+    Redirecting the call to ``<Dial>`` ends its ``<Connect><Stream>``: Twilio closes the media
+    stream (``stop``) and runs the new TwiML. Authenticated as the account with the number's
+    auth token (HTTP basic, account SID and token), as Twilio's own clients do.
+    """
+
+    api_url: str
+    account_sid: str
+    call_sid: str
+    auth_token: str
+    timeout_s: float = TRANSFER_TIMEOUT_S
+
+    def _update_call(self, twiml: str) -> str | None:
+        url = (
+            f"{self.api_url.rstrip('/')}/2010-04-01/Accounts/{quote(self.account_sid)}"
+            f"/Calls/{quote(self.call_sid)}.json"
+        )
+        credentials = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        request = urllib.request.Request(
+            url,
+            data=urlencode({"Twiml": twiml}).encode(),
+            headers={
+                "Authorization": f"Basic {credentials}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as error:
+            return f"the phone service refused the transfer (HTTP {error.code})"
+        except (OSError, ValueError) as error:
+            return f"the phone service could not be reached ({type(error).__name__})"
+        return None
+
+    async def transfer(self, number: str) -> str | None:
+        if not (self.account_sid and self.call_sid and self.auth_token):
+            return "this call cannot be transferred (no call id)"
+        return await asyncio.to_thread(self._update_call, twiml_dial(number))

@@ -19,20 +19,25 @@ import dataclasses
 import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from agents.access import Access, AccessDenied, phone_stream_access
+from agents.access import Access, AccessDenied, phone_stream_access, query_variables
 from agents.consumers import RealtimeConsumer
 from agents.models import Session
 from agents.realtime import frames
 from agents.realtime.policy import CHANNEL_PHONE
+from agents.realtime.relay.contracts import CallControl
 from agents.telephony import (
+    NUMBER_PARAMETER,
     PHONE_AUDIO_FORMAT,
     StreamStart,
     TwilioCall,
+    TwilioCallControl,
     media_append_event,
     stream_start_parse,
     twilio_event,
 )
+from agents.telephony_views import phone_number_auth_token
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +124,25 @@ class TwilioMediaConsumer(RealtimeConsumer):
 
     def authenticate(self) -> Access:
         raw = self.stream_start.token if self.stream_start is not None else ""
-        return phone_stream_access(raw_token=raw)
+        access = phone_stream_access(raw_token=raw)
+        # The call's prompt variables: ``var_*`` stream parameters the voice webhook set.
+        parameters = self.stream_start.parameters if self.stream_start is not None else {}
+        return dataclasses.replace(access, variables=query_variables(parameters))
+
+    async def _call_control(self, access: Access) -> CallControl | None:
+        """Twilio's REST API for this call (transfer_call), with its number's auth token."""
+        start = self.stream_start
+        if start is None or not access.agent.transfer_call_enabled:
+            return None
+        auth_token = await database_sync_to_async(phone_number_auth_token)(
+            tenant_id=access.tenant.pk, number=start.parameters.get(NUMBER_PARAMETER, "")
+        )
+        return TwilioCallControl(
+            api_url=settings.VP_TWILIO_API_URL,
+            account_sid=start.account_sid,
+            call_sid=start.call_sid,
+            auth_token=auth_token,
+        )
 
     async def _start_bridge(self, access: Access, session: Session) -> None:
         """The realtime path's bridge, with μ-law both ways whatever the agent's formats.

@@ -29,7 +29,11 @@ from django.views.decorators.http import require_POST
 from agents import access, catalogue, configuration, services, tokens
 from agents.access import PHONE_END_USER_PREFIX
 from agents.models import Agent, AgentVersion, PhoneNumber
+from agents.realtime.variables import QUERY_PREFIX, variables_collect
+from agents.selectors import agent_variable_defaults
 from agents.telephony import (
+    CALLER_VARIABLE,
+    NUMBER_PARAMETER,
     TOKEN_PARAMETER,
     UNAVAILABLE_MESSAGE,
     stream_url,
@@ -71,6 +75,34 @@ def phone_caller_end_user(*, tenant_id: int, caller: str) -> str:
     """The end user of a call: the caller's number, hashed (the number itself is not kept)."""
     hashed = services.end_user_hash(tenant_id=tenant_id, end_user=caller or "unknown")
     return f"{PHONE_END_USER_PREFIX}{hashed}"
+
+
+def call_variables(request: HttpRequest, *, agent: Agent) -> dict[str, str]:
+    """A call's prompt variables as stream parameters (``var_<name>``): the caller's number
+    (``{{caller_number}}``) and the webhook URL's ``var_*`` query (a tenant may configure its
+    number's webhook as ``…/twilio/voice/?var_region=eu``). Only the names the agent declares:
+    the caller's number leaves the platform only for an agent that asks for it."""
+    raw = {
+        name[len(QUERY_PREFIX) :]: value
+        for name, value in request.GET.items()
+        if name.startswith(QUERY_PREFIX)
+    }
+    if request.POST.get("From"):
+        raw[CALLER_VARIABLE] = request.POST["From"]
+    values = variables_collect(raw, allowed=agent_variable_defaults(agent))
+    return {QUERY_PREFIX + name: value for name, value in values.items()}
+
+
+def phone_number_auth_token(*, tenant_id: int, number: str) -> str:
+    """The decrypted Twilio auth token of the tenant's number ("" when unknown)."""
+    with tenant_scope(tenant_id):
+        phone_number = PhoneNumber.objects.filter(number=number).first()
+    if phone_number is None:
+        return ""
+    try:
+        return crypto.decrypt(phone_number.twilio_auth_token_encrypted)
+    except crypto.CredentialDecryptionError:
+        return ""
 
 
 def phone_call_token_mint(*, phone_number: PhoneNumber, caller: str) -> tokens.MintedToken:
@@ -191,7 +223,12 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         logger.info("call to number %s refused: %s", phone_number.pk, denied.code)
         return _twiml(twiml_say_hangup(UNAVAILABLE_MESSAGE))
     twiml = twiml_connect_stream(
-        stream_url=stream_url(webhook_url=url), parameters={TOKEN_PARAMETER: minted.value}
+        stream_url=stream_url(webhook_url=url),
+        parameters={
+            TOKEN_PARAMETER: minted.value,
+            NUMBER_PARAMETER: phone_number.number,
+            **call_variables(request, agent=phone_number.agent),
+        },
     )
     return _twiml(twiml)
 

@@ -25,7 +25,9 @@ from agents.access import (
     token_hash,
     version_get_for_agent,
 )
-from agents.models import Agent, AgentVersion
+from agents.models import Agent, AgentVersion, TokenVariables
+from agents.realtime.variables import variables_collect
+from agents.selectors import agent_variable_defaults
 from tenants.models import ApiKey, ClientToken, WidgetKey
 from tenants.origins import origin_is_allowed, origin_normalize
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -44,7 +46,12 @@ class MintedToken:
 
 
 def widget_token_mint(
-    *, key: str, origin: str | None, agent_id: object | None = None, end_user: str = ""
+    *,
+    key: str,
+    origin: str | None,
+    agent_id: object | None = None,
+    end_user: str = "",
+    variables: dict | None = None,
 ) -> MintedToken:
     """A 60-second, single-use token for the widget socket, bound to the page's origin."""
     with scopes_disabled():  # the publishable key is what names the tenant
@@ -77,6 +84,7 @@ def widget_token_mint(
         widget_key=widget_key,
         origin=origin_normalize(origin or ""),
         end_user=end_user[:200],
+        variables=variables,
     )
 
 
@@ -86,16 +94,20 @@ def _client_token_create(
     kind: str,
     seconds: int,
     version: AgentVersion | None = None,
+    variables: dict | None = None,
     **fields: object,
 ) -> MintedToken:
     """Store a new single-use token (its hash only) and return it once. ``version`` pins a
-    published version; a console token runs the draft; any other runs the live version."""
+    published version; a console token runs the draft; any other runs the live version. The
+    prompt variable values it opens its session with are kept too (the names the agent that
+    runs declares, cleaned)."""
     runtime = agent_runtime(agent, version=version, draft=kind == ClientToken.Kind.CONSOLE)
+    values = variables_collect(variables, allowed=agent_variable_defaults(runtime))
     prefix = WIDGET_TOKEN_PREFIX if kind == ClientToken.Kind.WIDGET else EPHEMERAL_PREFIX
     raw = prefix + secrets.token_urlsafe(24)
     expires_at = timezone.now() + timedelta(seconds=seconds)
     with tenant_scope(agent.tenant_id):
-        ClientToken.objects.create(
+        token = ClientToken.objects.create(
             tenant_id=agent.tenant_id,
             kind=kind,
             hashed_token=token_hash(raw),
@@ -104,6 +116,8 @@ def _client_token_create(
             expires_at=expires_at,
             **fields,
         )
+        if values:
+            TokenVariables.objects.create(tenant_id=agent.tenant_id, token=token, values=values)
     return MintedToken(value=raw, expires_at=expires_at, agent=runtime)
 
 
@@ -113,6 +127,7 @@ def ephemeral_key_mint(
     agent_id: object | None,
     seconds: int = EPHEMERAL_DEFAULT_SECONDS,
     version: object | None = None,
+    variables: dict | None = None,
 ) -> MintedToken:
     """A short-lived client secret a backend hands to a browser (usable until it expires);
     ``version`` (a number) pins a published version of the agent, else the live one runs."""
@@ -126,27 +141,35 @@ def ephemeral_key_mint(
     pinned = version_get_for_agent(agent=agent, number=version)
     return _client_token_create(
         agent=agent, kind=ClientToken.Kind.EPHEMERAL, seconds=seconds, api_key=api_key,
-        version=pinned,
+        version=pinned, variables=variables,
     )  # fmt: skip
 
 
-def console_token_mint(*, agent: Agent, end_user: str) -> MintedToken:
+def console_token_mint(
+    *, agent: Agent, end_user: str, variables: dict | None = None
+) -> MintedToken:
     """A single-use socket token for the console's Try-it page (a member who may configure):
-    its session runs the agent's draft, on the console channel."""
+    its session runs the agent's draft, on the console channel, with the prompt variable
+    values typed there."""
     admission_check(tenant=agent.tenant, agent=agent)
     return _client_token_create(
         agent=agent,
         kind=ClientToken.Kind.CONSOLE,
         seconds=CONSOLE_TOKEN_SECONDS,
         end_user=end_user[:200],
+        variables=variables,
     )
 
 
 def phone_token_mint(
-    *, agent: Agent, end_user: str, version: AgentVersion | None = None
+    *,
+    agent: Agent,
+    end_user: str,
+    version: AgentVersion | None = None,
+    variables: dict | None = None,
 ) -> MintedToken:
     """The single-use token of one phone call's media stream (the number's pinned version, or
-    the live one)."""
+    the live one), with the caller's prompt variable values."""
     admission_check(tenant=agent.tenant, agent=agent)
     return _client_token_create(
         agent=agent,
@@ -154,4 +177,5 @@ def phone_token_mint(
         seconds=CONSOLE_TOKEN_SECONDS,
         version=version,
         end_user=end_user[:200],
+        variables=variables,
     )

@@ -85,6 +85,9 @@ def widget_session(request: HttpRequest) -> HttpResponse:
     if not isinstance(key, str) or not key:
         return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
     user = body.get("user") if isinstance(body.get("user"), str) else ""
+    variables = body.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        return _cors(_error("invalid_request", "'variables' must be an object", 400), origin)
     limited = widget_session_limited(request, widget_key=key)
     if limited is not None:
         response = _error(
@@ -97,8 +100,9 @@ def widget_session(request: HttpRequest) -> HttpResponse:
         return _cors(response, origin)
     try:
         minted = tokens.widget_token_mint(
-            key=key, origin=origin, agent_id=body.get("agent"), end_user=user
-        )
+            key=key, origin=origin, agent_id=body.get("agent"), end_user=user,
+            variables=variables,
+        )  # fmt: skip
     except access.AccessDenied as denied:
         return _cors(_error(denied.code, denied.message, denied.status), origin)
     agent = minted.agent
@@ -142,9 +146,16 @@ def client_secrets(request: HttpRequest) -> HttpResponse:
     agent_id = body.get("agent") or request.GET.get("agent")
     # ``version`` pins a published version of the agent (else the live one runs).
     version = body.get("version") or request.GET.get("version")
+    variables = body.get("variables")  # the prompt variables of the sessions it opens
+    if variables is not None and not isinstance(variables, dict):
+        return _error("invalid_request", "variables must be an object", 400, "variables")
     try:
         minted = tokens.ephemeral_key_mint(
-            api_key=api_key, agent_id=agent_id, seconds=seconds, version=version
+            api_key=api_key,
+            agent_id=agent_id,
+            seconds=seconds,
+            version=version,
+            variables=variables,
         )
     except access.AccessDenied as denied:
         return _error(denied.code, denied.message, denied.status)

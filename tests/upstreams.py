@@ -39,6 +39,10 @@ class ScriptedUpstream:
         self.mode = mode
         self.connections = 0
         self.sent: dict[str, dict] = {}
+        # Every event the platform sent, per connection (1-based), in order: the session.update
+        # it configured the session with, its own response.create, the client's events.
+        self.received: dict[int, list[dict]] = {}
+        self.farewell_tool = "end_call"  # what the ``goodbye`` mode calls after speaking
         self.hung_up = threading.Event()  # set when a connection ends, from either side
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -82,6 +86,7 @@ class ScriptedUpstream:
         try:
             await connection.send(json.dumps({"type": "session.created", "session": session}))
             update = json.loads(await connection.recv())
+            self.received[self.connections] = [update]
             await connection.send(
                 json.dumps({"type": "session.updated", "session": {**update["session"], **session}})
             )
@@ -118,11 +123,43 @@ class ScriptedUpstream:
         await connection.send(json.dumps({"type": "response.done", "response": done}))
 
     async def _normal(self, connection) -> None:
-        number = 0
+        number, received = 0, self.received[self.connections]
         async for message in connection:
-            if json.loads(message).get("type") == "response.create":
+            received.append(json.loads(message))
+            if received[-1].get("type") == "response.create":
                 number += 1
                 await self._respond(connection, f"resp_{self.connections}_{number}")
+
+    async def _goodbye(self, connection) -> None:
+        """Each response says a little audio, then calls ``farewell_tool`` (end_call)."""
+        received = self.received[self.connections]
+        async for message in connection:
+            received.append(json.loads(message))
+            if received[-1].get("type") != "response.create":
+                continue
+            response_id = f"resp_bye_{self.connections}"
+            response = {"id": response_id, "object": "realtime.response",
+                        "status": "in_progress", "output": []}  # fmt: skip
+            await connection.send(json.dumps({"type": "response.created", "response": response}))
+            message_item = {"id": "item_bye", "type": "message", "role": "assistant",
+                            "content": []}  # fmt: skip
+            await connection.send(json.dumps({"type": "response.output_item.added",
+                                              "response_id": response_id, "output_index": 0,
+                                              "item": message_item}))  # fmt: skip
+            for _ in range(5):  # 500 ms of audio
+                await connection.send(json.dumps({
+                    "type": "response.output_audio.delta", "response_id": response_id,
+                    "item_id": "item_bye", "output_index": 0, "content_index": 0,
+                    "delta": AUDIO_DELTA}))  # fmt: skip
+            call = {"id": "item_call", "type": "function_call", "call_id": "call_bye",
+                    "name": self.farewell_tool, "arguments": "{}",
+                    "status": "completed"}  # fmt: skip
+            await connection.send(json.dumps({"type": "response.output_item.done",
+                                              "response_id": response_id, "output_index": 1,
+                                              "item": call}))  # fmt: skip
+            done = {**response, "status": "completed", "usage": USAGE}
+            self.sent[response_id] = USAGE
+            await connection.send(json.dumps({"type": "response.done", "response": done}))
 
     async def _huge(self, connection) -> None:
         """A 3.5 MB conversation item carrying audio, as OpenAI sends, then a normal answer."""

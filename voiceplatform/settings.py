@@ -213,6 +213,8 @@ VP_RECONNECT_RATE_LIMIT_BACKOFF_SECONDS = env.float(
 # Summaries through the Responses API when a key is available (else a local summarizer).
 VP_SUMMARY_MODEL = env.str("VP_SUMMARY_MODEL", "gpt-5-mini")
 VP_OPENAI_API_BASE = env.str("VP_OPENAI_API_BASE", "https://api.openai.com/v1")
+# Twilio's REST API (a phone call's transfer_call redirects the live call through it).
+VP_TWILIO_API_URL = env.str("VP_TWILIO_API_URL", "https://api.twilio.com")
 
 # Tool webhooks may not target this network (loopback, private ranges) in production, so a
 # tenant cannot reach internal services through the platform; the embedded mode allows it.

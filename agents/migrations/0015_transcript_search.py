@@ -73,7 +73,7 @@ def drop_search_index(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agents", "0013_agent_drafts"),
+        ("agents", "0014_conversation_start_and_variables"),
     ]
 
     operations = [

@@ -35,12 +35,12 @@ from agents.realtime.policy import (
     CHANNEL_API,
     CHANNEL_PHONE,
     CHANNEL_WIDGET,
-    KIND_VOICE_AGENT,
+    END_CALL,
     SEED_ITEM_PREFIX,
+    TRANSFER_CALL,
     PolicyViolation,
     SessionPolicy,
     client_event_filter,
-    recording_announcement,
     sanitize_session_event,
     seed_item_event,
     session_update_event,
@@ -64,6 +64,7 @@ from agents.realtime.relay.closing import (
     upstream_failure_code,
 )
 from agents.realtime.relay.contracts import (
+    CallControl,
     ClientSink,
     Continuation,
     NullRecorder,
@@ -126,6 +127,10 @@ SWAP_BUFFER_MAX_CHARS = 8 * 1024 * 1024
 # A response the spend caps refuse is cancelled; its response.done (billed by the provider) is
 # awaited this long to be recorded before the session ends.
 REFUSED_RESPONSE_GRACE_S = 2.0
+# A built-in tool (end_call, transfer_call) runs once the agent's last words have been heard:
+# their audio's length after it started, plus this margin for the client's playback buffer.
+PLAYBACK_MARGIN_S = 0.5
+PLAYBACK_WAIT_MAX_S = 30.0
 
 
 class HandshakeError(Exception):
@@ -149,8 +154,10 @@ class RealtimeBridge:
         clock: Callable[[], float] = time.monotonic,
         on_drop: Callable[[str], None] = lambda reason: None,
         capture: AudioCapture | None = None,
+        call_control: CallControl | None = None,
     ) -> None:
         self.policy = policy
+        self.call_control = call_control  # a phone call's transfer (Twilio), else None
         # The session's audio, both sides, handed to a recording writer (never waited for).
         self.capture = capture
         self.client = client
@@ -210,6 +217,11 @@ class RealtimeBridge:
         self._rotation_timer: asyncio.TimerHandle | None = None
         self._segment_started = clock()
         self._quick_drops = 0
+        # When the agent's audio of the current response started (clock, output ms so far).
+        self._speech_started_at = (clock(), 0)
+        # A built-in tool (end_call, transfer_call) waits for the last words to be heard: no
+        # new response may start meanwhile.
+        self._handing_off = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -239,7 +251,7 @@ class RealtimeBridge:
         await self._send_client(frames.dumps(created))
         for message in early:
             await self._relay_upstream(message)
-        await self._announce_recording()
+        await self._open_conversation()
         self._pump_task = asyncio.create_task(self._pump(), name="realtime-bridge-pump")
         loop = asyncio.get_running_loop()
         if self._max_duration_s:
@@ -249,18 +261,16 @@ class RealtimeBridge:
         self._schedule_rotation()
         return True
 
-    async def _announce_recording(self) -> None:
-        """A recorded phone call starts with the notice said by the agent: the first response,
-        asked for by the platform with instructions of its own for that response only (the
-        session's instructions stay for the rest of the call)."""
-        policy = self.policy
-        if not (policy.recording and policy.recording_notice and policy.channel == CHANNEL_PHONE):
+    async def _open_conversation(self) -> None:
+        """An agent that speaks first opens with its first message, and a recorded phone call
+        with its notice (both: the notice, then the message): one response asked for by the
+        platform, with instructions for that response only (the session's instructions stay
+        for the rest of the conversation). An agent that waits sends nothing: the user's
+        first turn starts the conversation."""
+        opening = self.policy.opening
+        if opening is None or not self._spend_allows():
             return
-        if policy.kind != KIND_VOICE_AGENT or not self._spend_allows():
-            return
-        instructions = recording_announcement(policy.recording_notice)
-        event = {"type": "response.create", "response": {"instructions": instructions}}
-        await self._send_own(event)
+        await self._send_own({"type": "response.create", "response": opening})
 
     async def _handshake(
         self, upstream: Upstream, *, summary: str | None = None, seed: Sequence[Any] = ()
@@ -325,7 +335,8 @@ class RealtimeBridge:
         error = frames.error_event(row.code, message or row.message, error_type=row.error_type)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_SEND_TIMEOUT_S):
-                await self.client.send_text(frames.dumps(error))
+                if row.error_type:  # a normal ending (the agent hung up) is no error
+                    await self.client.send_text(frames.dumps(error))
                 await self.client.close(row.close_code, row.code)
 
     async def close(self, reason: str = "client_closed") -> None:
@@ -485,6 +496,13 @@ class RealtimeBridge:
             self.capture.truncated(item_id, end_ms, self.meter.in_ms)
 
     async def _client_response_create(self, forward: dict[str, Any], event_id: str | None) -> None:
+        if self._handing_off:
+            await self._client_error(
+                "call_ending",
+                "the agent is ending or transferring the call; no new response can start",
+                event_id=event_id,
+            )
+            return
         if not self._spend_allows():
             await self._client_error(
                 "budget_exhausted",
@@ -733,6 +751,8 @@ class RealtimeBridge:
 
     def _on_output_item_added(self, event: dict[str, Any], message: str) -> str | None:
         item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "message":
+            self._speech_started_at = (self._clock(), self.meter.out_ms)
         if isinstance(item, dict):
             self.transcript.place(item.get("id"))
             if self.capture is not None and isinstance(item.get("id"), str):
@@ -770,6 +790,10 @@ class RealtimeBridge:
         if isinstance(response_id, str) and response_id:
             self._bill_response(response_id, response)
             self.calls.on_response_done(response_id)
+            for call in self.calls.builtin_calls_of(response_id)[:1]:
+                self._handing_off = True
+                loop = asyncio.get_running_loop()
+                self._call_tasks[call.call_id] = loop.create_task(self._run_builtin(call))
         else:
             logger.warning("response.done without an id: its usage cannot be keyed")
         return message
@@ -932,6 +956,43 @@ class RealtimeBridge:
             timeout = float((call.tool or {}).get("timeout_seconds") or tools.DEFAULT_TIMEOUT_S)
             self._call_tasks[call.call_id] = loop.create_task(self._expire_call(call, timeout))
 
+    def _unheard_s(self) -> float:
+        """How long the client still plays the agent's last answer (real time from its start)."""
+        started, out_ms_before = self._speech_started_at
+        heard_by = started + (self.meter.out_ms - out_ms_before) / 1000
+        return min(max(0.0, heard_by - self._clock()) + PLAYBACK_MARGIN_S, PLAYBACK_WAIT_MAX_S)
+
+    async def _run_builtin(self, call: Call) -> None:
+        """``end_call``: the session ends once the goodbye is heard (a normal close; a phone
+        call hangs up). ``transfer_call``: the phone call is redirected to the agent's number,
+        which ends its media stream; a failed transfer is the model's to tell the caller."""
+        try:
+            await asyncio.sleep(self._unheard_s())
+            if self.closed.is_set():
+                return
+            await self._run_builtin_now(call)
+        finally:
+            self._handing_off = False
+
+    async def _run_builtin_now(self, call: Call) -> None:
+        if call.name == END_CALL:
+            logger.info("the agent ended the call (%s)", call.call_id)
+            await self.end("call_ended")
+            return
+        if call.name == TRANSFER_CALL and self.call_control and self.policy.transfer_number:
+            error = await self.call_control.transfer(self.policy.transfer_number)
+            if error is None:
+                logger.info("the call was transferred (%s)", call.call_id)
+                await self.end("call_transferred")
+                return
+        else:
+            error = f"{call.name} is not available here"
+        logger.warning("built-in tool %s failed: %s", call.name, error)
+        self._handing_off = False  # the conversation goes on: the model tells the caller
+        await self._deliver_output(
+            call, tools.error_output("failed", error), latency_ms=None, error="failed"
+        )
+
     async def _expire_call(self, call: Call, timeout: float) -> None:
         await asyncio.sleep(timeout)
         output = tools.error_output("timeout", f"the client did not answer within {timeout:g} s")
@@ -1016,7 +1077,7 @@ class RealtimeBridge:
 
         Never while a response is active, the user is mid-turn, or a new upstream opens.
         """
-        if self.closed.is_set() or self._swapping or self.turns.busy:
+        if self.closed.is_set() or self._swapping or self.turns.busy or self._handing_off:
             return
         if self.calls.platform_work_pending:
             return

@@ -68,6 +68,41 @@ RESPONSE_OVERRIDES = frozenset(
 )
 
 
+# Tools the platform itself runs (``end_call``, ``transfer_call``): never a client's to answer.
+BUILTIN = "builtin"
+END_CALL = "end_call"
+TRANSFER_CALL = "transfer_call"
+
+
+def builtin_tools(
+    *, end_call: bool, transfer_call: bool, channel: str
+) -> tuple[dict[str, Any], ...]:
+    """The built-in tools an agent's session offers (``transfer_call``: phone calls only)."""
+    tools: list[dict[str, Any]] = []
+    if end_call:
+        tools.append(
+            {
+                "name": END_CALL,
+                "execution": BUILTIN,
+                "description": "End the conversation and hang up. Call it only once you have "
+                "said goodbye and the user has nothing more to ask; the call ends as soon as "
+                "your last words have been heard.",
+                "parameters": {"type": "object", "properties": {}},
+            }
+        )
+    if transfer_call and channel == CHANNEL_PHONE:
+        tools.append(
+            {
+                "name": TRANSFER_CALL,
+                "execution": BUILTIN,
+                "description": "Transfer the caller to a person. Tell the caller you are "
+                "transferring them first; the transfer starts once that has been heard.",
+                "parameters": {"type": "object", "properties": {}},
+            }
+        )
+    return tuple(tools)
+
+
 class PolicyViolation(Exception):
     """A client event the session refuses; reported as an ``error`` event, the session goes on."""
 
@@ -89,6 +124,21 @@ def recording_announcement(notice: str) -> str:
         f"Greeting: {notice}\n"
         f'Start the call by saying exactly this, word for word, and nothing else: "{notice}"'
     )
+
+
+def opening_instructions(
+    *, notice: str = "", first_message: str = "", greet_freely: bool = False
+) -> str:
+    """The instructions of the response that opens a session: the recording notice (phone) and
+    the agent's first message, said word for word, in that order (``recording_announcement``'s
+    convention). ``greet_freely``: no first message is set; after the notice, the model greets
+    in its own words (alone, it needs no per-response instructions at all: see
+    ``SessionPolicy.opening``)."""
+    said = " ".join(" ".join(part.split()) for part in (notice, first_message) if part.strip())
+    text = recording_announcement(said)
+    if greet_freely:
+        text += "\nThen greet the user briefly, as your instructions say."
+    return text
 
 
 @dataclass(frozen=True)
@@ -117,6 +167,30 @@ class SessionPolicy:
     recording_notice: str = ""
     # Upper bound of audio a client may send ahead of real time, in milliseconds.
     audio_burst_ms: int = 5000
+    # The agent opens the conversation (else it waits for the user), with ``first_message``
+    # word for word when set (its prompt variables already filled, as in ``instructions``).
+    speaks_first: bool = False
+    first_message: str = ""
+    # Where ``transfer_call`` sends a phone call (E.164); the tool exists only with a number.
+    transfer_number: str = ""
+
+    @property
+    def opening(self) -> dict[str, Any] | None:
+        """The ``response`` of the platform's opening ``response.create`` (None: the agent
+        waits for the user). A recorded phone call always opens with its notice."""
+        if self.kind != KIND_VOICE_AGENT:
+            return None
+        notice = self.recording_notice if self.recording and self.channel == CHANNEL_PHONE else ""
+        first_message = self.first_message if self.speaks_first else ""
+        if not notice and not first_message:
+            return {} if self.speaks_first else None
+        return {
+            "instructions": opening_instructions(
+                notice=notice,
+                first_message=first_message,
+                greet_freely=self.speaks_first and not first_message,
+            )
+        }
 
     @property
     def input_bytes_per_ms(self) -> int:
@@ -463,7 +537,9 @@ def sanitize_session_event(policy: SessionPolicy, event: dict[str, Any]) -> dict
                 session[name] = ""
         # Only the tools the page runs itself: no webhook tools, no MCP servers.
         client_tools = frozenset(
-            str(tool.get("name")) for tool in policy.tools if tool.get("execution") != "webhook"
+            str(tool.get("name"))
+            for tool in policy.tools
+            if tool.get("execution") not in ("webhook", BUILTIN)
         )
         session = session_for_widget(session, client_tools=client_tools)
     return {**event, "session": session}

@@ -35,7 +35,32 @@
       csrfToken: ownScript.getAttribute("data-csrf-token") || "",
       openAtStart: ownScript.getAttribute("data-open") === "true",
       autoMount: ownScript.getAttribute("data-auto") !== "false",
+      variables: attributeVariables(ownScript),
     };
+  }
+
+  // The console's try-it page: the values typed in its prompt variable fields.
+  function consoleVariables() {
+    var variables = {};
+    var fields = document.querySelectorAll("[data-vpw-variable]");
+    for (var i = 0; i < fields.length; i++) {
+      variables[fields[i].getAttribute("data-vpw-variable")] = fields[i].value;
+    }
+    return variables;
+  }
+
+  // Prompt variables from the tag's other data-* attributes: data-customer-name="Ada" fills
+  // {{customer_name}} (the agent names the variables it accepts; the platform drops the rest).
+  function attributeVariables(script) {
+    var own = { key: 1, agent: 1, token_url: 1, csrf_token: 1, open: 1, auto: 1 };
+    var variables = {};
+    for (var i = 0; i < script.attributes.length; i++) {
+      var attribute = script.attributes[i];
+      if (attribute.name.indexOf("data-") !== 0) continue;
+      var name = attribute.name.slice(5).replace(/-/g, "_");
+      if (!own[name]) variables[name] = attribute.value;
+    }
+    return variables;
   }
 
   var OUTPUT_RATE_PCM = 24000;
@@ -363,6 +388,8 @@
     tenant_suspended: "This voice assistant is currently unavailable.",
     session_ended: "The conversation was ended by the site's team.",
     session_max_duration: "The conversation reached its maximum length.",
+    call_ended: "The assistant ended the conversation.",
+    call_transferred: "The conversation was transferred.",
     connection_lost: "The connection was lost.",
     upstream_unavailable: "The voice service is temporarily unavailable.",
     policy_violation: "The connection was closed by the server.",
@@ -473,6 +500,7 @@
     this.tokenUrl = options.tokenUrl || "";
     this.csrfToken = options.csrfToken || "";
     this.agentId = options.agent ? parseInt(options.agent, 10) || null : null;
+    this.variables = options.variables || {};
     this.title = options.title || "Voice assistant";
     this.state = {
       status: "idle",
@@ -735,11 +763,13 @@
   Widget.prototype.requestToken = function () {
     var body = { key: this.key };
     if (this.agentId) body.agent = this.agentId;
+    if (Object.keys(this.variables).length) body.variables = this.variables;
     var request = this.tokenUrl
       ? fetch(this.tokenUrl, {
           method: "POST",
           credentials: "same-origin",
-          headers: { "X-CSRFToken": this.csrfToken },
+          headers: { "X-CSRFToken": this.csrfToken, "Content-Type": "application/json" },
+          body: JSON.stringify({ variables: consoleVariables() }),
         })
       : fetch(this.baseUrl + "/widget/session", {
           method: "POST",
@@ -886,7 +916,7 @@
     };
     socket.onclose = function (event) {
       if (run !== self.run) return;
-      self.onSocketClosed(event.code);
+      self.onSocketClosed(event.code, event.reason);
     };
   };
 
@@ -910,8 +940,9 @@
     return false;
   };
 
-  Widget.prototype.onSocketClosed = function (code) {
+  Widget.prototype.onSocketClosed = function (code, reason) {
     this.state.closeCode = code;
+    this.state.closeReason = reason || "";
     var codeName = this.lastErrorCode;
     var restarting = RESTART_CLOSE_CODES[code] || codeName === "server_restarting";
     // A reconnect that found no server (the whole fleet restarting) tries again too.
@@ -926,6 +957,8 @@
     if (code === 1000 || code === 1005) {
       if (codeName === "session_max_duration") {
         this.finish("session_max_duration");
+      } else if (reason === "call_ended" || reason === "call_transferred") {
+        this.finish(reason); // the agent hung up (its end_call tool): a normal end
       } else {
         this.setStatus("ended", "Conversation ended.");
         this.showAlert("The conversation has ended.", "Start again", true);
@@ -1438,6 +1471,8 @@
       agent: options.agent || (scriptConfig && scriptConfig.agent) || "",
       tokenUrl: options.tokenUrl || (scriptConfig && scriptConfig.tokenUrl) || "",
       csrfToken: options.csrfToken || (scriptConfig && scriptConfig.csrfToken) || "",
+      // VoicePlatformWidget.init({variables: {customer_name: "Ada"}}), or data-* attributes.
+      variables: options.variables || (scriptConfig && scriptConfig.variables) || {},
       title: options.title,
       container: options.container,
     };

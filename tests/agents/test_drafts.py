@@ -287,5 +287,6 @@ def test_client_secrets_pin_a_version_over_http(client, world, agent):
     missing = mint({"agent": agent.pk, "version": 9})
     assert missing.status_code == 404
     assert missing.json()["error"] == {
+        "type": "not_found_error", "param": None,
         "code": "version_not_found", "message": f"agent {agent.pk} has no version 9",
     }  # fmt: skip

@@ -197,3 +197,25 @@ def test_another_tenants_agent_is_404_and_unchanged(api_a, agent_b):
     assert (agent_b.name, agent_b.instructions, agent_b.status) == before
     with tenant_scope(agent_b.tenant_id):
         assert AgentVersion.objects.filter(agent=agent_b).count() == 1
+
+
+def test_conversation_start_settings_follow_the_consoles_rules(api_a, agent_a):
+    path = f"/api/v1/agents/{agent_a.pk}"
+    undeclared = api_a.patch(path, {"instructions": "Greet {{customer_name}}."})
+    assert undeclared.status == 400
+    assert (error_of(undeclared)["param"], "customer_name" in error_of(undeclared)["message"]) == (
+        "instructions", True,
+    )  # fmt: skip
+    bad_name = api_a.patch(path, {"variables": {"Customer": "x"}})
+    assert (bad_name.status, error_of(bad_name)["param"]) == (400, "variables")
+    no_number = api_a.patch(path, {"transfer_call_enabled": True})
+    assert (no_number.status, error_of(no_number)["param"]) == (400, "transfer_number")
+    ok = api_a.patch(path, {
+        "instructions": "Greet {{customer_name}}.", "variables": {"customer_name": "there"},
+        "speaks_first": "agent", "first_message": "Hello {{customer_name}}!",
+        "transfer_call_enabled": True, "transfer_number": "+14155550100", "publish": True,
+    })  # fmt: skip
+    assert ok.status == 200, ok.body
+    assert (ok.body["variables"], ok.body["speaks_first"], ok.body["live_version"]) == (
+        {"customer_name": "there"}, "agent", 2,
+    )  # fmt: skip

@@ -40,7 +40,7 @@ WAV_RATE = 24000
 class Platform:
     """Daphne serving the project on a free port, with the demo tenant seeded for that origin."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, extra_environ: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
@@ -55,6 +55,7 @@ class Platform:
                 # ahead of playback: the widget then has audio queued to interrupt and a whole
                 # answer to show (paced, it would arrive no faster than it plays).
                 "VP_LOCAL_ENGINE_REALTIME_PACING": "false",
+                **(extra_environ or {}),  # e.g. a scripted upstream's (tests.upstreams)
             }
         )
         manage(self.environ, "migrate", "--noinput", "-v0", timeout=300)

@@ -57,9 +57,12 @@ def test_a_signed_call_gets_a_stream_with_a_token(client, phone):
     (stream,) = list(connect)
     assert stream.tag == "Stream"
     assert stream.attrib == {"url": "ws://testserver/twilio/stream/"}
-    (parameter,) = list(stream)
-    assert parameter.attrib["name"] == "token"
-    token = parameter.attrib["value"]
+    parameters = {parameter.attrib["name"]: parameter.attrib["value"] for parameter in stream}
+    # The stream token, and the number called (its auth token controls the call: transfers);
+    # no prompt variables for an agent that declares none (the caller's number stays here).
+    assert list(parameters) == ["token", "number"]
+    assert parameters["number"] == NUMBER_A
+    token = parameters["token"]
     assert token.startswith("vp_ek_")
     with scopes_disabled():
         (row,) = ClientToken.objects.all()

@@ -114,6 +114,16 @@ class AgentSettings(StrictIn):
     )
     recording_enabled: bool = None
     recording_notice: str = Field(None, max_length=500)
+    speaks_first: Literal["user", "agent"] = Field(None, description="Who speaks first")
+    first_message: str = Field(
+        None, max_length=1000, description="Said word for word when the agent speaks first"
+    )
+    variables: dict[str, str] = Field(
+        None, description="Prompt variables: name → default ({{name}} in instructions)"
+    )
+    end_call_enabled: bool = None
+    transfer_call_enabled: bool = None
+    transfer_number: str = Field(None, max_length=20, description="E.164, for transfer_call")
 
 
 class AgentCreate(AgentSettings):
@@ -154,6 +164,12 @@ class AgentOut(Schema):
     analysis_schema: dict[str, Any]
     recording_enabled: bool
     recording_notice: str
+    speaks_first: str
+    first_message: str
+    variables: dict[str, str]
+    end_call_enabled: bool
+    transfer_call_enabled: bool
+    transfer_number: str
     tools: list[ToolOut]
     mcp_servers: list[McpServerOut]
     live_version: int | None = Field(description="The number of the version sessions run with")

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 WEBHOOK, CLIENT, UNAVAILABLE = "webhook", "client", "unavailable"
+# The platform's own tools (``end_call``, ``transfer_call``): run once the response that called
+# them is done and heard; never answered unless they fail (no follow-up then: the call ends).
+BUILTIN = "builtin"
 PLATFORM_OUTPUT_PREFIX = "vp_out_"
 
 
@@ -30,7 +33,7 @@ PLATFORM_OUTPUT_PREFIX = "vp_out_"
 class Call:
     call_id: str
     name: str
-    answerer: str  # WEBHOOK, CLIENT or UNAVAILABLE
+    answerer: str  # WEBHOOK, CLIENT, UNAVAILABLE or BUILTIN
     response_id: str
     tool: dict[str, Any] | None = None
     answered: bool = False
@@ -55,7 +58,9 @@ class Calls:
         if not isinstance(call_id, str) or not call_id or call_id in self._calls:
             return None
         tool = self._tools.get(name)
-        if tool is not None and tool.get("execution") == "webhook" and self._webhooks:
+        if tool is not None and tool.get("execution") == BUILTIN:
+            answerer = BUILTIN
+        elif tool is not None and tool.get("execution") == "webhook" and self._webhooks:
             answerer = WEBHOOK
         elif self._phone:
             answerer = UNAVAILABLE  # a phone cannot run client-side tools
@@ -88,6 +93,14 @@ class Calls:
         call.answered = True
         call.answered_by_client = by_client
         return True
+
+    def builtin_calls_of(self, response_id: str) -> list[Call]:
+        """The built-in calls a finished response made, still to run."""
+        return [
+            call
+            for call in self._calls.values()
+            if call.answerer == BUILTIN and call.response_id == response_id and not call.answered
+        ]
 
     def get(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)

@@ -57,6 +57,10 @@ _ROWS = (
            CLOSE_TRY_AGAIN, "upstream_error"),
     Ending("upstream_closed", "The voice service closed the session.", CLOSE_SERVER_ERROR,
            "upstream_closed"),
+    # The agent ended the conversation (its end_call tool) or handed the phone call on: a
+    # normal close, no error event.
+    Ending("call_ended", "The agent ended the call.", CLOSE_NORMAL, "agent_ended", ""),
+    Ending("call_transferred", "The call was transferred.", CLOSE_NORMAL, "transferred", ""),
     Ending("internal_error", "The session failed on the server; it has been ended.",
            CLOSE_SERVER_ERROR, "internal_error"),
 )  # fmt: skip

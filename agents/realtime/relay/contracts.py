@@ -9,8 +9,8 @@ from typing import Any, Protocol
 from billing.usage import UsageRecord
 
 __all__ = [
-    "ClientSink", "Continuation", "NullRecorder", "Recorder", "SegmentRecord", "SpendGuard",
-    "ToolExecutor",
+    "CallControl", "ClientSink", "Continuation", "NullRecorder", "Recorder", "SegmentRecord",
+    "SpendGuard", "ToolExecutor",
     "TranscriptRecord", "Upstream", "UsageRecord",
 ]  # fmt: skip
 
@@ -80,6 +80,14 @@ class NullRecorder:
 class ToolExecutor(Protocol):
     async def call(self, tool: dict[str, Any], *, call_id: str, arguments: str) -> Any:
         """Run a webhook tool; the result has ``output``, ``latency_ms`` and ``error``."""
+        ...
+
+
+class CallControl(Protocol):
+    """What the platform can do with a phone call beyond its media stream (Twilio's API)."""
+
+    async def transfer(self, number: str) -> str | None:
+        """Redirect the live call to ``number``; None when done, else why it failed."""
         ...
 
 
