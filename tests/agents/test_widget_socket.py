@@ -288,10 +288,12 @@ def test_token_is_minted_for_an_allowed_origin(client, shop):
 def test_token_refused_for_other_origins(client, shop, origin, acao):
     response = post_session(client, {"key": shop["key"].key}, origin=origin)
     assert response.status_code == 403
-    assert response.json() == {
+    assert response.json() == {  # the one error shape of every HTTP door
         "error": {
+            "type": "permission_error",
             "code": "origin_not_allowed",
             "message": "This page's origin is not allowed for this widget key.",
+            "param": None,
         }
     }
     assert response.get("Access-Control-Allow-Origin") == acao
@@ -309,8 +311,9 @@ def test_token_refused_for_revoked_or_unknown_keys(client, shop, which):
     response = post_session(client, {"key": key})
     assert response.status_code == 403
     assert response.json() == {
-        "error": {"code": "invalid_widget_key", "message": "Unknown or revoked widget key."}
-    }
+        "error": {"type": "permission_error", "code": "invalid_widget_key",
+                  "message": "Unknown or revoked widget key.", "param": None}
+    }  # fmt: skip
     assert response["Access-Control-Allow-Origin"] == ORIGIN
     assert token_count() == 0
 
@@ -327,8 +330,9 @@ def test_foreign_and_missing_agents_look_the_same(client, shop):
     for response in (foreign, missing, bound):
         assert response.status_code == 404
         assert response.json() == {
-            "error": {"code": "agent_not_found", "message": "No such agent."}
-        }
+            "error": {"type": "not_found_error", "code": "agent_not_found",
+                      "message": "No such agent.", "param": None}
+        }  # fmt: skip
     assert token_count() == 0
     # The unbound key does mint for its own tenant's agent.
     assert post_session(client, {"key": key, "agent": shop["agent"].pk}).status_code == 201
