@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from django import forms
 
-from tenants.models import RETENTION_MAX_DAYS, RETENTION_MIN_DAYS, ApiKey, DataPolicy, Role, Tenant
+from tenants.models import (
+    RETENTION_MAX_DAYS,
+    RETENTION_MIN_DAYS,
+    WIDGET_APPEARANCE_FIELDS,
+    ApiKey,
+    DataPolicy,
+    Role,
+    Tenant,
+    WidgetKey,
+)
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
 
@@ -72,6 +81,24 @@ class AcceptInvitationForm(forms.Form):
 class WidgetOriginsForm(forms.Form):
     allowed_origins = WidgetKeyForm.base_fields["allowed_origins"]
     clean_allowed_origins = WidgetKeyForm.clean_allowed_origins
+
+
+class WidgetAppearanceForm(forms.ModelForm):
+    """The widget's look; the model's validators (``#rrggbb``, the choices, the length) apply.
+    The inputs carry ``data-preview`` so static/console/widget-preview.js redraws as you type."""
+
+    class Meta:
+        model = WidgetKey
+        fields = WIDGET_APPEARANCE_FIELDS
+        widgets = {
+            "accent_colour": forms.TextInput(attrs={"type": "color"}),
+            "text_colour": forms.TextInput(attrs={"type": "color"}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            field.widget.attrs["data-preview"] = name
 
 
 def _retention_days(label: str, help_text: str) -> forms.IntegerField:

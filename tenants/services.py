@@ -19,6 +19,7 @@ from tenants.models import (
     RETENTION_FIELDS,
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
+    WIDGET_APPEARANCE_FIELDS,
     ApiKey,
     Invitation,
     Membership,
@@ -342,6 +343,30 @@ def widget_key_update_origins(
             target=widget_key, changes={"from": before, "to": widget_key.allowed_origins},
         )  # fmt: skip
     return widget_key
+
+
+def widget_key_set_appearance(
+    *, widget_key: WidgetKey, appearance: dict[str, str], actor: AbstractBaseUser | None = None
+) -> bool:
+    """Change the widget's look (values already validated by the form's model fields); audited
+    with each changed field's before and after. False when nothing changed."""
+    changes = {
+        name: {"from": getattr(widget_key, name), "to": value}
+        for name, value in appearance.items()
+        if name in WIDGET_APPEARANCE_FIELDS and getattr(widget_key, name) != value
+    }
+    if not changes:
+        return False
+    with tenant_scope(widget_key.tenant_id):
+        for name, change in changes.items():
+            setattr(widget_key, name, change["to"])
+        widget_key.full_clean(exclude=["tenant", "agent", "allowed_origins", "key", "name"])
+        widget_key.save(update_fields=list(changes))
+        audit_record(
+            tenant=widget_key.tenant_id, actor=actor, action="widget_key.appearance_changed",
+            target=widget_key, changes=changes,
+        )  # fmt: skip
+    return True
 
 
 def widget_key_revoke(*, widget_key: WidgetKey, actor: AbstractBaseUser | None = None) -> WidgetKey:

@@ -25,11 +25,13 @@ from tenants.forms import (
     InvitationForm,
     ProviderCredentialForm,
     RetentionForm,
+    WidgetAppearanceForm,
     WidgetKeyForm,
     WidgetOriginsForm,
 )
 from tenants.models import (
     RETENTION_FIELDS,
+    WIDGET_APPEARANCE_FIELDS,
     ApiKey,
     AuditEvent,
     Invitation,
@@ -111,21 +113,36 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
 
 @tenant_view(configure_changes=True)
 def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
-
+    """The embed snippet, the allowed origins and the widget's appearance (with a live preview
+    drawn by static/console/widget-preview.js from the form's inputs)."""
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
+    posted = request.POST if request.method == "POST" else None
+    which = request.POST.get("form", "origins") if posted else ""
     form = WidgetOriginsForm(
-        request.POST or None,
+        posted if which == "origins" else None,
         initial={"allowed_origins": "\n".join(widget_key.allowed_origins)},
     )
-    if request.method == "POST":
-        if form.is_valid():
-            services.widget_key_update_origins(
-                widget_key=widget_key,
-                allowed_origins=form.cleaned_data["allowed_origins"],
-                actor=request.user,
-            )
-            messages.success(request, "Allowed origins saved.")
-            return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+    # A ModelForm on a copy: a refused value must not leak into the snippet's facts on re-render.
+    appearance_form = WidgetAppearanceForm(
+        posted if which == "appearance" else None,
+        instance=WidgetKey(**{name: getattr(widget_key, name) for name in WIDGET_APPEARANCE_FIELDS}),
+    )
+    if which == "origins" and form.is_valid():
+        services.widget_key_update_origins(
+            widget_key=widget_key,
+            allowed_origins=form.cleaned_data["allowed_origins"],
+            actor=request.user,
+        )
+        messages.success(request, "Allowed origins saved.")
+        return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+    if which == "appearance" and appearance_form.is_valid():
+        services.widget_key_set_appearance(
+            widget_key=widget_key,
+            appearance={name: appearance_form.cleaned_data[name] for name in WIDGET_APPEARANCE_FIELDS},
+            actor=request.user,
+        )
+        messages.success(request, "Appearance saved: pages with this key show it from now on.")
+        return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
     script_url = request.build_absolute_uri("/static/widget/voiceplatform-widget.js")
     agent_attribute = f' data-agent="{widget_key.agent_id}"' if widget_key.agent_id else ""
     snippet = (
@@ -135,6 +152,7 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
     context = {
         "widget_key": widget_key,
         "form": form,
+        "appearance_form": appearance_form,
         "snippet": snippet,
         "preview_url": preview_url,
         "preview_allowed": request.build_absolute_uri("/").rstrip("/")
