@@ -66,8 +66,9 @@ class WidgetKeyForm(forms.Form):
 
 
 class InvitationForm(forms.Form):
-    email = forms.EmailField()
-    role = forms.ChoiceField(choices=[])
+    email = forms.EmailField(label="E-mail")
+    # The least power by default: an owner is made on purpose, never by leaving a default.
+    role = forms.ChoiceField(choices=[], initial=Role.VIEWER)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

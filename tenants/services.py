@@ -417,6 +417,20 @@ def invitation_token_hash(raw: str) -> str:
     return _hash_key(raw.strip())
 
 
+def invitation_revoke(*, invitation: Invitation, actor: AbstractBaseUser | None) -> None:
+    """Withdraw a pending invitation: the row goes, so its link finds nothing any more (the
+    same "not valid" page as a wrong link). Audited with who was invited and as what."""
+    with tenant_scope(invitation.tenant_id):
+        if invitation.accepted_at is not None:
+            raise ServiceError("This invitation was already accepted.")
+        audit_record(
+            tenant=invitation.tenant_id, actor=actor, action="member.invitation_revoked",
+            target=invitation, target_label=invitation.email,
+            changes={"email": invitation.email, "role": invitation.role},
+        )  # fmt: skip
+        invitation.delete()
+
+
 def invitation_find(*, hashed_token: str):
     """The pending, unexpired invitation for a token's hash, or None."""
     with scopes_disabled():

@@ -279,6 +279,7 @@ def member_list(request: HttpRequest) -> HttpResponse:
         "form": form,
         "roles": Role.choices,
         "invitation_link": invitation_link,
+        "now": timezone.now(),
     }
     return render(request, "console/members.html", context)
 
@@ -313,6 +314,15 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
         messages.error(request, str(error))
     else:
         messages.success(request, f"{membership.user.get_username()} was removed.")
+    return redirect("member-list", tenant_slug=request.tenant.slug)
+
+
+@require_POST
+@tenant_view(configure=True)
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = tenant_object_get(Invitation, pk=invitation_id, accepted_at__isnull=True)
+    services.invitation_revoke(invitation=invitation, actor=request.user)
+    messages.success(request, f"The invitation of {invitation.email} was revoked.")
     return redirect("member-list", tenant_slug=request.tenant.slug)
 
 
