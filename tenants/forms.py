@@ -134,14 +134,14 @@ class ErasureForm(forms.Form):
     """One end user, by the id the tenant passes for them or by the hash the console shows."""
 
     end_user = forms.CharField(
-        label="End user id", required=False, max_length=200, strip=False,
+        label="End-user ID", required=False, max_length=200, strip=False,
         help_text=(
             "As your site or backend passes it (the widget's user, the API's ?user=); a phone "
             "caller as phone:+14155550100."
         ),
     )  # fmt: skip
     end_user_hash = forms.CharField(
-        label="or end-user hash", required=False, max_length=64,
+        label="Or end-user hash", required=False, max_length=64,
         help_text="32 hexadecimal digits, as a session page shows it.",
     )  # fmt: skip
 
