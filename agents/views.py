@@ -66,11 +66,14 @@ def widget_appearance(request: HttpRequest) -> HttpResponse:
     language, set in the console on the key (so the embed snippet stays one tag). A simple
     CORS GET: no preflight, no cookies."""
     origin = request.headers.get("Origin")
+    # Browsers send Origin on every cross-origin fetch but not on a same-origin GET: no Origin
+    # means the page is on this platform's own origin (the bundled demo page), so check that.
+    page_origin = origin or request.build_absolute_uri("/").rstrip("/")
     key = request.GET.get("key", "")
     if not key:
         return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
     try:
-        appearance = tokens.widget_appearance(key=key, origin=origin)
+        appearance = tokens.widget_appearance(key=key, origin=page_origin)
     except access.AccessDenied as denied:
         return _cors(_error(denied.code, denied.message, denied.status), origin)
     response = JsonResponse({"appearance": appearance})

@@ -98,6 +98,13 @@ def test_the_widget_reads_its_appearance_from_an_allowed_origin_only(client, wor
     unknown = client.get("/widget/appearance?key=vp_pk_nope", headers={"Origin": ORIGIN})
     assert unknown.status_code == 403
     assert client.get("/widget/appearance", headers={"Origin": ORIGIN}).status_code == 400
+    # No Origin: a same-origin GET (browsers omit it there): the platform's own origin counts.
+    assert client.get(url).status_code == 403  # http://testserver is not allowed
+    with scopes_disabled():
+        WidgetKey.objects.filter(pk=widget_key.pk).update(
+            allowed_origins=[ORIGIN, "http://testserver"]
+        )
+    assert client.get(url).json()["appearance"]["language"] == "fr"
 
 
 def test_the_session_answer_carries_the_appearance(client, world, widget_key):
