@@ -78,13 +78,14 @@ def test_every_console_page_fits_400_px_without_sideways_scrolling(
         measured = driver.execute_script(MEASURE)
         assert measured["clientWidth"] == 400, measured
         visited.append(name)
+        driver.save_screenshot(str(tmp_path / f"phone-{name}.png"))  # for a look (-s prints)
         if measured["scrollWidth"] > measured["clientWidth"]:
-            driver.save_screenshot(str(tmp_path / f"overflow-{name}.png"))
             overflowing.append((name, measured["scrollWidth"], measured["wide"]))
     for name in ("tenant-dashboard", "agent-edit", "agent-versions", "session-detail",
                  "session-list", "webhook-detail", "member-list", "audit-log", "invoice-detail",
                  "billing-usage", "widget-key-detail", "phone-number-list", "data-retention"):  # fmt: skip
         assert name in visited
+    print(f"phone screenshots: {tmp_path}")
     assert overflowing == [], json.dumps(overflowing, indent=1)
 
 
