@@ -166,3 +166,27 @@ def test_the_widget_looks_as_the_console_says(platform, make_browser, utterance_
     assert seen["width"] > 56  # a labelled pill, not the round icon
     assert seen["empty"] == "Sprechen Sie, sobald der Status \u201eH\u00f6rt zu\u201c anzeigt."
     assert seen["mute"] == "Stumm"
+
+
+def test_archiving_asks_first_and_cancel_changes_nothing(
+    platform, demo_ids, make_browser, utterance_wav
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = make_browser(utterance_wav)
+    log_in(driver, platform)
+    page = f"{platform.origin}/t/demo/agents/{demo_ids['agent_id']}/"
+    driver.get(page)
+    archive = "form[data-confirm] button.danger"
+    driver.find_element(By.CSS_SELECTOR, archive).click()
+    alert = WebDriverWait(driver, 5).until(lambda d: d.switch_to.alert)
+    assert alert.text.startswith("Archive Order helper")
+    alert.dismiss()
+    driver.get(page)  # nothing was posted: still active
+    assert driver.find_element(By.CSS_SELECTOR, archive).text == "Archive"
+    driver.find_element(By.CSS_SELECTOR, archive).click()
+    WebDriverWait(driver, 5).until(lambda d: d.switch_to.alert).accept()
+    WebDriverWait(driver, 10).until(lambda d: "phone screen archived." in d.page_source)
+    driver.get(page)
+    assert driver.find_element(By.CSS_SELECTOR, "h1 .badge").text == "archived"
