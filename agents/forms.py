@@ -136,9 +136,7 @@ class FunctionToolForm(forms.Form):
 
 class McpServerForm(forms.Form):
     label = forms.CharField(max_length=64)
-    url = forms.URLField(
-        label="URL", assume_scheme="https", help_text="The server's https:// URL."
-    )
+    url = forms.URLField(label="URL", assume_scheme="https", help_text="The server's https:// URL.")
     allowed_tools = forms.CharField(
         required=False, help_text="Comma-separated tool names; empty allows all."
     )

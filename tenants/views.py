@@ -125,7 +125,9 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
     # A ModelForm on a copy: a refused value must not leak into the snippet's facts on re-render.
     appearance_form = WidgetAppearanceForm(
         posted if which == "appearance" else None,
-        instance=WidgetKey(**{name: getattr(widget_key, name) for name in WIDGET_APPEARANCE_FIELDS}),
+        instance=WidgetKey(
+            **{name: getattr(widget_key, name) for name in WIDGET_APPEARANCE_FIELDS}
+        ),
     )
     if which == "origins" and form.is_valid():
         services.widget_key_update_origins(
@@ -138,7 +140,9 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
     if which == "appearance" and appearance_form.is_valid():
         services.widget_key_set_appearance(
             widget_key=widget_key,
-            appearance={name: appearance_form.cleaned_data[name] for name in WIDGET_APPEARANCE_FIELDS},
+            appearance={
+                name: appearance_form.cleaned_data[name] for name in WIDGET_APPEARANCE_FIELDS
+            },
             actor=request.user,
         )
         messages.success(request, "Appearance saved: pages with this key show it from now on.")

@@ -5,35 +5,78 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0013_tenant_retention'),
+        ("tenants", "0013_tenant_retention"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='widgetkey',
-            name='accent_colour',
-            field=models.CharField(default='#0f766e', help_text="The button, the header and the user's lines.", max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'Enter a colour as #rrggbb.')], verbose_name='accent colour'),
+            model_name="widgetkey",
+            name="accent_colour",
+            field=models.CharField(
+                default="#0f766e",
+                help_text="The button, the header and the user's lines.",
+                max_length=7,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^#[0-9a-fA-F]{6}$", "Enter a colour as #rrggbb."
+                    )
+                ],
+                verbose_name="accent colour",
+            ),
         ),
         migrations.AddField(
-            model_name='widgetkey',
-            name='button_text',
-            field=models.CharField(blank=True, help_text='Shown next to the microphone; empty for the round icon alone.', max_length=24, verbose_name='button text'),
+            model_name="widgetkey",
+            name="button_text",
+            field=models.CharField(
+                blank=True,
+                help_text="Shown next to the microphone; empty for the round icon alone.",
+                max_length=24,
+                verbose_name="button text",
+            ),
         ),
         migrations.AddField(
-            model_name='widgetkey',
-            name='language',
-            field=models.CharField(choices=[('en', 'English'), ('fr', 'Français'), ('de', 'Deutsch'), ('es', 'Español')], default='en', max_length=5, verbose_name='language of its messages'),
+            model_name="widgetkey",
+            name="language",
+            field=models.CharField(
+                choices=[
+                    ("en", "English"),
+                    ("fr", "Français"),
+                    ("de", "Deutsch"),
+                    ("es", "Español"),
+                ],
+                default="en",
+                max_length=5,
+                verbose_name="language of its messages",
+            ),
         ),
         migrations.AddField(
-            model_name='widgetkey',
-            name='position',
-            field=models.CharField(choices=[('bottom-right', 'Bottom right'), ('bottom-left', 'Bottom left'), ('top-right', 'Top right'), ('top-left', 'Top left')], default='bottom-right', max_length=16),
+            model_name="widgetkey",
+            name="position",
+            field=models.CharField(
+                choices=[
+                    ("bottom-right", "Bottom right"),
+                    ("bottom-left", "Bottom left"),
+                    ("top-right", "Top right"),
+                    ("top-left", "Top left"),
+                ],
+                default="bottom-right",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='widgetkey',
-            name='text_colour',
-            field=models.CharField(default='#ffffff', help_text='Text on the accent colour.', max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'Enter a colour as #rrggbb.')], verbose_name='text colour'),
+            model_name="widgetkey",
+            name="text_colour",
+            field=models.CharField(
+                default="#ffffff",
+                help_text="Text on the accent colour.",
+                max_length=7,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^#[0-9a-fA-F]{6}$", "Enter a colour as #rrggbb."
+                    )
+                ],
+                verbose_name="text colour",
+            ),
         ),
     ]

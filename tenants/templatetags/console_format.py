@@ -59,7 +59,9 @@ def pair_lines(field: str, before: Any, after: Any) -> list[Line]:
     old, new = flatten(before, field), flatten(after, field)
     names = list(old) + [name for name in new if name not in old]
     return [
-        Line(field=name, before=old.get(name, MISSING), after=new.get(name, MISSING), is_change=True)
+        Line(
+            field=name, before=old.get(name, MISSING), after=new.get(name, MISSING), is_change=True
+        )
         for name in names
         if old.get(name, MISSING) != new.get(name, MISSING)
     ]
@@ -91,7 +93,9 @@ def change_lines(changes: Any, action: str = "") -> list[Line]:
             before, after = (value["from"], value["to"]) if isinstance(value, dict) else value
             lines.extend(pair_lines(field, before, after))
         else:
-            lines.extend(Line(field=name, value=text) for name, text in flatten(value, field).items())
+            lines.extend(
+                Line(field=name, value=text) for name, text in flatten(value, field).items()
+            )
     return lines
 
 

@@ -100,7 +100,7 @@ def populate(slug: str) -> dict[str, int]:
             ("assistant", "function_call", "lookup_order_status_by_number",
              {"name": "lookup_order_status_by_number", "call_id": "call_1",
               "arguments": '{"order_number": "' + "9" * 80 + '"}'}),
-            ("tool", "function_call_output", '{"status": "shipped", "tracking": "' + LONG_WORD + '"}',
+            ("tool", "function_call_output", '{"tracking": "' + LONG_WORD + '"}',
              {"name": "lookup_order_status_by_number", "call_id": "call_1", "latency_ms": 237}),
             ("assistant", "message", "It has shipped.", {}),
         ]  # fmt: skip

@@ -60,9 +60,7 @@ def test_the_audit_page_and_the_diff_show_no_raw_dicts(client, world):
     client.force_login(world.owner_a)
     audit = client.get(reverse("audit-log", args=["tenant-a"])).content.decode()
     assert "{&#x27;" not in audit and "{'" not in audit and "[&#x27;" not in audit
-    assert (
-        "<del>https://a.example</del> → <ins>https://a.example, https://b.example</ins>" in audit
-    )
+    assert "<del>https://a.example</del> → <ins>https://a.example, https://b.example</ins>" in audit
     versions = client.get(reverse("agent-versions", args=["tenant-a", agent.pk]), {"a": 1, "b": 2})
     page = versions.content.decode()
     assert "{&#x27;" not in page and "[{" not in page
