@@ -19,7 +19,7 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 run: migrate
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --port $(PORT)
 	$(PY) manage.py runplatform --host $(HOST) --port $(PORT)
 
 lint: install

@@ -91,6 +91,12 @@ class AgentForm(forms.ModelForm):
             "first_message": forms.Textarea(attrs={"rows": 2}),
             "model": forms.Select(choices=[(m, m) for m in catalogue.ALL_MODELS]),
         }
+        # Acronyms as people write them (the model's field names would give "Vad eagerness").
+        labels = {
+            "vad_eagerness": "VAD eagerness",
+            "max_output_tokens": "Maximum output tokens",
+            "recording_enabled": "Record sessions",
+        }
         help_texts = {
             "voice": "The voice cannot change once a session has produced audio.",
             "reasoning_effort": EFFORT_HELP,
@@ -157,8 +163,10 @@ class FunctionToolForm(forms.Form):
     execution = forms.ChoiceField(
         choices=[("webhook", "Call my webhook (server-side)"), ("client", "Send to the client")]
     )
-    webhook_url = forms.URLField(required=False, assume_scheme="https")
-    timeout_seconds = forms.FloatField(initial=10, min_value=0.5, max_value=60)
+    webhook_url = forms.URLField(label="Webhook URL", required=False, assume_scheme="https")
+    timeout_seconds = forms.FloatField(
+        label="Timeout (seconds)", initial=10, min_value=0.5, max_value=60
+    )
     filler_phrase = forms.CharField(
         max_length=200, required=False,
         help_text="Said while a slow tool runs, e.g. “Let me check that for you.”",
@@ -176,7 +184,7 @@ class FunctionToolForm(forms.Form):
 
 class McpServerForm(forms.Form):
     label = forms.CharField(max_length=64)
-    url = forms.URLField(assume_scheme="https", help_text="The server's https:// URL.")
+    url = forms.URLField(label="URL", assume_scheme="https", help_text="The server's https:// URL.")
     allowed_tools = forms.CharField(
         required=False, help_text="Comma-separated tool names; empty allows all."
     )

@@ -45,6 +45,21 @@ class MintedToken:
     agent: Agent  # as the session will run it (the pinned, live or draft configuration)
 
 
+def widget_appearance(*, key: str, origin: str | None) -> dict:
+    """The look of the widget a page embeds with ``key``: read when the widget mounts, before
+    any token. Refused like a token (unknown or revoked key, a foreign origin): a page that may
+    not talk to the agent learns nothing of its key's settings."""
+    with scopes_disabled():  # the publishable key is what names the tenant
+        widget_key = WidgetKey.objects.filter(key=key, revoked_at__isnull=True).first()
+    if widget_key is None:
+        raise AccessDenied("invalid_widget_key", "Unknown or revoked widget key.", status=403)
+    if not origin_is_allowed(origin, widget_key.allowed_origins):
+        raise AccessDenied(
+            "origin_not_allowed", "This page's origin is not allowed for this widget key."
+        )
+    return widget_key.appearance()
+
+
 def widget_token_mint(
     *,
     key: str,

@@ -63,6 +63,27 @@ def _cors(response: HttpResponse, origin: str | None) -> HttpResponse:
     return response
 
 
+@require_http_methods(["GET"])
+def widget_appearance(request: HttpRequest) -> HttpResponse:
+    """``GET /widget/appearance?key=vp_pk_…`` → the widget's colours, position, button text and
+    language, set in the console on the key (so the embed snippet stays one tag). A simple
+    CORS GET: no preflight, no cookies."""
+    origin = request.headers.get("Origin")
+    # Browsers send Origin on every cross-origin fetch but not on a same-origin GET: no Origin
+    # means the page is on this platform's own origin (the bundled demo page), so check that.
+    page_origin = origin or request.build_absolute_uri("/").rstrip("/")
+    key = request.GET.get("key", "")
+    if not key:
+        return _cors(_error("invalid_request", "'key' (the widget key) is required", 400), origin)
+    try:
+        appearance = tokens.widget_appearance(key=key, origin=page_origin)
+    except access.AccessDenied as denied:
+        return _cors(_error(denied.code, denied.message, denied.status), origin)
+    response = JsonResponse({"appearance": appearance})
+    response["Cache-Control"] = "no-cache"  # a change in the console shows on the next load
+    return _cors(response, origin)
+
+
 @csrf_exempt
 @require_http_methods(["POST", "OPTIONS"])
 def widget_session(request: HttpRequest) -> HttpResponse:
@@ -113,6 +134,7 @@ def widget_session(request: HttpRequest) -> HttpResponse:
                 "expires_at": int(minted.expires_at.timestamp()),
                 "socket_path": "/ws/widget/",
                 "agent": agent_public_info(agent),
+                "appearance": tokens.widget_appearance(key=key, origin=origin),
             },
             status=201,
         ),

@@ -6,10 +6,12 @@ from tenants.models import (
     API_KEY_SCOPES,
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
+    WIDGET_APPEARANCE_FIELDS,
     ApiKey,
     DataPolicy,
     Role,
     Tenant,
+    WidgetKey,
 )
 from tenants.origins import InvalidOrigin
 from tenants.services import origins_clean
@@ -87,8 +89,9 @@ class WidgetKeyForm(forms.Form):
 
 
 class InvitationForm(forms.Form):
-    email = forms.EmailField()
-    role = forms.ChoiceField(choices=[])
+    email = forms.EmailField(label="E-mail")
+    # The least power by default: an owner is made on purpose, never by leaving a default.
+    role = forms.ChoiceField(choices=[], initial=Role.VIEWER)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -108,6 +111,24 @@ class WidgetVersionForm(forms.Form):
 class WidgetOriginsForm(forms.Form):
     allowed_origins = WidgetKeyForm.base_fields["allowed_origins"]
     clean_allowed_origins = WidgetKeyForm.clean_allowed_origins
+
+
+class WidgetAppearanceForm(forms.ModelForm):
+    """The widget's look; the model's validators (``#rrggbb``, the choices, the length) apply.
+    The inputs carry ``data-preview`` so static/console/widget-preview.js redraws as you type."""
+
+    class Meta:
+        model = WidgetKey
+        fields = WIDGET_APPEARANCE_FIELDS
+        widgets = {
+            "accent_colour": forms.TextInput(attrs={"type": "color"}),
+            "text_colour": forms.TextInput(attrs={"type": "color"}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            field.widget.attrs["data-preview"] = name
 
 
 def _retention_days(label: str, help_text: str) -> forms.IntegerField:
@@ -142,14 +163,14 @@ class ErasureForm(forms.Form):
     """One end user, by the id the tenant passes for them or by the hash the console shows."""
 
     end_user = forms.CharField(
-        label="End user id", required=False, max_length=200, strip=False,
+        label="End-user ID", required=False, max_length=200, strip=False,
         help_text=(
             "As your site or backend passes it (the widget's user, the API's ?user=); a phone "
             "caller as phone:+14155550100."
         ),
     )  # fmt: skip
     end_user_hash = forms.CharField(
-        label="or end-user hash", required=False, max_length=64,
+        label="Or end-user hash", required=False, max_length=64,
         help_text="32 hexadecimal digits, as a session page shows it.",
     )  # fmt: skip
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -260,8 +260,31 @@ class ApiKey(TenantOwnedModel):
         return cls._meta.get_field("default_agent").related_model
 
 
+HEX_COLOUR = RegexValidator(r"^#[0-9a-fA-F]{6}$", "Enter a colour as #rrggbb.")
+
+
+class WidgetPosition(models.TextChoices):
+    BOTTOM_RIGHT = "bottom-right", "Bottom right"
+    BOTTOM_LEFT = "bottom-left", "Bottom left"
+    TOP_RIGHT = "top-right", "Top right"
+    TOP_LEFT = "top-left", "Top left"
+
+
+class WidgetLanguage(models.TextChoices):
+    """The languages the widget's own messages are translated into (in its JS file)."""
+
+    EN = "en", "English"
+    FR = "fr", "Français"
+    DE = "de", "Deutsch"
+    ES = "es", "Español"
+
+
 class WidgetKey(TenantOwnedModel):
-    """A publishable key for the embeddable widget, bound to exact allowed origins."""
+    """A publishable key for the embeddable widget, bound to exact allowed origins.
+
+    It also carries the widget's appearance, so the embed snippet stays one tag: the widget
+    reads it from ``GET /widget/appearance`` when it mounts.
+    """
 
     name = models.CharField(max_length=100)
     key = models.CharField(max_length=64, unique=True)
@@ -275,6 +298,25 @@ class WidgetKey(TenantOwnedModel):
     allowed_origins = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    accent_colour = models.CharField(
+        "accent colour", max_length=7, default="#0f766e", validators=[HEX_COLOUR],
+        help_text="The button, the header and the user's lines.",
+    )  # fmt: skip
+    text_colour = models.CharField(
+        "text colour", max_length=7, default="#ffffff", validators=[HEX_COLOUR],
+        help_text="Text on the accent colour.",
+    )  # fmt: skip
+    position = models.CharField(
+        max_length=16, choices=WidgetPosition.choices, default=WidgetPosition.BOTTOM_RIGHT
+    )
+    button_text = models.CharField(
+        "button text", max_length=24, blank=True,
+        help_text="Shown next to the microphone; empty for the round icon alone.",
+    )  # fmt: skip
+    language = models.CharField(
+        "language of its messages", max_length=5, choices=WidgetLanguage.choices,
+        default=WidgetLanguage.EN,
+    )  # fmt: skip
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "created_at"], name="widgetkey_tenant_created")]
@@ -285,6 +327,19 @@ class WidgetKey(TenantOwnedModel):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def appearance(self) -> dict:
+        """What the widget applies when it mounts (and the console's live preview shows)."""
+        return {
+            "accent_colour": self.accent_colour,
+            "text_colour": self.text_colour,
+            "position": self.position,
+            "button_text": self.button_text,
+            "language": self.language,
+        }
+
+
+WIDGET_APPEARANCE_FIELDS = ("accent_colour", "text_colour", "position", "button_text", "language")
 
 
 class WorkerHeartbeat(models.Model):

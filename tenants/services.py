@@ -21,6 +21,7 @@ from tenants.models import (
     RETENTION_FIELDS,
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
+    WIDGET_APPEARANCE_FIELDS,
     ApiKey,
     Invitation,
     Membership,
@@ -397,6 +398,30 @@ def widget_key_update_origins(
     return widget_key
 
 
+def widget_key_set_appearance(
+    *, widget_key: WidgetKey, appearance: dict[str, str], actor: AbstractBaseUser | None = None
+) -> bool:
+    """Change the widget's look (values already validated by the form's model fields); audited
+    with each changed field's before and after. False when nothing changed."""
+    changes = {
+        name: {"from": getattr(widget_key, name), "to": value}
+        for name, value in appearance.items()
+        if name in WIDGET_APPEARANCE_FIELDS and getattr(widget_key, name) != value
+    }
+    if not changes:
+        return False
+    with tenant_scope(widget_key.tenant_id):
+        for name, change in changes.items():
+            setattr(widget_key, name, change["to"])
+        widget_key.full_clean(exclude=["tenant", "agent", "allowed_origins", "key", "name"])
+        widget_key.save(update_fields=list(changes))
+        audit_record(
+            tenant=widget_key.tenant_id, actor=actor, action="widget_key.appearance_changed",
+            target=widget_key, changes=changes,
+        )  # fmt: skip
+    return True
+
+
 def widget_key_revoke(*, widget_key: WidgetKey, actor: AbstractBaseUser | None = None) -> WidgetKey:
     if widget_key.revoked_at is None:
         widget_key.revoked_at = timezone.now()
@@ -443,6 +468,20 @@ def invitation_token_hash(raw: str) -> str:
     """What the platform keeps of an invitation token: the database and the accepting browser's
     session hold this hash, never the token."""
     return _hash_key(raw.strip())
+
+
+def invitation_revoke(*, invitation: Invitation, actor: AbstractBaseUser | None) -> None:
+    """Withdraw a pending invitation: the row goes, so its link finds nothing any more (the
+    same "not valid" page as a wrong link). Audited with who was invited and as what."""
+    with tenant_scope(invitation.tenant_id):
+        if invitation.accepted_at is not None:
+            raise ServiceError("This invitation was already accepted.")
+        audit_record(
+            tenant=invitation.tenant_id, actor=actor, action="member.invitation_revoked",
+            target=invitation, target_label=invitation.email,
+            changes={"email": invitation.email, "role": invitation.role},
+        )  # fmt: skip
+        invitation.delete()
 
 
 def invitation_find(*, hashed_token: str):

@@ -65,6 +65,11 @@ urlpatterns = [
         views.member_remove,
         name="member-remove",
     ),
+    path(
+        "t/<slug:tenant_slug>/invitations/<int:invitation_id>/revoke/",
+        views.invitation_revoke,
+        name="invitation-revoke",
+    ),
     path("t/<slug:tenant_slug>/audit/", views.audit_log, name="audit-log"),
     path("invitations/", views.invitation_accept, name="invitation-accept"),
     # Anything below it is the retired link form (the token in the path): refused, no look-up.

@@ -25,12 +25,14 @@ from tenants.forms import (
     InvitationForm,
     ProviderCredentialForm,
     RetentionForm,
+    WidgetAppearanceForm,
     WidgetKeyForm,
     WidgetOriginsForm,
     WidgetVersionForm,
 )
 from tenants.models import (
     RETENTION_FIELDS,
+    WIDGET_APPEARANCE_FIELDS,
     ApiKey,
     AuditEvent,
     Invitation,
@@ -120,18 +122,27 @@ def widget_key_list(request: HttpRequest) -> HttpResponse:
 
 @tenant_view(configure_changes=True)
 def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
-
+    """The embed snippet, the allowed origins and the widget's appearance (with a live preview
+    drawn by static/console/widget-preview.js from the form's inputs)."""
     widget_key = tenant_object_get(WidgetKey, pk=widget_key_id)
-    pinning = request.POST.get("form") == "version"
+    posted = request.POST if request.method == "POST" else None
+    which = request.POST.get("form", "origins") if posted else ""
     version_form = WidgetVersionForm(
-        request.POST if pinning else None,
+        posted if which == "version" else None,
         initial={"version": widget_key.version.number if widget_key.version else None},
     )
     form = WidgetOriginsForm(
-        None if pinning else (request.POST or None),
+        posted if which == "origins" else None,
         initial={"allowed_origins": "\n".join(widget_key.allowed_origins)},
     )
-    if pinning and version_form.is_valid():
+    # A ModelForm on a copy: a refused value must not leak into the snippet's facts on re-render.
+    appearance_form = WidgetAppearanceForm(
+        posted if which == "appearance" else None,
+        instance=WidgetKey(
+            **{name: getattr(widget_key, name) for name in WIDGET_APPEARANCE_FIELDS}
+        ),
+    )
+    if which == "version" and version_form.is_valid():
         try:
             services.widget_key_pin(
                 widget_key=widget_key,
@@ -143,15 +154,24 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
         else:
             messages.success(request, "Version pin saved.")
             return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
-    elif request.method == "POST" and not pinning:
-        if form.is_valid():
-            services.widget_key_update_origins(
-                widget_key=widget_key,
-                allowed_origins=form.cleaned_data["allowed_origins"],
-                actor=request.user,
-            )
-            messages.success(request, "Allowed origins saved.")
-            return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+    if which == "origins" and form.is_valid():
+        services.widget_key_update_origins(
+            widget_key=widget_key,
+            allowed_origins=form.cleaned_data["allowed_origins"],
+            actor=request.user,
+        )
+        messages.success(request, "Allowed origins saved.")
+        return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
+    if which == "appearance" and appearance_form.is_valid():
+        services.widget_key_set_appearance(
+            widget_key=widget_key,
+            appearance={
+                name: appearance_form.cleaned_data[name] for name in WIDGET_APPEARANCE_FIELDS
+            },
+            actor=request.user,
+        )
+        messages.success(request, "Appearance saved: pages with this key show it from now on.")
+        return redirect("widget-key-detail", request.tenant.slug, widget_key.pk)
     script_url = request.build_absolute_uri("/static/widget/voiceplatform-widget.js")
     agent_attribute = f' data-agent="{widget_key.agent_id}"' if widget_key.agent_id else ""
     snippet = (
@@ -162,6 +182,7 @@ def widget_key_detail(request: HttpRequest, widget_key_id: int) -> HttpResponse:
         "widget_key": widget_key,
         "form": form,
         "version_form": version_form,
+        "appearance_form": appearance_form,
         "snippet": snippet,
         "preview_url": preview_url,
         "preview_allowed": request.build_absolute_uri("/").rstrip("/")
@@ -288,6 +309,7 @@ def member_list(request: HttpRequest) -> HttpResponse:
         "form": form,
         "roles": Role.choices,
         "invitation_link": invitation_link,
+        "now": timezone.now(),
     }
     return render(request, "console/members.html", context)
 
@@ -322,6 +344,15 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
         messages.error(request, str(error))
     else:
         messages.success(request, f"{membership.user.get_username()} was removed.")
+    return redirect("member-list", tenant_slug=request.tenant.slug)
+
+
+@require_POST
+@tenant_view(configure=True)
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = tenant_object_get(Invitation, pk=invitation_id, accepted_at__isnull=True)
+    services.invitation_revoke(invitation=invitation, actor=request.user)
+    messages.success(request, f"The invitation of {invitation.email} was revoked.")
     return redirect("member-list", tenant_slug=request.tenant.slug)
 
 

@@ -16,7 +16,16 @@ from tenants.scoping import scopes_disabled, tenant_scope
 DEMO_SLUG = "demo"
 DEMO_USERNAME = "demo@example.com"
 DEMO_PASSWORD = "voiceplatform-demo"
-DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
+DEMO_PORT = 8000
+
+
+def demo_origins(port: int = DEMO_PORT) -> list[str]:
+    """The origins a browser on this machine uses for the bundled demo page on ``port``
+    (``PORT=9000 make run`` seeds with 9000, so the demo page is not refused there)."""
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+DEMO_ORIGINS = demo_origins()
 DEMO_INSTRUCTIONS = "You are the friendly voice assistant of the Demo Shop. Answer briefly."
 
 

@@ -43,6 +43,13 @@
     var who = document.createElement("span"); who.className = "who"; who.textContent = item.role;
     var text = document.createTextNode(" " + (item.kind === "function_call" ? (item.data.name + "(" + item.data.arguments + ")") : item.text));
     li.replaceChildren(who, text);
+    // A tool's answer shows how long the tool took, as the page does after a reload.
+    if (item.kind === "function_call_output" && item.data && item.data.latency_ms != null) {
+      var latency = document.createElement("span");
+      latency.className = "badge tool-latency";
+      latency.textContent = item.data.latency_ms + " ms";
+      li.append(" ", latency);
+    }
     var siblings = Array.prototype.slice.call(list.children);
     li.dataset.sequence = item.sequence;
     var after = siblings.find(function (node) { return Number(node.dataset.sequence || 1e9) > item.sequence && node !== li; });

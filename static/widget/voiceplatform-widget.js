@@ -398,6 +398,195 @@
     unavailable: "The voice assistant could not be reached.",
   };
 
+  // The widget's own words (not the agent's): English, and the languages a widget key may
+  // choose in the console (tenants.models.WidgetLanguage). A missing entry falls back to English.
+  var UI = {
+    title: "Voice assistant",
+    close_label: "Close and end the conversation",
+    empty: "Speak after the status says \u201clistening\u201d.",
+    reconnect: "Reconnect",
+    agree: "Agree and start",
+    mute: "Mute",
+    unmute: "Unmute",
+    picture: "Picture",
+    picture_title: "Send a picture",
+    end: "End",
+    open_label: "Talk to our voice assistant",
+    close_panel_label: "Close the voice assistant",
+    connecting: "Connecting\u2026",
+    reconnecting: "Reconnecting\u2026",
+    speaking: "Speaking\u2026",
+    muted: "Muted",
+    listening: "Listening\u2026",
+    ended: "Conversation ended.",
+    has_ended: "The conversation has ended.",
+    start_again: "Start again",
+    try_again: "Try again",
+    recorded: "This conversation is recorded.",
+    recorded_status: "This conversation is recorded",
+    continued: "conversation continued",
+  };
+  var TRANSLATIONS = {
+    fr: {
+      title: "Assistant vocal",
+      close_label: "Fermer et terminer la conversation",
+      empty: "Parlez quand le statut indique \u00ab\u00a0\u00e0 l\u2019\u00e9coute\u00a0\u00bb.",
+      reconnect: "Se reconnecter",
+      agree: "Accepter et commencer",
+      mute: "Couper le micro",
+      unmute: "R\u00e9activer le micro",
+      picture: "Image",
+      picture_title: "Envoyer une image",
+      end: "Terminer",
+      open_label: "Parler \u00e0 notre assistant vocal",
+      close_panel_label: "Fermer l\u2019assistant vocal",
+      connecting: "Connexion\u2026",
+      reconnecting: "Reconnexion\u2026",
+      speaking: "R\u00e9ponse en cours\u2026",
+      muted: "Micro coup\u00e9",
+      listening: "\u00c0 l\u2019\u00e9coute\u2026",
+      ended: "Conversation termin\u00e9e.",
+      has_ended: "La conversation est termin\u00e9e.",
+      start_again: "Recommencer",
+      try_again: "R\u00e9essayer",
+      recorded: "Cette conversation est enregistr\u00e9e.",
+      recorded_status: "Cette conversation est enregistr\u00e9e",
+      continued: "la conversation continue",
+      microphone_denied: "L\u2019acc\u00e8s au micro a \u00e9t\u00e9 refus\u00e9. Autorisez le micro pour ce site, puis r\u00e9essayez.",
+      microphone_missing: "Aucun micro n\u2019a \u00e9t\u00e9 trouv\u00e9 sur cet appareil.",
+      microphone_unavailable: "Le micro n\u2019a pas pu d\u00e9marrer.",
+      audio_unsupported: "Ce navigateur ne peut pas faire fonctionner l\u2019assistant vocal.",
+      origin_not_allowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser cet assistant vocal.",
+      invalid_widget_key: "Cet assistant vocal est mal configur\u00e9 (cl\u00e9 invalide).",
+      invalid_token: "La conversation n\u2019a pas pu \u00eatre v\u00e9rifi\u00e9e. Reconnectez-vous.",
+      token_missing: "La conversation n\u2019a pas pu \u00eatre v\u00e9rifi\u00e9e. Reconnectez-vous.",
+      token_invalid: "La conversation n\u2019a pas pu \u00eatre v\u00e9rifi\u00e9e. Reconnectez-vous.",
+      token_expired: "La conversation a mis trop de temps \u00e0 d\u00e9marrer. Reconnectez-vous.",
+      token_used: "Cette conversation a d\u00e9j\u00e0 \u00e9t\u00e9 ouverte ailleurs. Reconnectez-vous.",
+      token_revoked: "La cl\u00e9 de cet assistant vocal a \u00e9t\u00e9 retir\u00e9e par l\u2019\u00e9quipe du site.",
+      rate_limited: "Trop de conversations ont \u00e9t\u00e9 ouvertes d\u2019ici. Attendez une minute et r\u00e9essayez.",
+      too_many_widget_sessions: "Trop de conversations sont en cours. R\u00e9essayez dans quelques minutes.",
+      agent_not_found: "Cet assistant vocal est introuvable.",
+      too_many_sessions: "Trop de conversations sont en cours. R\u00e9essayez dans quelques minutes.",
+      budget_exhausted: "L\u2019assistant vocal est indisponible pour le moment (limite d\u2019utilisation atteinte).",
+      tenant_suspended: "Cet assistant vocal est actuellement indisponible.",
+      session_ended: "La conversation a \u00e9t\u00e9 termin\u00e9e par l\u2019\u00e9quipe du site.",
+      session_max_duration: "La conversation a atteint sa dur\u00e9e maximale.",
+      connection_lost: "La connexion a \u00e9t\u00e9 perdue.",
+      upstream_unavailable: "Le service vocal est momentan\u00e9ment indisponible.",
+      policy_violation: "La connexion a \u00e9t\u00e9 ferm\u00e9e par le serveur.",
+      server_error: "Une erreur s\u2019est produite de notre c\u00f4t\u00e9.",
+      server_restarting: "L\u2019assistant vocal red\u00e9marre. Reconnectez-vous dans un instant.",
+      unavailable: "L\u2019assistant vocal est injoignable.",
+    },
+    de: {
+      title: "Sprachassistent",
+      close_label: "Schlie\u00dfen und das Gespr\u00e4ch beenden",
+      empty: "Sprechen Sie, sobald der Status \u201eH\u00f6rt zu\u201c anzeigt.",
+      reconnect: "Neu verbinden",
+      agree: "Zustimmen und starten",
+      mute: "Stumm",
+      unmute: "Ton an",
+      picture: "Bild",
+      picture_title: "Ein Bild senden",
+      end: "Beenden",
+      open_label: "Mit unserem Sprachassistenten sprechen",
+      close_panel_label: "Den Sprachassistenten schlie\u00dfen",
+      connecting: "Verbinde\u2026",
+      reconnecting: "Verbinde erneut\u2026",
+      speaking: "Spricht\u2026",
+      muted: "Stummgeschaltet",
+      listening: "H\u00f6rt zu\u2026",
+      ended: "Gespr\u00e4ch beendet.",
+      has_ended: "Das Gespr\u00e4ch ist beendet.",
+      start_again: "Neu beginnen",
+      try_again: "Erneut versuchen",
+      recorded: "Dieses Gespr\u00e4ch wird aufgezeichnet.",
+      recorded_status: "Dieses Gespr\u00e4ch wird aufgezeichnet",
+      continued: "Gespr\u00e4ch wird fortgesetzt",
+      microphone_denied: "Der Zugriff auf das Mikrofon wurde verweigert. Erlauben Sie das Mikrofon f\u00fcr diese Seite und versuchen Sie es erneut.",
+      microphone_missing: "Auf diesem Ger\u00e4t wurde kein Mikrofon gefunden.",
+      microphone_unavailable: "Das Mikrofon konnte nicht gestartet werden.",
+      audio_unsupported: "Dieser Browser kann den Sprachassistenten nicht ausf\u00fchren.",
+      origin_not_allowed: "Diese Website darf diesen Sprachassistenten nicht verwenden.",
+      invalid_widget_key: "Dieser Sprachassistent ist nicht richtig eingerichtet (ung\u00fcltiger Schl\u00fcssel).",
+      invalid_token: "Das Gespr\u00e4ch konnte nicht gepr\u00fcft werden. Bitte neu verbinden.",
+      token_missing: "Das Gespr\u00e4ch konnte nicht gepr\u00fcft werden. Bitte neu verbinden.",
+      token_invalid: "Das Gespr\u00e4ch konnte nicht gepr\u00fcft werden. Bitte neu verbinden.",
+      token_expired: "Das Gespr\u00e4ch hat zu lange zum Starten gebraucht. Bitte neu verbinden.",
+      token_used: "Dieses Gespr\u00e4ch wurde bereits anderswo gestartet. Bitte neu verbinden.",
+      token_revoked: "Der Schl\u00fcssel dieses Sprachassistenten wurde vom Team der Website zur\u00fcckgezogen.",
+      rate_limited: "Von hier wurden zu viele Gespr\u00e4che gestartet. Bitte warten Sie eine Minute.",
+      too_many_widget_sessions: "Gerade laufen zu viele Gespr\u00e4che. Bitte versuchen Sie es in ein paar Minuten erneut.",
+      agent_not_found: "Dieser Sprachassistent wurde nicht gefunden.",
+      too_many_sessions: "Gerade laufen zu viele Gespr\u00e4che. Bitte versuchen Sie es in ein paar Minuten erneut.",
+      budget_exhausted: "Der Sprachassistent ist gerade nicht verf\u00fcgbar (Nutzungsgrenze erreicht).",
+      tenant_suspended: "Dieser Sprachassistent ist derzeit nicht verf\u00fcgbar.",
+      session_ended: "Das Gespr\u00e4ch wurde vom Team der Website beendet.",
+      session_max_duration: "Das Gespr\u00e4ch hat seine H\u00f6chstdauer erreicht.",
+      connection_lost: "Die Verbindung wurde unterbrochen.",
+      upstream_unavailable: "Der Sprachdienst ist vor\u00fcbergehend nicht verf\u00fcgbar.",
+      policy_violation: "Die Verbindung wurde vom Server geschlossen.",
+      server_error: "Bei uns ist etwas schiefgelaufen.",
+      server_restarting: "Der Sprachassistent startet neu. Bitte verbinden Sie sich gleich erneut.",
+      unavailable: "Der Sprachassistent ist nicht erreichbar.",
+    },
+    es: {
+      title: "Asistente de voz",
+      close_label: "Cerrar y terminar la conversaci\u00f3n",
+      empty: "Hable cuando el estado diga \u00abescuchando\u00bb.",
+      reconnect: "Reconectar",
+      agree: "Aceptar y empezar",
+      mute: "Silenciar",
+      unmute: "Activar micr\u00f3fono",
+      picture: "Imagen",
+      picture_title: "Enviar una imagen",
+      end: "Terminar",
+      open_label: "Hablar con nuestro asistente de voz",
+      close_panel_label: "Cerrar el asistente de voz",
+      connecting: "Conectando\u2026",
+      reconnecting: "Reconectando\u2026",
+      speaking: "Hablando\u2026",
+      muted: "Silenciado",
+      listening: "Escuchando\u2026",
+      ended: "Conversaci\u00f3n terminada.",
+      has_ended: "La conversaci\u00f3n ha terminado.",
+      start_again: "Empezar de nuevo",
+      try_again: "Intentar de nuevo",
+      recorded: "Esta conversaci\u00f3n se graba.",
+      recorded_status: "Esta conversaci\u00f3n se graba",
+      continued: "la conversaci\u00f3n contin\u00faa",
+      microphone_denied: "Se deneg\u00f3 el acceso al micr\u00f3fono. Permita el micr\u00f3fono para este sitio e int\u00e9ntelo de nuevo.",
+      microphone_missing: "No se encontr\u00f3 ning\u00fan micr\u00f3fono en este dispositivo.",
+      microphone_unavailable: "No se pudo iniciar el micr\u00f3fono.",
+      audio_unsupported: "Este navegador no puede ejecutar el asistente de voz.",
+      origin_not_allowed: "Este sitio web no puede usar este asistente de voz.",
+      invalid_widget_key: "Este asistente de voz no est\u00e1 bien configurado (clave no v\u00e1lida).",
+      invalid_token: "No se pudo verificar la conversaci\u00f3n. Vuelva a conectar.",
+      token_missing: "No se pudo verificar la conversaci\u00f3n. Vuelva a conectar.",
+      token_invalid: "No se pudo verificar la conversaci\u00f3n. Vuelva a conectar.",
+      token_expired: "La conversaci\u00f3n tard\u00f3 demasiado en empezar. Vuelva a conectar.",
+      token_used: "Esta conversaci\u00f3n ya se inici\u00f3 en otro lugar. Vuelva a conectar.",
+      token_revoked: "El equipo del sitio retir\u00f3 la clave de este asistente de voz.",
+      rate_limited: "Se iniciaron demasiadas conversaciones desde aqu\u00ed. Espere un minuto e int\u00e9ntelo de nuevo.",
+      too_many_widget_sessions: "Hay demasiadas conversaciones en curso. Int\u00e9ntelo de nuevo en unos minutos.",
+      agent_not_found: "No se encontr\u00f3 este asistente de voz.",
+      too_many_sessions: "Hay demasiadas conversaciones en curso. Int\u00e9ntelo de nuevo en unos minutos.",
+      budget_exhausted: "El asistente de voz no est\u00e1 disponible ahora (l\u00edmite de uso alcanzado).",
+      tenant_suspended: "Este asistente de voz no est\u00e1 disponible por ahora.",
+      session_ended: "El equipo del sitio termin\u00f3 la conversaci\u00f3n.",
+      session_max_duration: "La conversaci\u00f3n alcanz\u00f3 su duraci\u00f3n m\u00e1xima.",
+      connection_lost: "Se perdi\u00f3 la conexi\u00f3n.",
+      upstream_unavailable: "El servicio de voz no est\u00e1 disponible temporalmente.",
+      policy_violation: "El servidor cerr\u00f3 la conexi\u00f3n.",
+      server_error: "Algo sali\u00f3 mal de nuestro lado.",
+      server_restarting: "El asistente de voz se est\u00e1 reiniciando. Vuelva a conectar en un momento.",
+      unavailable: "No se pudo contactar con el asistente de voz.",
+    },
+  };
+  var POSITIONS = { "bottom-right": 1, "bottom-left": 1, "top-right": 1, "top-left": 1 };
+  var COLOUR = /^#[0-9a-fA-F]{6}$/;
+
   var CLOSE_CODES = {
     4401: "invalid_token",
     4403: "origin_not_allowed",
@@ -439,10 +628,18 @@
   var CSS = [
     ":host { all: initial; }",
     ".vpw-root { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000;",
+    "  display: flex; flex-direction: column; align-items: flex-end;",
     "  font: 14px/1.4 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; color: #1d2430; }",
+    // The key's appearance (set in the console): position, and two colours as custom properties.
+    ".vpw-root.vpw-pos-bottom-left, .vpw-root.vpw-pos-top-left { right: auto; left: 20px; align-items: flex-start; }",
+    ".vpw-root.vpw-pos-top-right, .vpw-root.vpw-pos-top-left { bottom: auto; top: 20px; flex-direction: column-reverse; }",
+    ".vpw-pos-top-right .vpw-panel, .vpw-pos-top-left .vpw-panel { margin-bottom: 0; margin-top: 12px; }",
+    ".vpw-root.vpw-contained { position: absolute; }",
     ".vpw-launcher { width: 56px; height: 56px; border-radius: 50%; border: 0; cursor: pointer;",
-    "  background: #0f766e; color: #fff; box-shadow: 0 4px 14px rgba(0,0,0,.25);",
-    "  display: flex; align-items: center; justify-content: center; margin-left: auto; }",
+    "  background: var(--vpw-accent, #0f766e); color: var(--vpw-on-accent, #fff); box-shadow: 0 4px 14px rgba(0,0,0,.25);",
+    "  display: flex; align-items: center; justify-content: center; flex: none; }",
+    ".vpw-launcher.vpw-labelled { width: auto; max-width: calc(100vw - 40px); border-radius: 28px; padding: 0 18px 0 14px; gap: 8px;",
+    "  font: 600 15px/1 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; white-space: nowrap; }",
     ".vpw-launcher:focus-visible, .vpw-btn:focus-visible { outline: 3px solid #f59e0b; outline-offset: 2px; }",
     ".vpw-launcher svg { width: 26px; height: 26px; fill: currentColor; }",
     ".vpw-launcher.vpw-live { background: #b91c1c; }",
@@ -450,9 +647,9 @@
     "  margin-bottom: 12px; background: #fff; border-radius: 14px; box-shadow: 0 8px 30px rgba(0,0,0,.25);",
     "  display: flex; flex-direction: column; overflow: hidden; }",
     ".vpw-panel[hidden] { display: none; }",
-    ".vpw-header { background: #0f766e; color: #fff; padding: 10px 14px; display: flex; align-items: center; gap: 8px; }",
+    ".vpw-header { background: var(--vpw-accent, #0f766e); color: var(--vpw-on-accent, #fff); padding: 10px 14px; display: flex; align-items: center; gap: 8px; }",
     ".vpw-title { font-weight: 600; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }",
-    ".vpw-x { background: transparent; border: 0; color: #fff; font-size: 20px; cursor: pointer; line-height: 1; }",
+    ".vpw-x { background: transparent; border: 0; color: var(--vpw-on-accent, #fff); font-size: 20px; cursor: pointer; line-height: 1; }",
     ".vpw-status { padding: 6px 14px; font-size: 12px; color: #475569; border-bottom: 1px solid #e2e8f0;",
     "  display: flex; align-items: center; gap: 6px; }",
     ".vpw-dot { width: 8px; height: 8px; border-radius: 50%; background: #94a3b8; flex: none; }",
@@ -463,7 +660,7 @@
     ".vpw-transcript { flex: 1; overflow-y: auto; padding: 10px 12px; display: flex; flex-direction: column; gap: 6px; }",
     ".vpw-line { max-width: 85%; padding: 6px 10px; border-radius: 12px; white-space: pre-wrap; word-wrap: break-word; }",
     ".vpw-note { align-self: center; font-size: 11px; color: #667085; }",
-    ".vpw-user { align-self: flex-end; background: #0f766e; color: #fff; border-bottom-right-radius: 4px; }",
+    ".vpw-user { align-self: flex-end; background: var(--vpw-accent, #0f766e); color: var(--vpw-on-accent, #fff); border-bottom-right-radius: 4px; }",
     ".vpw-assistant { align-self: flex-start; background: #f1f5f9; border-bottom-left-radius: 4px; }",
     ".vpw-interrupted::after { content: ' …'; }",
     ".vpw-empty { color: #94a3b8; text-align: center; margin: auto 0; font-size: 13px; }",
@@ -479,12 +676,13 @@
     ".vpw-btn[aria-pressed=true] { background: #fef3c7; border-color: #f59e0b; }",
     ".vpw-end { background: #b91c1c; border-color: #b91c1c; color: #fff; }",
     ".vpw-retry { flex: none; background: #991b1b; border-color: #991b1b; color: #fff; }",
-    ".vpw-info .vpw-retry { background: #0f766e; border-color: #0f766e; }",
+    ".vpw-info .vpw-retry { background: var(--vpw-accent, #0f766e); border-color: var(--vpw-accent, #0f766e); color: var(--vpw-on-accent, #fff); }",
     ".vpw-file { display: none; }",
     ".vpw-consent { margin: 0 12px 8px; padding: 8px 10px; border-radius: 8px; background: #fffbeb; color: #78350f;",
     "  font-size: 13px; display: flex; flex-direction: column; gap: 6px; }",
     ".vpw-consent[hidden] { display: none; }",
-    ".vpw-consent .vpw-btn { flex: none; background: #0f766e; border-color: #0f766e; color: #fff; }",
+    ".vpw-consent .vpw-btn { flex: none; background: var(--vpw-accent, #0f766e); border-color: var(--vpw-accent, #0f766e);",
+    "  color: var(--vpw-on-accent, #fff); }",
   ].join("\n");
 
   var MIC_ICON =
@@ -501,7 +699,10 @@
     this.csrfToken = options.csrfToken || "";
     this.agentId = options.agent ? parseInt(options.agent, 10) || null : null;
     this.variables = options.variables || {};
-    this.title = options.title || "Voice assistant";
+    this.customTitle = options.title || "";
+    this.lang = "en";
+    this.preview = !!options.preview;
+    this.appearance = null;
     this.state = {
       status: "idle",
       statusText: "",
@@ -527,6 +728,7 @@
       continuations: [],
       closeCode: null,
       reconnects: 0,
+      appearance: null,
     };
     this.restarts = 0; // reconnect attempts since the last session.created
     this.run = 0; // increases with every start/stop, so late callbacks of an old run are ignored
@@ -539,7 +741,80 @@
     this.chunksBase = 0;
     this.resamplers = {};
     this.mount(options.container);
+    if (this.preview) {
+      // Sample lines, so the preview shows the accent on a user's line too.
+      this.emptyNode.hidden = true;
+      this.transcriptNode.appendChild(el("div", "vpw-line vpw-user", "\u2026"));
+      this.transcriptNode.appendChild(el("div", "vpw-line vpw-assistant", "\u2026"));
+    }
+    if (options.appearance) this.applyAppearance(options.appearance);
+    else if (this.key && !this.tokenUrl && !this.preview) this.loadAppearance();
   }
+
+  // The widget's words in the key's language (English when a word is not translated).
+  Widget.prototype.t = function (name) {
+    var table = TRANSLATIONS[this.lang] || {};
+    return table[name] || UI[name] || MESSAGES[name] || "";
+  };
+
+  // The look the console set on the widget key: read once when the widget mounts, so the embed
+  // snippet stays one tag. Until it answers (or if it fails) the default look stays.
+  Widget.prototype.loadAppearance = function () {
+    var self = this;
+    return fetch(this.baseUrl + "/widget/appearance?key=" + encodeURIComponent(this.key), {
+      mode: "cors",
+      credentials: "omit",
+    })
+      .then(function (response) {
+        return response.ok ? response.json() : null;
+      })
+      .then(function (data) {
+        if (data && data.appearance) self.applyAppearance(data.appearance);
+      })
+      .catch(function () {});
+  };
+
+  Widget.prototype.applyAppearance = function (appearance) {
+    var a = appearance || {};
+    var clean = {
+      accent_colour: COLOUR.test(a.accent_colour || "") ? a.accent_colour : "#0f766e",
+      text_colour: COLOUR.test(a.text_colour || "") ? a.text_colour : "#ffffff",
+      position: POSITIONS[a.position] ? a.position : "bottom-right",
+      button_text: typeof a.button_text === "string" ? a.button_text.slice(0, 24) : "",
+      language: TRANSLATIONS[a.language] ? a.language : "en",
+    };
+    this.state.appearance = clean;
+    this.lang = clean.language;
+    this.root.style.setProperty("--vpw-accent", clean.accent_colour);
+    this.root.style.setProperty("--vpw-on-accent", clean.text_colour);
+    this.root.className = "vpw-root vpw-pos-" + clean.position + (this.preview ? " vpw-contained" : "");
+    this.relabel();
+  };
+
+  // Put the current language's words on everything already drawn.
+  Widget.prototype.relabel = function () {
+    if (!this.customTitle && !(this.state.agent && this.state.agent.name)) {
+      this.titleNode.textContent = this.t("title");
+    }
+    this.panel.setAttribute("aria-label", this.t("title"));
+    this.closeX.setAttribute("aria-label", this.t("close_label"));
+    this.emptyNode.textContent = this.t("empty");
+    this.consentButton.textContent = this.t("agree");
+    this.muteButton.textContent = this.t(this.state.muted ? "unmute" : "mute");
+    this.pictureButton.textContent = this.t("picture");
+    this.pictureButton.title = this.t("picture_title");
+    this.endButton.textContent = this.t("end");
+    this.renderLauncher();
+  };
+
+  Widget.prototype.renderLauncher = function () {
+    var open = this.state.open;
+    var text = (!open && this.state.appearance && this.state.appearance.button_text) || "";
+    this.launcher.innerHTML = open ? CLOSE_ICON : MIC_ICON;
+    this.launcher.classList.toggle("vpw-labelled", !!text);
+    if (text) this.launcher.appendChild(el("span", "vpw-launcher-text", text));
+    this.launcher.setAttribute("aria-label", open ? this.t("close_panel_label") : text || this.t("open_label"));
+  };
 
   Widget.prototype.mount = function (container) {
     var host = document.createElement("div");
@@ -554,13 +829,14 @@
     var panel = el("div", "vpw-panel");
     panel.hidden = true;
     panel.setAttribute("role", "dialog");
-    panel.setAttribute("aria-label", "Voice assistant");
+    panel.setAttribute("aria-label", UI.title);
 
     var header = el("div", "vpw-header");
-    this.titleNode = el("div", "vpw-title", this.title);
+    this.titleNode = el("div", "vpw-title", this.customTitle || UI.title);
     var x = el("button", "vpw-x", "\u00d7");
     x.type = "button";
-    x.setAttribute("aria-label", "Close and end the conversation");
+    x.setAttribute("aria-label", UI.close_label);
+    this.closeX = x;
     header.appendChild(this.titleNode);
     header.appendChild(x);
 
@@ -573,14 +849,14 @@
 
     this.transcriptNode = el("div", "vpw-transcript");
     this.transcriptNode.setAttribute("aria-live", "polite");
-    this.emptyNode = el("div", "vpw-empty", "Speak after the status says \u201clistening\u201d.");
+    this.emptyNode = el("div", "vpw-empty", UI.empty);
     this.transcriptNode.appendChild(this.emptyNode);
 
     this.alertNode = el("div", "vpw-alert");
     this.alertNode.hidden = true;
     this.alertNode.setAttribute("role", "alert");
     this.alertTextNode = el("span", "vpw-alert-text");
-    this.retryButton = el("button", "vpw-btn vpw-retry", "Reconnect");
+    this.retryButton = el("button", "vpw-btn vpw-retry", UI.reconnect);
     this.retryButton.type = "button";
     this.alertNode.appendChild(this.alertTextNode);
     this.alertNode.appendChild(this.retryButton);
@@ -590,22 +866,22 @@
     this.consentNode.hidden = true;
     this.consentNode.setAttribute("role", "alertdialog");
     this.consentTextNode = el("span", "vpw-consent-text");
-    this.consentButton = el("button", "vpw-btn vpw-consent-agree", "Agree and start");
+    this.consentButton = el("button", "vpw-btn vpw-consent-agree", UI.agree);
     this.consentButton.type = "button";
     this.consentNode.appendChild(this.consentTextNode);
     this.consentNode.appendChild(this.consentButton);
 
     var controls = el("div", "vpw-controls");
-    this.muteButton = el("button", "vpw-btn vpw-mute", "Mute");
+    this.muteButton = el("button", "vpw-btn vpw-mute", UI.mute);
     this.muteButton.type = "button";
     this.muteButton.setAttribute("aria-pressed", "false");
-    this.pictureButton = el("button", "vpw-btn vpw-picture", "Picture");
+    this.pictureButton = el("button", "vpw-btn vpw-picture", UI.picture);
     this.pictureButton.type = "button";
-    this.pictureButton.title = "Send a picture";
+    this.pictureButton.title = UI.picture_title;
     this.fileInput = el("input", "vpw-file");
     this.fileInput.type = "file";
     this.fileInput.accept = "image/*";
-    this.endButton = el("button", "vpw-btn vpw-end", "End");
+    this.endButton = el("button", "vpw-btn vpw-end", UI.end);
     this.endButton.type = "button";
     controls.appendChild(this.muteButton);
     controls.appendChild(this.pictureButton);
@@ -621,14 +897,15 @@
 
     this.launcher = el("button", "vpw-launcher");
     this.launcher.type = "button";
-    this.launcher.setAttribute("aria-label", "Talk to our voice assistant");
-    this.launcher.innerHTML = MIC_ICON;
 
     root.appendChild(panel);
     root.appendChild(this.launcher);
     shadow.appendChild(root);
     this.host = host;
     this.panel = panel;
+    this.root = root;
+    this.panelTitle = panel;
+    this.renderLauncher();
 
     var self = this;
     this.launcher.addEventListener("click", function () {
@@ -663,8 +940,8 @@
   Widget.prototype.open = function () {
     this.state.open = true;
     this.panel.hidden = false;
-    this.launcher.setAttribute("aria-label", "Close the voice assistant");
-    this.launcher.innerHTML = CLOSE_ICON;
+    this.renderLauncher();
+    if (this.preview) return; // the console's preview: a look, never a conversation
     // Opening again after an end starts a new conversation; an error stays shown (with its
     // retry button, when a retry can help).
     if (this.state.status === "idle" || this.state.status === "ended") this.start();
@@ -676,13 +953,12 @@
     }
     this.state.open = false;
     this.panel.hidden = true;
-    this.launcher.setAttribute("aria-label", "Talk to our voice assistant");
-    this.launcher.innerHTML = MIC_ICON;
+    this.renderLauncher();
   };
 
   Widget.prototype.setMuted = function (muted) {
     this.state.muted = !!muted;
-    this.muteButton.textContent = muted ? "Unmute" : "Mute";
+    this.muteButton.textContent = this.t(muted ? "unmute" : "mute");
     this.muteButton.setAttribute("aria-pressed", muted ? "true" : "false");
     if (this.capture) this.capture.port.postMessage({ type: "enabled", value: !muted });
     this.refreshStatus();
@@ -697,7 +973,7 @@
     this.hideAlert();
     this.state.errors = [];
     this.state.closeCode = null;
-    this.setStatus("connecting", "Connecting\u2026");
+    this.setStatus("connecting", this.t("connecting"));
     var AudioContextClass = window.AudioContext || window.webkitAudioContext;
     if (!AudioContextClass || !window.AudioWorkletNode || !window.WebSocket || !navigator.mediaDevices) {
       this.fail("audio_unsupported");
@@ -719,6 +995,7 @@
         tokenAt = Date.now();
         self.session = session;
         self.state.agent = session.agent;
+        if (session.appearance) self.applyAppearance(session.appearance);
         if (session.agent && session.agent.name) self.titleNode.textContent = session.agent.name;
         return self.askConsent(session.agent || {}, run);
       })
@@ -753,8 +1030,8 @@
     this.teardown();
     this.run++;
     if (reason === "user") {
-      this.setStatus("ended", "Conversation ended.");
-      this.showAlert("Conversation ended.", "Start again", true);
+      this.setStatus("ended", this.t("ended"));
+      this.showAlert(this.t("ended"), this.t("start_again"), true);
     }
   };
 
@@ -807,9 +1084,9 @@
     var self = this;
     var recording = agent.recording || {};
     if (!recording.enabled || this.state.recordingConsented) return Promise.resolve(true);
-    this.consentTextNode.textContent = recording.notice || "This conversation is recorded.";
+    this.consentTextNode.textContent = recording.notice || this.t("recorded");
     this.consentNode.hidden = false;
-    this.setStatus("consent", "This conversation is recorded");
+    this.setStatus("consent", this.t("recorded_status"));
     return new Promise(function (resolve) {
       self.resolveConsent = function (agreed) {
         self.resolveConsent = null;
@@ -960,8 +1237,8 @@
       } else if (reason === "call_ended" || reason === "call_transferred") {
         this.finish(reason); // the agent hung up (its end_call tool): a normal end
       } else {
-        this.setStatus("ended", "Conversation ended.");
-        this.showAlert("The conversation has ended.", "Start again", true);
+        this.setStatus("ended", this.t("ended"));
+        this.showAlert(this.t("has_ended"), this.t("start_again"), true);
       }
       return;
     }
@@ -991,7 +1268,7 @@
     this.state.reconnects += 1;
     var run = ++this.run;
     var delay = Math.min(RESTART_MAX_DELAY_MS, RESTART_FIRST_DELAY_MS * Math.pow(2, this.restarts - 1));
-    this.setStatus("connecting", "Reconnecting\u2026");
+    this.setStatus("connecting", this.t("reconnecting"));
     setTimeout(function () {
       if (run !== self.run) return;
       self
@@ -1016,16 +1293,16 @@
   // A session that ended on the server's side, normally (not an error).
   Widget.prototype.finish = function (code) {
     this.state.errors.push(code);
-    this.setStatus("ended", MESSAGES[code]);
-    this.showAlert(MESSAGES[code], "Start again", true);
+    this.setStatus("ended", this.t(code));
+    this.showAlert(this.t(code), this.t("start_again"), true);
   };
 
   Widget.prototype.fail = function (code, detail) {
     this.teardown();
     this.state.errors.push(code);
-    var text = MESSAGES[code] || MESSAGES.unavailable;
+    var text = MESSAGES[code] ? this.t(code) : this.t("unavailable");
     this.setStatus("error", text);
-    var retry = FINAL[code] ? null : code === "microphone_denied" ? "Try again" : "Reconnect";
+    var retry = FINAL[code] ? null : this.t(code === "microphone_denied" ? "try_again" : "reconnect");
     this.showAlert(text, retry, false);
     void detail;
   };
@@ -1175,7 +1452,7 @@
         // The platform moved the conversation to a fresh voice session; it goes on.
         this.state.continuations.push(event.reason || "");
         var note = el("div", "vpw-note");
-        note.textContent = "conversation continued";
+        note.textContent = this.t("continued");
         this.transcriptNode.appendChild(note);
         break;
       case "error":
@@ -1431,9 +1708,9 @@
 
   Widget.prototype.refreshStatus = function () {
     if (!this.ready) return;
-    if (this.playing) this.setStatus("speaking", "Speaking\u2026");
-    else if (this.state.muted) this.setStatus("muted", "Muted");
-    else this.setStatus("listening", "Listening\u2026");
+    if (this.playing) this.setStatus("speaking", this.t("speaking"));
+    else if (this.state.muted) this.setStatus("muted", this.t("muted"));
+    else this.setStatus("listening", this.t("listening"));
   };
 
   Widget.prototype.updateControls = function () {
@@ -1475,6 +1752,8 @@
       variables: options.variables || (scriptConfig && scriptConfig.variables) || {},
       title: options.title,
       container: options.container,
+      appearance: options.appearance,
+      preview: options.preview,
     };
     instance = new Widget(config);
     return api;
@@ -1489,6 +1768,10 @@
     },
     close: function () {
       if (instance) instance.close();
+    },
+    // The console's live preview redraws the widget as the appearance form changes.
+    setAppearance: function (appearance) {
+      if (instance) instance.applyAppearance(appearance);
     },
     // Client-side tools: VoicePlatformWidget.registerTool("open_map", async (args) => ({...})).
     registerTool: function (name, handler) {

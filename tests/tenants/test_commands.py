@@ -66,3 +66,38 @@ def test_createtenant_creates_owner_and_refuses_duplicates(db):
 def test_issue_api_key_for_unknown_tenant_fails(db):
     with pytest.raises(CommandError, match="no tenant"):
         call_command("issue_api_key", "--tenant", "nope")
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_seed_demo_allows_the_port_the_platform_runs_on(db, capsys, client, monkeypatch, how):
+    """``PORT=9000 make run``: the bundled demo page on port 9000 gets a widget token."""
+    from django.core.cache import cache
+
+    cache.clear()
+    if how == "option":
+        call_command("seed_demo", "--json", "--port", "9000")
+    else:
+        monkeypatch.setenv("PORT", "9000")
+        call_command("seed_demo", "--json")
+    seed = json.loads(capsys.readouterr().out)
+    with scopes_disabled():
+        origins = WidgetKey.objects.get(key=seed["widget_key"]).allowed_origins
+    assert origins == [
+        "http://127.0.0.1:8000", "http://localhost:8000",
+        "http://127.0.0.1:9000", "http://localhost:9000",
+    ]  # fmt: skip
+    for origin, status in (("http://localhost:9000", 201), ("http://localhost:9001", 403)):
+        response = client.post(
+            "/widget/session", {"key": seed["widget_key"]}, content_type="application/json",
+            headers={"Origin": origin},
+        )  # fmt: skip
+        assert response.status_code == status, response.content
+
+
+def test_make_run_seeds_with_the_port_it_runs_on():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "seed_demo --port $(PORT)" in run
+    assert "runplatform --host $(HOST) --port $(PORT)" in run

@@ -46,7 +46,11 @@ def objects_b(world):
             next_attempt_at=session.started_at,
         )  # fmt: skip
     invoice = _invoice_of(world.tenant_b, agent)
+    invitation, _ = services.invitation_create(
+        tenant=world.tenant_b, email="someone@b.example", role="viewer", actor=world.owner_b
+    )
     return {
+        "invitation_id": invitation.pk,
         "endpoint_id": endpoint.pk,
         "delivery_id": delivery.pk,
         "api_key_id": api_key.pk,
@@ -91,6 +95,7 @@ TENANT_URLS = {
     "member-role": ("POST", ("membership_id",)),
     "member-remove": ("POST", ("membership_id",)),
     "audit-log": ("GET", ()),
+    "invitation-revoke": ("POST", ("invitation_id",)),
     "agent-list": ("GET", ()),
     "agent-create": ("GET", ()),
     "agent-edit": ("GET", ("agent_id",)),
@@ -142,7 +147,7 @@ def snapshot():
         WebhookDelivery,
         WebhookEndpoint,
     )
-    from tenants.models import AuditEvent, ClientToken, Membership
+    from tenants.models import AuditEvent, ClientToken, Invitation, Membership
 
     with scopes_disabled():
         return (
@@ -161,6 +166,7 @@ def snapshot():
             list(WebhookAttempt.objects.order_by("pk").values_list("pk")),
             list(SessionAnalysis.objects.order_by("pk").values_list("pk", "run", "status")),
             list(TranscriptItem.objects.order_by("pk").values_list("pk")),
+            list(Invitation.objects.order_by("pk").values_list("pk")),
         )
 
 

@@ -1,8 +1,9 @@
 import json as json_module
+import os
 
 from django.core.management.base import BaseCommand
 
-from voiceplatform.demo import DEMO_ORIGINS, demo_seed
+from voiceplatform.demo import DEMO_ORIGINS, demo_origins, demo_seed
 
 
 class Command(BaseCommand):
@@ -16,9 +17,17 @@ class Command(BaseCommand):
             dest="origins",
             help="An extra allowed origin for the demo widget key (repeatable).",
         )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("PORT") or 8000),
+            help="The port the platform runs on (default: $PORT, else 8000): the demo widget "
+            "key allows http://127.0.0.1:<port> and http://localhost:<port>.",
+        )
 
-    def handle(self, *args, json: bool = False, origins=None, **options):
-        seed = demo_seed(origins=DEMO_ORIGINS + (origins or []))
+    def handle(self, *args, json: bool = False, origins=None, port: int = 8000, **options):
+        wanted = DEMO_ORIGINS + [o for o in demo_origins(port) if o not in DEMO_ORIGINS]
+        seed = demo_seed(origins=wanted + (origins or []))
         if json:
             self.stdout.write(json_module.dumps(seed.as_dict()))
             return
