@@ -43,7 +43,7 @@ def populate(slug: str) -> dict[str, int]:
 
     from django.utils import timezone
 
-    from agents.configuration import agent_create, agent_update
+    from agents.configuration import agent_create, agent_publish, agent_update
     from agents.models import (
         PhoneNumber,
         Session,
@@ -76,6 +76,7 @@ def populate(slug: str) -> dict[str, int]:
                            "execution": "webhook", "webhook_url": LONG_WORD,
                            "timeout_seconds": 10}]},
     )  # fmt: skip
+    agent_publish(agent, owner)  # two versions: the first can be made live again
     api_key, _ = services.api_key_issue(tenant=tenant, name="Backend " + "x" * 60)
     widget_key = services.widget_key_create(
         tenant=tenant, name="Shop widget", agent=agent, actor=owner,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from agents.configuration import agent_create, agent_update
+from agents.configuration import agent_create, agent_publish, agent_update
 from tenants import services
 from tenants.templatetags.console_format import Line, change_lines, diff_lines
 
@@ -57,6 +57,7 @@ def test_the_audit_page_and_the_diff_show_no_raw_dicts(client, world):
         fields={"tools": [{"type": "function", "name": "lookup", "description": "Find",
                            "parameters": {"type": "object"}, "execution": "client"}]},
     )  # fmt: skip
+    agent_publish(agent, world.owner_a)
     client.force_login(world.owner_a)
     audit = client.get(reverse("audit-log", args=["tenant-a"])).content.decode()
     assert "{&#x27;" not in audit and "{'" not in audit and "[&#x27;" not in audit
