@@ -47,8 +47,8 @@ class AgentForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        declared = self.instance.variables if self.instance.pk else None
-        if isinstance(declared, dict) and declared and not self.is_bound:
+        if not self.is_bound:  # shown as the lines the admin types (none: empty, never "{}")
+            declared = self.instance.variables if isinstance(self.instance.variables, dict) else {}
             self.initial["variables"] = "\n".join(f"{k}={v}" for k, v in declared.items())
         # Left out (an API client, an older form): the default model.
         self.fields["analysis_model"].required = False

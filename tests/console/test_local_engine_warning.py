@@ -107,3 +107,42 @@ def test_try_it_offers_the_prompt_variables_and_its_token_carries_them(client, w
     url = reverse("agent-try-token", args=["tenant-a", openai.pk])
     response = client.post(url, data="x", content_type="text/plain")
     assert response.status_code == 201
+
+
+def test_an_agent_saves_as_its_form_is_rendered(client, world, agents):
+    """The page's own values post back cleanly: no variables shows an empty box, not "{}"
+    (which then failed as a variable name), on the edit page and on the new-agent page."""
+    import re
+    from html import unescape
+
+    openai, _ = agents
+    client.force_login(world.owner_a)
+    for url in (
+        reverse("agent-edit", args=["tenant-a", openai.pk]),
+        reverse("agent-create", args=["tenant-a"]),
+    ):
+        page = client.get(url).content.decode()
+        box = re.search(r'<textarea name="variables"[^>]*>(.*?)</textarea>', page, re.S)
+        assert box is not None and box.group(1).strip() == "", url
+    page = client.get(reverse("agent-edit", args=["tenant-a", openai.pk])).content.decode()
+    form = page[page.index('<form method="post" class="card"') :]
+    form = form[: form.index("</form>")]
+    data: dict[str, str] = {}
+    for tag in re.findall(r"<input[^>]*>", form):
+        name = re.search(r'name="([^"]+)"', tag)
+        kind = re.search(r'type="([^"]+)"', tag)
+        if not name or (kind and kind.group(1) in ("checkbox", "radio") and "checked" not in tag):
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        checkable = kind and kind.group(1) in ("checkbox", "radio")
+        data[name.group(1)] = unescape(value.group(1)) if value else ("on" if checkable else "")
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
+        data[name] = unescape(body).lstrip("\n")
+    for name, options in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+        chosen = re.search(r'<option value="([^"]*)"[^>]*selected', options)
+        data[name] = chosen.group(1) if chosen else ""
+    data["instructions"] = "Greeting: saved as rendered."
+    response = client.post(reverse("agent-edit", args=["tenant-a", openai.pk]), data)
+    assert response.status_code == 302, re.findall(
+        r'class="error">([^<]*)', response.content.decode()
+    )
