@@ -17,11 +17,14 @@ pytestmark = pytest.mark.browser
 
 NOTICE = "This chat is recorded so that we can improve our service."
 
+# The agent's row is its draft: the setting is published, as an admin would.
 RECORD_THE_DEMO_AGENT = f"""
+from agents.configuration import agent_publish
 from agents.models import Agent
 from tenants.scoping import scopes_disabled
 with scopes_disabled():
     Agent.objects.filter(pk={{agent}}).update(recording_enabled=True, recording_notice={NOTICE!r})
+    agent_publish(Agent.objects.get(pk={{agent}}), None)
 """
 
 ROWS = r"""
