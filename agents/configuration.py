@@ -153,7 +153,11 @@ def agent_publish(
     Audited as ``agent.published`` or ``agent.rolled_back``.
     """
     with transaction.atomic(), tenant_scope(agent.tenant_id):
-        locked = Agent.objects.select_for_update().select_related("live_version").get(pk=agent.pk)
+        locked = (
+            Agent.objects.select_for_update(of=("self",))
+            .select_related("live_version")
+            .get(pk=agent.pk)
+        )
         if version is None:
             published = _publish_draft(locked, actor=actor, note=note)
         else:

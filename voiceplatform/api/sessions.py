@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -46,6 +46,20 @@ class SessionFilters(Schema):
         except ValueError:
             raise ValueError("an ISO 8601 date-time, e.g. 2026-11-30T12:00:00Z") from None
         return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # Any offset Python reads (up to ±24 h) is fine once in UTC; PostgreSQL refuses some
+        # as they stand ("time zone displacement out of range"). A naive time is UTC.
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("a date-time between the years 1 and 9999") from None
 
 
 def _cursor_encode(session_id: int) -> str:
