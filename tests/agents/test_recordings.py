@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -112,9 +113,8 @@ def _ogg(ms: int) -> str:
     return path
 
 
-def test_a_stored_recording_is_ready_and_announced(
-    world, recordings_dir, django_capture_on_commit_callbacks
-):
+@pytest.mark.django_db(transaction=True)
+def test_a_stored_recording_is_ready_and_announced(world, recordings_dir):
     session = _session(world)
     recording = recordings.recording_start(tenant_id=world.tenant_a.pk, session_id=session.pk)
     heard = []
@@ -124,11 +124,10 @@ def test_a_stored_recording_is_ready_and_announced(
 
     recording_ready.connect(receiver)
     try:
-        with django_capture_on_commit_callbacks(execute=True):
-            recordings._store(
-                Result(_ogg(300), 300, {"item_a": 120}), tenant_id=world.tenant_a.pk,
-                session_id=session.pk, recording_id=recording.pk,
-            )  # fmt: skip
+        in_writer_thread(
+            Result(_ogg(300), 300, {"item_a": 120}), tenant_id=world.tenant_a.pk,
+            session_id=session.pk, recording_id=recording.pk,
+        )  # fmt: skip
     finally:
         recording_ready.disconnect(receiver)
     with tenant_scope(world.tenant_a):
@@ -148,10 +147,28 @@ def test_a_stored_recording_is_ready_and_announced(
         assert not Recording.objects.filter(pk=recording.pk).exists()
 
 
+def in_writer_thread(result: Result, **where: int) -> None:
+    """``_store`` where it runs for real: in the writer's thread (it closes that thread's
+    database connection when done), committed (the test is transactional)."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            recordings._store(result, **where)
+        except BaseException as error:  # noqa: BLE001 - shown by the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_dropped_recording_keeps_its_reason_and_no_file(world, recordings_dir):
     session = _session(world)
     recording = recordings.recording_start(tenant_id=world.tenant_a.pk, session_id=session.pk)
-    recordings._store(
+    in_writer_thread(
         Result(None, 0, dropped="the recording writer fell behind"), tenant_id=world.tenant_a.pk,
         session_id=session.pk, recording_id=recording.pk,
     )  # fmt: skip
