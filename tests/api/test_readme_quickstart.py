@@ -61,7 +61,8 @@ def test_the_curl_quick_start(platform, tmp_path):
     (listed, created, updated, made_live, diff, published, sessions, transcript, usage) = (
         json_documents(done.stdout)
     )
-    assert [agent["id"] for agent in listed["data"]] == [agent_id]
+    # The platform is shared by this module's tests (the typed client's test may have made one).
+    assert agent_id in [agent["id"] for agent in listed["data"]]
     assert (created["name"], created["voice"], created["live_version"]) == ("Support", "cedar", 1)
     assert updated["instructions"] == "Be brief." and updated["unpublished_changes"]
     assert made_live["live_version"] >= 2 and made_live["unpublished_changes"] == []
