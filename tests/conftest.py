@@ -12,11 +12,6 @@ from django.conf import settings
 
 from tests import run_isolation
 
-# A test marked serialized_rollback gets the database as migrations left it (the price book's
-# seed). Content types and permissions are remade by post_migrate after every flush, so they
-# are left out of the snapshot rather than restored twice.
-settings.TEST_NON_SERIALIZED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
-
 # This run's own Redis key prefix (and PostgreSQL test database, below): tests/run_isolation.py.
 run_isolation.apply(settings)
 

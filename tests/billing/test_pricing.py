@@ -1,5 +1,6 @@
 """Cost rules against hand-computed figures, exact to the Decimal."""
 
+import importlib
 from datetime import date
 from decimal import Decimal
 
@@ -133,10 +134,20 @@ def test_price_book_versions_by_day():
         book.rates_for(model="gpt-4o-realtime-preview", provider="openai", day=date(2026, 10, 1))
 
 
-# The seed is a data migration: transactional tests flush it, so this test gets the database
-# as migrations left it (serialized once when the test database is created) in any order.
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# The seed is a data migration, and transactional tests flush it (serialized rollback restored it
+# only when the test's thread still held the connection the test database was serialized on,
+# which a random order on PostgreSQL did not guarantee): the test runs the migrations' own seed
+# functions on an empty price book, as `migrate` does on a new database.
+@pytest.mark.django_db
 def test_the_price_book_is_seeded_with_the_published_prices():
+    from django.apps import apps
+
+    PriceBookEntry.objects.all().delete()
+    for name, function in (
+        ("0003_seed_price_book", "seed"),
+        ("0004_usage_kind_and_text_prices", "seed_text_prices"),
+    ):
+        getattr(importlib.import_module(f"billing.migrations.{name}"), function)(apps, None)
     entries = {entry.model: entry for entry in PriceBookEntry.objects.all()}
     assert set(entries) == set(pricing.SEED_RATES)
     for model, rates in pricing.SEED_RATES.items():
