@@ -156,7 +156,10 @@ async def test_under_redact_no_personal_data_reaches_the_database_or_the_live_vi
     assert [t for t in shown if t in user_items] == user_items
     for kind in pii.TYPES:
         assert f"[{kind}]" in said
-    assert len(rows["seeds"]) >= 2 and any("[" in seed for _, seed in rows["seeds"][1:])
+    # The session rotated; a later segment starts from the summary made so far, which a busy
+    # machine may not have made yet (then the seed is empty): any seed there is has the types.
+    assert len(rows["seeds"]) >= 2
+    assert all("[" in seed for _, seed in rows["seeds"] if seed)
     assert rows["summaries"] and "[" in rows["summaries"][0]["text"]
 
 
