@@ -189,6 +189,8 @@ def server_argv(stack: str, port: int, echo_port: int, cfg) -> list[str]:
         argv += ["--port", str(port), "--no-access-log", "--loop", loop_of(stack, cfg)]
         if server == "uvicorn":
             argv += ["--ws", cfg.uvicorn_ws]
+        else:
+            argv += ["--autobahn-log-args", cfg.daphne_log_args]
         return argv
     raise ValueError(stack)
 
@@ -887,6 +889,12 @@ def parse_args(argv=None):
         default="uvloop",
         choices=("uvloop", "asyncio"),
         help="event loop of the uvicorn stacks (default uvloop, as in production)",
+    )
+    parser.add_argument(
+        "--daphne-log-args",
+        default="plain",
+        choices=("plain", "stock"),
+        help="autobahn's per-frame debug-log arguments: plain (production) or stock (coloured)",
     )
     parser.add_argument(
         "--daphne-loop",

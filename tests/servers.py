@@ -78,8 +78,8 @@ def server_command(server: str, port: int, *, proxy_headers: bool = False) -> li
 
 
 class ServerProcess:
-    """One server process (``server``: "uvicorn", the default, or "daphne") serving the platform on ``port``
-    (a free one by default), its output in ``log_path``; started when it listens."""
+    """One server process (``server``: "uvicorn", the default, or "daphne") serving the platform
+    on ``port`` (a free one by default), its output in ``log_path``; started when it listens."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""The OpenAI Agents SDK (``RealtimeRunner``) against the platform under a real server process (production's: voiceplatform.serve).
+"""The OpenAI Agents SDK (``RealtimeRunner``) against the platform under a real server process
+(production's: voiceplatform.serve).
 
 ``RealtimeRunner(agent).run(model_config={"url": "ws://HOST/v1/realtime?model=…", "api_key":
 <platform key>})``, as a tenant backend writes it. The SDK runs in its own process from its own

@@ -1,4 +1,5 @@
-"""The official ``openai`` SDK against the platform under a real server process (production's: voiceplatform.serve).
+"""The official ``openai`` SDK against the platform under a real server process
+(production's: voiceplatform.serve).
 
 Each test asserts what OpenAI's Realtime API does for the same client code; the platform is a
 drop-in when they all pass. Every server event is validated against the SDK's event unions

@@ -20,13 +20,13 @@ from openai import AsyncOpenAI
 from tests.conftest import require_service
 from tests.run_isolation import REDIS_PREFIX, redis_url
 from tests.servers import SERVER_MAX_MESSAGE, SERVERS, Platform, base_environ, manage
+from tests.services import OwnDatabase
 
 # How each server ends a connection whose message is over its own limit.
 OVERSIZE_CLOSE = {
     "daphne": 1006,  # autobahn drops the connection without a close frame
     "uvicorn": 1009,  # "message too big", a close frame the client sees
 }
-from tests.services import OwnDatabase
 
 
 @pytest.fixture(params=SERVERS)

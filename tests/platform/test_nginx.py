@@ -1,5 +1,5 @@
-"""deploy/nginx.conf in front of two real server processes (production's, as in the Procfile): the file an operator copies, with only
-its ports and certificate swapped for the test's.
+"""deploy/nginx.conf in front of two real server processes (production's, as in the Procfile):
+the file an operator copies, with only its ports and certificate swapped for the test's.
 
 Needs the ``nginx`` binary (.ci/run installs it); skipped with the reason when it is absent.
 """
@@ -21,7 +21,15 @@ import pytest
 import websockets
 
 from tests.conftest import IN_CI
-from tests.servers import DEFAULT_SERVER, ROOT, Platform, base_environ, free_port, server_command, stop_process
+from tests.servers import (
+    DEFAULT_SERVER,
+    ROOT,
+    Platform,
+    base_environ,
+    free_port,
+    server_command,
+    stop_process,
+)
 from tests.waiting import until_sync
 
 EXAMPLE = ROOT / "deploy" / "nginx.conf"

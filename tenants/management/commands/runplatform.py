@@ -82,7 +82,7 @@ class Command(BaseCommand):
             for process in processes.values():
                 if process.poll() is None:
                     process.terminate()
-            # The web server drains its sessions first (VP_DRAIN_SECONDS): give it that long and more.
+            # The web server drains its sessions (VP_DRAIN_SECONDS): give it that long and more.
             deadline = time.monotonic() + settings.VP_DRAIN_SECONDS + 10
             for process in processes.values():
                 try:
