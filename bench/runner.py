@@ -30,13 +30,15 @@ from bench import procfs
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
-# daphne+rec: Daphne with an agent that records (both sides to the recording writer), to
-# compare with daphne (the same agent without recording) at the same N.
-STACKS = ("direct", "bare", "daphne", "daphne+rec", "uvicorn")
-PLATFORM_STACKS = ("daphne", "daphne+rec", "uvicorn")
+# uvicorn: what production runs (voiceplatform.serve's default); daphne: the supported
+# alternative. X+rec: the same with an agent that records (both sides to the recording writer).
+STACKS = ("direct", "bare", "uvicorn", "uvicorn+rec", "daphne", "daphne+rec")
+DEFAULT_STACKS = ("direct", "bare", "uvicorn", "daphne")
+PLATFORM_STACKS = ("uvicorn", "uvicorn+rec", "daphne", "daphne+rec")
+# other% (CPU of processes outside the run, % of one core) above this in any run: not quiet.
+QUIET_OTHER_PCT = 10.0
 RECORDING_P50_BUDGET_MS = 1.0
 MODEL = "gpt-realtime-2"
-MAX_MESSAGE = 2 * 1024 * 1024
 P99_BUDGET_MS = 20.0
 
 
@@ -162,7 +164,14 @@ class Platform:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def server_argv(stack: str, port: int, echo_port: int, uvicorn_ws: str) -> list[str]:
+def loop_of(stack: str, cfg) -> str:
+    """The event loop a stack runs on (named in every row)."""
+    if stack in ("direct", "bare"):
+        return "asyncio"
+    return cfg.daphne_loop if stack.startswith("daphne") else cfg.uvicorn_loop
+
+
+def server_argv(stack: str, port: int, echo_port: int, cfg) -> list[str]:
     if stack == "bare":
         return [
             PY,
@@ -173,39 +182,16 @@ def server_argv(stack: str, port: int, echo_port: int, uvicorn_ws: str) -> list[
             "--upstream",
             f"ws://127.0.0.1:{echo_port}",
         ]
-    if stack in ("daphne", "daphne+rec"):
-        return [
-            str(BIN / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-v",
-            "0",
-            "--websocket-max-message-size",
-            str(MAX_MESSAGE),
-            "voiceplatform.asgi:application",
-        ]
-    if stack == "uvicorn":
-        return [
-            str(BIN / "uvicorn"),
-            "voiceplatform.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ws",
-            uvicorn_ws,
-            "--ws-max-size",
-            str(MAX_MESSAGE),
-            "--ws-per-message-deflate",
-            "false",
-            "--lifespan",
-            "off",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+    if stack in PLATFORM_STACKS:
+        # What production runs (voiceplatform.serve), the event loop pinned per stack.
+        server = "daphne" if stack.startswith("daphne") else "uvicorn"
+        argv = [PY, "-m", "voiceplatform.serve", "--server", server, "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--no-access-log", "--loop", loop_of(stack, cfg)]
+        if server == "uvicorn":
+            argv += ["--ws", cfg.uvicorn_ws]
+        else:
+            argv += ["--autobahn-log-args", cfg.daphne_log_args]
+        return argv
     raise ValueError(stack)
 
 
@@ -301,11 +287,11 @@ def run_once(stack: str, n: int, cfg, platform: Platform | None, logdir: Path) -
         else:
             port = free_port()
             env = platform.env(echo_port) if stack in PLATFORM_STACKS else None
-            server = start(stack, server_argv(stack, port, echo_port, cfg.uvicorn_ws), logdir, env)
+            server = start(stack, server_argv(stack, port, echo_port, cfg), logdir, env)
             procs.append(server)
             url = f"ws://127.0.0.1:{port}/v1/realtime?model={MODEL}"
             if stack in PLATFORM_STACKS:
-                agent = platform.recording_agent if stack == "daphne+rec" else platform.agent
+                agent = platform.recording_agent if stack.endswith("+rec") else platform.agent
                 url += f"&agent={agent}"
                 bearer = platform.key
                 plain = False
@@ -409,7 +395,13 @@ def run_once(stack: str, n: int, cfg, platform: Platform | None, logdir: Path) -
         mem = procfs.memory_kib(server.pid)
     except Exception as exc:
         tails = {p.name: p.tail() for p in procs}
-        return {"stack": stack, "n": n, "failed": f"{type(exc).__name__}: {exc}", "logs": tails}
+        return {
+            "stack": stack,
+            "n": n,
+            "loop": loop_of(stack, cfg),
+            "failed": f"{type(exc).__name__}: {exc}",
+            "logs": tails,
+        }
     finally:
         for c in clients:
             try:
@@ -434,6 +426,7 @@ def run_once(stack: str, n: int, cfg, platform: Platform | None, logdir: Path) -
     return {
         "stack": stack,
         "n": n,
+        "loop": loop_of(stack, cfg),
         "clients": nclients,
         "connected": sum(r["connected"] for r in ready),
         "connect_failed": sum(r["failed"] for r in ready),
@@ -497,6 +490,10 @@ class Row:
     n: int
     runs: list[dict] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    held: list[bool] = field(default_factory=list)
+    added_p50: list[float] = field(default_factory=list)
+    added_p99: list[float] = field(default_factory=list)
+    vs_bare: list[float] = field(default_factory=list)
 
     def m(self, key: str) -> float:
         return med([r[key] for r in self.runs])
@@ -505,23 +502,67 @@ class Row:
         return sum(r[key] for r in self.runs)
 
 
+def spread(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v == v]
+    return (min(values), max(values)) if values else (float("nan"), float("nan"))
+
+
+def run_holds(run: dict, direct: dict | None) -> bool:
+    """One run kept up: every frame delivered, no error or early close, added p99 within budget
+    (against ``direct`` of the same repetition and N; absolute p99 for direct itself)."""
+    if "failed" in run:
+        return False
+    if run["connect_failed"] or run["delivered"] != run["sent"]:
+        return False
+    if run["error_events"] or run["closed_count"]:
+        return False
+    if run["stack"] == "direct":
+        return run["rtt_p99_ms"] <= P99_BUDGET_MS
+    if direct is None or "failed" in direct:
+        return run["rtt_p99_ms"] <= P99_BUDGET_MS
+    return run["rtt_p99_ms"] - direct["rtt_p99_ms"] <= P99_BUDGET_MS
+
+
 def summarize(runs: list[dict], stacks: list[str], sessions: list[int]) -> dict:
     rows: dict[tuple[str, int], Row] = {}
     for stack in stacks:
         for n in sessions:
             rows[stack, n] = Row(stack, n)
+    by_run = {(r["stack"], r["n"], r.get("repeat", 0)): r for r in runs}
     for run in runs:
         row = rows[run["stack"], run["n"]]
         if "failed" in run:
             row.failed.append(run["failed"])
         else:
             row.runs.append(run)
+        # Per repetition, against direct and bare of the same repetition and N: the pairs ran
+        # back to back, so drift on a shared machine cancels out better than in medians.
+        rep = run.get("repeat", 0)
+        direct = by_run.get(("direct", run["n"], rep))
+        bare = by_run.get(("bare", run["n"], rep))
+        row.held.append(run_holds(run, direct))
+        if "failed" in run:
+            continue
+        if direct is not None and "failed" not in direct and run["stack"] != "direct":
+            row.added_p99.append(run["rtt_p99_ms"] - direct["rtt_p99_ms"])
+            row.added_p50.append(run["rtt_p50_ms"] - direct["rtt_p50_ms"])
+        if run["stack"] in PLATFORM_STACKS and bare is not None and "failed" not in bare:
+            row.vs_bare.append(run["cpu_us_per_frame"] / bare["cpu_us_per_frame"])
     table = []
     for (stack, n), row in rows.items():
+        loop = next((r.get("loop", "?") for r in runs if r["stack"] == stack), "?")
         if not row.runs:
-            table.append({"stack": stack, "n": n, "failed": row.failed})
+            table.append({"stack": stack, "n": n, "loop": loop, "failed": row.failed})
             continue
-        entry = {"stack": stack, "n": n, "repeats": len(row.runs), "failed": row.failed}
+        entry = {
+            "stack": stack,
+            "n": n,
+            "loop": loop,
+            "repeats": len(row.runs),
+            "failed": row.failed,
+            "held_runs": sum(row.held),
+            "runs_total": len(row.held),
+        }
         for key in (
             "rtt_p50_ms",
             "rtt_p99_ms",
@@ -540,6 +581,16 @@ def summarize(runs: list[dict], stacks: list[str], sessions: list[int]) -> dict:
             "clients_cpu_pct",
         ):
             entry[key] = row.m(key)
+        entry["cpu_us_per_frame_range"] = spread([r["cpu_us_per_frame"] for r in row.runs])
+        entry["rtt_p99_ms_range"] = spread([r["rtt_p99_ms"] for r in row.runs])
+        entry["other_cpu_pct_max"] = max(r["other_cpu_pct"] for r in row.runs)
+        if row.added_p99:
+            entry["added_p50_ms"] = med(row.added_p50)
+            entry["added_p99_ms"] = med(row.added_p99)
+            entry["added_p99_ms_range"] = spread(row.added_p99)
+        if row.vs_bare:
+            entry["cpu_vs_bare"] = med(row.vs_bare)
+            entry["cpu_vs_bare_range"] = spread(row.vs_bare)
         for key in (
             "sent",
             "delivered",
@@ -557,30 +608,37 @@ def summarize(runs: list[dict], stacks: list[str], sessions: list[int]) -> dict:
         table.append(entry)
     by_key = {(e["stack"], e["n"]): e for e in table}
     for e in table:
-        base = by_key.get(("direct", e["n"]))
-        if "rtt_p50_ms" in e and base and "rtt_p50_ms" in base:
-            e["added_p50_ms"] = e["rtt_p50_ms"] - base["rtt_p50_ms"]
-            e["added_p99_ms"] = e["rtt_p99_ms"] - base["rtt_p99_ms"]
-        bare = by_key.get(("bare", e["n"]))
-        if (
-            e["stack"] in PLATFORM_STACKS
-            and bare
-            and "cpu_us_per_frame" in bare
-            and "cpu_us_per_frame" in e
-        ):
-            e["cpu_vs_bare"] = e["cpu_us_per_frame"] / bare["cpu_us_per_frame"]
         e["holds"] = holds(e)
         e["client_bound"] = bool(
             "client_late_p99_ms" in e and (e["client_late_p99_ms"] > 10 or e["client_cpu_pct"] > 90)
         )
     capacity = {}
+    capacity_every = {}
     for stack in stacks:
         passing = [n for n in sessions if by_key[stack, n]["holds"]]
         capacity[stack] = max(passing) if passing else None
-    return {"rows": table, "capacity": capacity}
+        every = [
+            n
+            for n in sessions
+            if by_key[stack, n].get("runs_total")
+            and by_key[stack, n]["held_runs"] == by_key[stack, n]["runs_total"]
+        ]
+        capacity_every[stack] = max(every) if every else None
+    others = [r["other_cpu_pct"] for r in runs if "other_cpu_pct" in r]
+    return {
+        "rows": table,
+        "capacity": capacity,
+        "capacity_every_run": capacity_every,
+        "other_cpu_pct_max": max(others) if others else 0.0,
+        "other_cpu_pct_median": med(others),
+        "noisy_runs": sum(1 for v in others if v > QUIET_OTHER_PCT),
+        "runs": len(runs),
+    }
 
 
 def holds(e: dict) -> bool:
+    """The row (medians over the repetitions) kept up: every frame of every run delivered, no
+    errors, median added p99 within budget."""
     if "rtt_p99_ms" not in e or e["failed"]:
         return False
     if e["connect_failed"] or e["delivered"] != e["sent"] or e["error_events"] or e["closed_count"]:
@@ -599,18 +657,43 @@ def fmt(value, spec: str = ".1f", width: int = 7) -> str:
     return " " + format(value, spec).rjust(width - 1)
 
 
+def fmt_range(pair, spec: str = ".0f", width: int = 12) -> str:
+    """[min-max] of the repetitions, right-aligned."""
+    if not pair or any(v != v for v in pair):
+        return " " + "".rjust(width - 1)
+    low, high = (format(v, spec) for v in pair)
+    return " " + f"[{low}..{high}]".rjust(width - 1)
+
+
+def quiet_verdict(summary: dict) -> str:
+    if summary["noisy_runs"]:
+        return (
+            f"NOT QUIET: in {summary['noisy_runs']} of {summary['runs']} runs other processes "
+            f"used > {QUIET_OTHER_PCT:g}% of a core (max {summary['other_cpu_pct_max']:.0f}%, "
+            f"median {summary['other_cpu_pct_median']:.0f}%): figures are noisy, latency and "
+            "capacity understate the relays; measure again on a quiet machine"
+        )
+    return (
+        f"quiet: other processes used <= {QUIET_OTHER_PCT:g}% of a core in every run "
+        f"(max {summary['other_cpu_pct_max']:.0f}%)"
+    )
+
+
 def print_report(summary: dict, cfg, out=sys.stdout) -> None:
     p = lambda s="": print(s, file=out)  # noqa: E731
     p()
     p(
-        f"VoicePlatform relay benchmark: {cfg.seconds:g}s per run (first {cfg.warmup:g}s warm-up "
-        f"not measured), {cfg.repeat} repeat(s), medians shown; 50 frames/s/session of 960 B "
-        f"PCM16 (1280 b64 chars); {os.cpu_count()} CPUs"
+        f"VoicePlatform relay benchmark, {time.strftime('%Y-%m-%d %H:%M')}: {cfg.seconds:g}s per "
+        f"run (first {cfg.warmup:g}s warm-up not measured), {cfg.repeat} repeat(s), medians "
+        "[min..max over the repeats]; 50 frames/s/session of 960 B PCM16 (1280 b64 chars); "
+        f"{os.cpu_count()} CPUs"
     )
+    p(f"machine: {quiet_verdict(summary)}")
     header = (
-        f"{'stack':<10}{'N':>5} {'rtt p50':>8}{'rtt p99':>8} {'+p50':>7}{'+p99':>7}  "
-        f"{'delivered/sent':>17} {'cpu us/fr':>9}{'srv cpu%':>9} {'MB/sess':>8}"
-        f"{'peakMB':>8}  {'cl late99':>9}{'cl cpu%':>8}{'other%':>7}  notes"
+        f"{'stack':<12}{'loop':<8}{'N':>5} {'rtt p50':>8}{'rtt p99':>8} {'+p50':>7}{'+p99':>7}"
+        f"{'+p99 range':>15}  {'delivered/sent':>17} {'held':>5} {'cpu us/fr':>9}"
+        f"{'range':>12}{'srv cpu%':>9} {'MB/sess':>8}{'peakMB':>8}  {'cl late99':>9}"
+        f"{'cl cpu%':>8}{'other%':>7}  notes"
     )
     p(header)
     p("-" * len(header))
@@ -620,7 +703,10 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
             p()
         last_n = e["n"]
         if "rtt_p50_ms" not in e:
-            p(f"{e['stack']:<10}{e['n']:>5}  FAILED: {(e['failed'] or ['?'])[0][:150]}")
+            p(
+                f"{e['stack']:<12}{e['loop']:<8}{e['n']:>5}  FAILED: "
+                f"{(e['failed'] or ['?'])[0][:150]}"
+            )
             continue
         notes = []
         if e["error_events"]:
@@ -635,16 +721,19 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
             notes.append(f"{len(e['failed'])} runs failed")
         if e["client_bound"]:
             notes.append("CLIENT-BOUND?")
-        if e["other_cpu_pct"] > 25:
-            notes.append("BUSY MACHINE (other processes)")
+        if e["other_cpu_pct_max"] > QUIET_OTHER_PCT:
+            notes.append(f"BUSY MACHINE (other% up to {e['other_cpu_pct_max']:.0f})")
         if e["clients"] > 1:
             notes.append(f"{e['clients']} client procs")
         ratio = f"{e['delivered']}/{e['sent']}"
+        held = f"{e['held_runs']}/{e['runs_total']}"
         p(
-            f"{e['stack']:<10}{e['n']:>5} "
+            f"{e['stack']:<12}{e['loop']:<8}{e['n']:>5} "
             f"{fmt(e['rtt_p50_ms'], '.2f', 8)}{fmt(e['rtt_p99_ms'], '.2f', 8)} "
-            f"{fmt(e.get('added_p50_ms'), '+.2f')}{fmt(e.get('added_p99_ms'), '+.2f')}  "
-            f"{ratio:>17} {fmt(e['cpu_us_per_frame'], '.0f', 9)}"
+            f"{fmt(e.get('added_p50_ms'), '+.2f')}{fmt(e.get('added_p99_ms'), '+.2f')}"
+            f"{fmt_range(e.get('added_p99_ms_range'), '+.1f', 15)}  "
+            f"{ratio:>17} {held:>5} {fmt(e['cpu_us_per_frame'], '.0f', 9)}"
+            f"{fmt_range(e['cpu_us_per_frame_range'])}"
             f"{fmt(e['server_cpu_pct'], '.0f', 9)} "
             f"{fmt(e['mem_mb_per_session'], '.3f', 8)}{fmt(e['peak_rss_mb'], '.0f', 8)}  "
             f"{fmt(e['client_late_p99_ms'], '.1f', 9)}{fmt(e['client_cpu_pct'], '.0f', 8)}"
@@ -652,14 +741,16 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
         )
     p()
     p(
-        "rtt: send -> echo received, ms; +p50/+p99: minus direct's at the same N; "
-        "cpu us/fr: CPU of "
-        "the serving process per audio frame relayed"
+        "loop: the event loop the serving process ran on (pinned per stack); rtt: send -> echo "
+        "received, ms; +p50/+p99: minus direct's of the same repeat and N (median [range]);"
+    )
+    p(
+        "held: repeats with 100% delivery, no errors and added p99 <= "
+        f"{P99_BUDGET_MS:g} ms; cpu us/fr: CPU of the serving process per audio frame relayed"
     )
     p(
         "(one append in + one delta out, counted by echoes received in the window; "
-        "direct: the echo "
-        "itself; relays: the relay only);"
+        "direct: the echo itself; relays: the relay only);"
     )
     p("srv cpu%: serving process, % of one core; MB/sess: (VmHWM - VmRSS before the sessions)/N;")
     p(
@@ -667,62 +758,70 @@ def print_report(summary: dict, cfg, out=sys.stdout) -> None:
         "client process (% of a core); other%: CPU used"
     )
     p(
-        "meanwhile by processes outside the run (% of a core; > ~10 means interference, e.g. "
-        "someone else's tests)."
+        "meanwhile by processes outside the run (% of a core, from /proc/stat minus this run's "
+        f"processes; > {QUIET_OTHER_PCT:g} in any repeat flags BUSY MACHINE)."
     )
     rows = {(e["stack"], e["n"]): e for e in summary["rows"]}
     ratios = [e for e in summary["rows"] if "cpu_vs_bare" in e]
     if ratios:
         p()
-        p("CPU per frame relative to the bare websockets relay:")
+        p(
+            "CPU per frame relative to the bare websockets relay (asyncio), per repeat against "
+            "bare of the same repeat: median [min..max]:"
+        )
         for n in sorted({e["n"] for e in ratios}):
-            parts = [
-                f"{stack}/bare = {rows[stack, n]['cpu_vs_bare']:.2f}x"
-                + ("*" if not (rows[stack, n]["holds"] and rows["bare", n]["holds"]) else " ")
-                for stack in PLATFORM_STACKS
-                if "cpu_vs_bare" in rows.get((stack, n), {})
-            ]
+            parts = []
+            for stack in PLATFORM_STACKS:
+                e = rows.get((stack, n), {})
+                if "cpu_vs_bare" not in e:
+                    continue
+                low, high = e["cpu_vs_bare_range"]
+                kept = e["holds"] and rows["bare", n]["holds"]
+                parts.append(
+                    f"{stack} ({e['loop']}) {e['cpu_vs_bare']:.2f}x [{low:.2f}..{high:.2f}]"
+                    + (" " if kept else "*")
+                )
             p(f"  N={n:<5} " + "   ".join(parts))
         p(
             "  (* one of the two did not keep up at this N: backlog and batching distort CPU "
             "per frame; compare unstarred rows)"
         )
     recording_rows = [
-        (n, rows["daphne", n], rows["daphne+rec", n])
+        (n, base, rows[base, n], rows[base + "+rec", n])
+        for base in ("uvicorn", "daphne")
         for n in sorted({e["n"] for e in summary["rows"]})
-        if "rtt_p50_ms" in rows.get(("daphne", n), {})
-        and "rtt_p50_ms" in rows.get(("daphne+rec", n), {})
+        if "rtt_p50_ms" in rows.get((base, n), {})
+        and "rtt_p50_ms" in rows.get((base + "+rec", n), {})
     ]
     if recording_rows:
         p()
         p(
-            "Recording on vs off (daphne+rec vs daphne, same N; budget: p50 within "
+            "Recording on vs off (X+rec vs X, same N; budget: p50 within "
             f"{RECORDING_P50_BUDGET_MS:g} ms):"
         )
-        for n, off, on in recording_rows:
+        for n, base, off, on in recording_rows:
             delta = on["rtt_p50_ms"] - off["rtt_p50_ms"]
             verdict = "ok" if abs(delta) <= RECORDING_P50_BUDGET_MS else "OVER BUDGET"
             p(
-                f"  N={n:<5} p50 off {off['rtt_p50_ms']:.2f} on {on['rtt_p50_ms']:.2f} "
+                f"  {base:<8} N={n:<5} p50 off {off['rtt_p50_ms']:.2f} on {on['rtt_p50_ms']:.2f} "
                 f"({delta:+.2f} ms, {verdict}); p99 off {off['rtt_p99_ms']:.2f} "
                 f"on {on['rtt_p99_ms']:.2f}; cpu us/frame off {off['cpu_us_per_frame']:.0f} "
                 f"on {on['cpu_us_per_frame']:.0f}; delivered {on['delivered']}/{on['sent']}"
             )
-    noisy = [e for e in summary["rows"] if e.get("other_cpu_pct", 0) > 25]
-    if noisy:
-        p()
-        p(
-            f"WARNING: {len(noisy)} row(s) ran while other processes used > 25% of a core "
-            "(other%); their latency and capacity figures understate the relays."
-        )
     p()
     p(
         "Capacity (largest N tested with 100% delivery, no errors, "
-        f"added p99 <= {P99_BUDGET_MS:g} ms"
-        "; direct: absolute p99):"
+        f"added p99 <= {P99_BUDGET_MS:g} ms; direct: absolute p99): in the median / in every repeat"
     )
     for stack, n in summary["capacity"].items():
-        p(f"  {stack:<8} {n if n is not None else 'none of the tested N'}")
+        every = summary["capacity_every_run"].get(stack)
+        p(
+            f"  {stack:<12} {n if n is not None else 'none of the tested N'} / "
+            f"{every if every is not None else 'none of the tested N'}"
+        )
+    if summary["noisy_runs"]:
+        p()
+        p(f"WARNING: {quiet_verdict(summary)}.")
 
 
 # --------------------------------------------------------------------------- main
@@ -737,7 +836,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--sessions",
         default=None,
-        help="comma-separated concurrent session counts (default 10,50,100,200)",
+        help="comma-separated concurrent session counts (default 10,50,100,150,200)",
     )
     parser.add_argument(
         "--seconds",
@@ -755,7 +854,9 @@ def parse_args(argv=None):
         "--repeat", type=int, default=None, help="repeats, medians reported (default 3)"
     )
     parser.add_argument(
-        "--stacks", default=",".join(STACKS), help="comma-separated subset of " + ",".join(STACKS)
+        "--stacks",
+        default=",".join(DEFAULT_STACKS),
+        help=f"comma-separated subset of {','.join(STACKS)} (default {','.join(DEFAULT_STACKS)})",
     )
     parser.add_argument(
         "--quick",
@@ -778,8 +879,28 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--uvicorn-ws",
-        default="websockets-sansio",
-        choices=("websockets", "websockets-sansio", "wsproto"),
+        default="relay",
+        choices=("relay", "websockets-sansio"),
+        help="uvicorn's WebSocket protocol: relay (production: voiceplatform.serve's "
+        "RelayWebSocketProtocol) or uvicorn's own websockets-sansio (pauses reading per frame)",
+    )
+    parser.add_argument(
+        "--uvicorn-loop",
+        default="uvloop",
+        choices=("uvloop", "asyncio"),
+        help="event loop of the uvicorn stacks (default uvloop, as in production)",
+    )
+    parser.add_argument(
+        "--daphne-log-args",
+        default="plain",
+        choices=("plain", "stock"),
+        help="autobahn's per-frame debug-log arguments: plain (production) or stock (coloured)",
+    )
+    parser.add_argument(
+        "--daphne-loop",
+        default="uvloop",
+        choices=("uvloop", "asyncio"),
+        help="event loop under Daphne's Twisted reactor (default uvloop, as voiceplatform.serve)",
     )
     parser.add_argument(
         "--profile",
@@ -789,7 +910,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep per-run server logs")
     args = parser.parse_args(argv)
-    defaults = {"sessions": "10,50,100,200", "seconds": 10.0, "warmup": 1.0, "repeat": 3}
+    defaults = {"sessions": "10,50,100,150,200", "seconds": 10.0, "warmup": 1.0, "repeat": 3}
     if args.quick:
         defaults = {"sessions": "10,50", "seconds": 3.0, "warmup": 0.5, "repeat": 1}
     for key, value in defaults.items():

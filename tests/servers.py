@@ -23,11 +23,16 @@ from pathlib import Path
 
 import websockets
 
+from voiceplatform.serve import DEFAULT_SERVER
+from voiceplatform.serve import SERVERS as ALL_SERVERS
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DAPHNE_MAX_MESSAGE = 65536
 APP_MAX_MESSAGE = 32768
-SERVERS = ("daphne", "uvicorn")
+# What the server lets through (voiceplatform.serve: twice the application's limit).
+DAPHNE_MAX_MESSAGE = SERVER_MAX_MESSAGE = 2 * APP_MAX_MESSAGE
+# The production default first: a test on one server runs on DEFAULT_SERVER.
+SERVERS = (DEFAULT_SERVER, *(s for s in ALL_SERVERS if s != DEFAULT_SERVER))
 
 
 def free_port() -> int:
@@ -60,34 +65,32 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-def server_command(server: str, port: int) -> list[str]:
-    """The command line that serves the platform on ``port`` with ``server``."""
-    if server == "daphne":
-        return [
-            str(BIN / "daphne"),
-            "-b", "127.0.0.1", "-p", str(port),
-            "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE),
-            "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE),
-            "voiceplatform.asgi:application",
-        ]  # fmt: skip
-    if server == "uvicorn":
-        return [
-            str(BIN / "uvicorn"),
-            "--host", "127.0.0.1", "--port", str(port),
-            "--ws", "websockets", "--ws-max-size", str(DAPHNE_MAX_MESSAGE),
-            "--lifespan", "off", "--no-access-log",
-            "voiceplatform.asgi:application",
-        ]  # fmt: skip
-    raise ValueError(f"unknown server {server!r}: one of {SERVERS}")
+def server_command(server: str, port: int, *, proxy_headers: bool = False) -> list[str]:
+    """The command line that serves the platform on ``port`` with ``server``: production's own
+    (``voiceplatform.serve``), the frame limits from ``VP_WS_MAX_MESSAGE_BYTES``."""
+    if server not in SERVERS:
+        raise ValueError(f"unknown server {server!r}: one of {SERVERS}")
+    command = [
+        sys.executable, "-m", "voiceplatform.serve", "--server", server,
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    return [*command, "--proxy-headers"] if proxy_headers else command
 
 
 class ServerProcess:
-    """One server process (``server``: "daphne" or "uvicorn") serving the platform on ``port``
-    (a free one by default), its output in ``log_path``; started when it listens."""
+    """One server process (``server``: "uvicorn", the default, or "daphne") serving the platform
+    on ``port`` (a free one by default), its output in ``log_path``; started when it listens."""
 
     def __init__(
-        self, environ, log_path: Path, *, server: str = "daphne", port: int | None = None
+        self,
+        environ,
+        log_path: Path,
+        *,
+        server: str = DEFAULT_SERVER,
+        port: int | None = None,
+        proxy_headers: bool = False,
     ) -> None:
+        self.proxy_headers = proxy_headers
         self.environ = environ
         self.server = server
         self.port = port or free_port()
@@ -99,7 +102,7 @@ class ServerProcess:
         """Serve on ``port`` (again, after ``stop`` or a kill: the same port and environment)."""
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            server_command(self.server, self.port),
+            server_command(self.server, self.port, proxy_headers=self.proxy_headers),
             cwd=ROOT,
             env=self.environ,
             stdout=self.log,
@@ -134,12 +137,14 @@ class ServerProcess:
 
 
 class Platform(ServerProcess):
-    """A migrated, seeded platform served by ``server`` ("daphne" or "uvicorn")."""
+    """A migrated, seeded platform served by ``server`` ("uvicorn", the default, or "daphne")."""
 
-    def __init__(self, environ, tmp_path, server: str = "daphne"):
+    def __init__(self, environ, tmp_path, server: str = DEFAULT_SERVER, proxy_headers=False):
         manage(environ, "migrate", "--noinput", "-v0", timeout=300)
         self.seed = json.loads(manage(environ, "seed_demo", "--json"))
-        super().__init__(environ, Path(tmp_path) / f"{server}.log", server=server)
+        super().__init__(
+            environ, Path(tmp_path) / f"{server}.log", server=server, proxy_headers=proxy_headers
+        )
 
     def shell(self, code: str) -> str:
         return manage(self.environ, "shell", "-c", code).strip()

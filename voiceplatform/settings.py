@@ -181,7 +181,8 @@ TEMPLATES = [
     },
 ]
 
-# The largest WebSocket message a client may send (Daphne enforces it as well). OpenAI allows
+# The largest WebSocket message a client may send (the server closes at twice this:
+# voiceplatform.serve). OpenAI allows
 # 15 MiB audio appends; a browser sends 20-40 ms chunks, so 1 MiB is generous.
 VP_WS_MAX_MESSAGE_BYTES = env.int("VP_WS_MAX_MESSAGE_BYTES", 1024 * 1024, minimum=1024)
 # Output a client may fall behind by before it is closed as a slow reader (4010): about 30 s of
@@ -463,7 +464,7 @@ LOGOUT_REDIRECT_URL = "login"
 # address and, separately, per account; VP_LOGIN_FAILURE_LIMIT failures within the cool-off lock
 # that address or account (429) until VP_LOGIN_COOLOFF_MINUTES have passed, whatever password
 # comes next. The console login and the admin (whose login page sends to the console's) share it.
-# The client address is REMOTE_ADDR: behind nginx, Daphne's --proxy-headers has already put the
+# The client address is REMOTE_ADDR: behind nginx, the server's --proxy-headers has already put the
 # client's there (nginx overwrites X-Forwarded-For). Only when an operator names a header that
 # their proxy sets (VP_LOGIN_CLIENT_IP_HEADER, e.g. X-Real-IP) is that header read, its last
 # address (the one the nearest proxy wrote). A success does not reset the count: one attacker

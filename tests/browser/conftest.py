@@ -60,16 +60,15 @@ class Platform:
         )
         manage(self.environ, "migrate", "--noinput", "-v0", timeout=300)
         self.seed = json.loads(manage(self.environ, "seed_demo", "--json", "--origin", self.origin))
-        self.log_path = data_dir / "daphne.log"
+        self.log_path = data_dir / "server.log"
         self.start()
 
     def start(self) -> None:
         self.log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "daphne"),
-                "-b", "127.0.0.1", "-p", str(self.port),
-                "voiceplatform.asgi:application",
+                sys.executable, "-m", "voiceplatform.serve",
+                "--host", "127.0.0.1", "--port", str(self.port),
             ],
             cwd=ROOT, env=self.environ, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -79,7 +78,7 @@ class Platform:
                 return
             assert self.process.poll() is None, self.log_path.read_text()
             time.sleep(0.2)
-        raise AssertionError("Daphne did not start")
+        raise AssertionError("the server did not start")
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.servers import Platform, base_environ
+from tests.servers import DEFAULT_SERVER, SERVERS, Platform, base_environ
 from tests.spoken import spoken
 
 # Agents created next to the demo tenant's voice agent; each gets an API key whose default
@@ -95,11 +95,17 @@ def daphne(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def uvicorn(tmp_path_factory):
-    """The same platform under uvicorn (the close tests run under both servers)."""
+    """The same platform under uvicorn, production's server (the close tests run under both)."""
     yield from _serve(tmp_path_factory, "uvicorn")
 
 
-@pytest.fixture(params=["daphne", "uvicorn"])
+@pytest.fixture(scope="session")
+def served(request):
+    """The platform under the production server (voiceplatform.serve's default)."""
+    return request.getfixturevalue(DEFAULT_SERVER)
+
+
+@pytest.fixture(params=SERVERS)
 def any_server(request):
     """Each server in turn (for tests that must hold under both)."""
     return request.getfixturevalue(request.param)

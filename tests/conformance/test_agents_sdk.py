@@ -1,4 +1,5 @@
-"""The OpenAI Agents SDK (``RealtimeRunner``) against the platform under a real Daphne process.
+"""The OpenAI Agents SDK (``RealtimeRunner``) against the platform under a real server process
+(production's: voiceplatform.serve).
 
 ``RealtimeRunner(agent).run(model_config={"url": "ws://HOST/v1/realtime?model=…", "api_key":
 <platform key>})``, as a tenant backend writes it. The SDK runs in its own process from its own
@@ -97,10 +98,10 @@ def assert_clean(outcome: dict[str, Any]) -> None:
     assert outcome["barrier"] >= 0
 
 
-def test_text_turn(daphne, agents_sdk_site, tmp_path):
+def test_text_turn(served, agents_sdk_site, tmp_path):
     outcome = run_client(
-        agents_sdk_site, tmp_path, scenario="text", url=url(daphne),
-        api_key=daphne.keys["voice"], text="hello agents sdk",
+        agents_sdk_site, tmp_path, scenario="text", url=url(served),
+        api_key=served.keys["voice"], text="hello agents sdk",
     )  # fmt: skip
     assert_clean(outcome)
     events = outcome["raw"]
@@ -110,12 +111,12 @@ def test_text_turn(daphne, agents_sdk_site, tmp_path):
     assert [d["response"]["status"] for d in done] == ["completed"]
 
 
-def test_audio_turn(daphne, agents_sdk_site, tmp_path, utterance_pcm):
+def test_audio_turn(served, agents_sdk_site, tmp_path, utterance_pcm):
     audio_path = tmp_path / "turn.pcm"
     audio_path.write_bytes(utterance_pcm)
     outcome = run_client(
-        agents_sdk_site, tmp_path, scenario="audio", url=url(daphne),
-        api_key=daphne.keys["voice"], audio_path=str(audio_path),
+        agents_sdk_site, tmp_path, scenario="audio", url=url(served),
+        api_key=served.keys["voice"], audio_path=str(audio_path),
     )  # fmt: skip
     assert_clean(outcome)
     events = outcome["raw"]
@@ -132,13 +133,13 @@ def test_audio_turn(daphne, agents_sdk_site, tmp_path, utterance_pcm):
     assert answer.startswith("You said: ") and "order" in answer
 
 
-def test_client_tool_round_trip(daphne, agents_sdk_site, tmp_path):
+def test_client_tool_round_trip(served, agents_sdk_site, tmp_path):
     """The SDK runs ``lookup_order`` itself, sends the ``function_call_output`` and its own
     ``response.create``: the tool runs once, no ``error``, the output item comes back once,
     and exactly two responses run (the call, the answer)."""
     outcome = run_client(
-        agents_sdk_site, tmp_path, scenario="tool", url=url(daphne),
-        api_key=daphne.keys["tools"], text="please lookup order one two three",
+        agents_sdk_site, tmp_path, scenario="tool", url=url(served),
+        api_key=served.keys["tools"], text="please lookup order one two three",
     )  # fmt: skip
     assert_clean(outcome)
     events = outcome["raw"]
@@ -162,16 +163,16 @@ def test_client_tool_round_trip(daphne, agents_sdk_site, tmp_path):
     assert "response.created" not in types(events[outcome["barrier"] :])
 
 
-def test_client_secret_as_the_api_key(daphne, agents_sdk_site, tmp_path):
+def test_client_secret_as_the_api_key(served, agents_sdk_site, tmp_path):
     """A backend mints a client secret; the Agents SDK uses it as its ``api_key``."""
     secret = OpenAI(
-        api_key=daphne.keys["voice"], base_url=daphne.http_base
+        api_key=served.keys["voice"], base_url=served.http_base
     ).realtime.client_secrets.create(
         expires_after={"anchor": "created_at", "seconds": 600},
         session={"type": "realtime", "model": MODEL},
     )
     outcome = run_client(
-        agents_sdk_site, tmp_path, scenario="text", url=url(daphne),
+        agents_sdk_site, tmp_path, scenario="text", url=url(served),
         api_key=secret.value, text="hello with a secret",
     )  # fmt: skip
     assert_clean(outcome)

@@ -24,7 +24,7 @@ import websockets
 
 from agents.realtime.relay.closing import CLOSE_TABLE
 from bench import wsproto_lite
-from tests.servers import Platform, api_connect, base_environ
+from tests.servers import SERVERS, Platform, api_connect, base_environ
 from tests.upstreams import ScriptedUpstream, scripted_agent_create
 
 DELIVERY_S = 2.0  # cause → error event and close at the client
@@ -53,7 +53,7 @@ class ClosesPlatform:
         return self.platform.shell(code)
 
 
-@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+@pytest.fixture(scope="module", params=SERVERS)
 def closes(request, tmp_path_factory):
     platform = ClosesPlatform(tmp_path_factory.mktemp(f"closes-{request.param}"), request.param)
     yield platform

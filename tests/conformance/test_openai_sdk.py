@@ -1,4 +1,5 @@
-"""The official ``openai`` SDK against the platform under a real Daphne process.
+"""The official ``openai`` SDK against the platform under a real server process
+(production's: voiceplatform.serve).
 
 Each test asserts what OpenAI's Realtime API does for the same client code; the platform is a
 drop-in when they all pass. Every server event is validated against the SDK's event unions
@@ -67,8 +68,8 @@ def transcripts(events: list[dict]) -> list[str]:
 # --- text, audio ------------------------------------------------------------------------------
 
 
-async def test_text_turn(daphne):
-    async with realtime(daphne) as (connection, events):
+async def test_text_turn(served):
+    async with realtime(served) as (connection, events):
         created = await events.next()
         assert created["type"] == "session.created"
         turn = await text_turn(connection, events, "hello conformance", item_id="item_conf_user_1")
@@ -84,11 +85,11 @@ async def test_text_turn(daphne):
     assert events.errors() == []
 
 
-async def test_session_created_carries_the_agent_configuration_and_nothing_unsolicited(daphne):
+async def test_session_created_carries_the_agent_configuration_and_nothing_unsolicited(served):
     """The platform configures the upstream from the agent; the client sees that configuration
     in ``session.created`` and no ``session.updated`` it did not ask for (a client takes any
     ``session.updated`` for the answer to its own ``session.update``)."""
-    async with realtime(daphne) as (connection, events):
+    async with realtime(served) as (connection, events):
         created = await events.next()
         assert created["type"] == "session.created"
         session = created["session"]
@@ -99,8 +100,8 @@ async def test_session_created_carries_the_agent_configuration_and_nothing_unsol
     assert types(after) == ["input_audio_buffer.cleared"]
 
 
-async def test_audio_turn(daphne, utterance_pcm):
-    async with realtime(daphne) as (connection, events):
+async def test_audio_turn(served, utterance_pcm):
+    async with realtime(served) as (connection, events):
         assert (await events.next())["type"] == "session.created"
         for chunk in chunks_b64(utterance_pcm, CHUNK_20MS):
             await connection.input_audio_buffer.append(audio=chunk)
@@ -134,14 +135,14 @@ async def test_audio_turn(daphne, utterance_pcm):
 # --- a client-executed function tool -------------------------------------------------------------
 
 
-async def test_client_tool_round_trip(daphne):
+async def test_client_tool_round_trip(served):
     """The agent's ``lookup_order`` runs on the client. The client does what OpenAI requires:
     for each ``function_call`` it runs the tool, adds a ``function_call_output`` item (with an
     id it chose) and sends ``response.create``. The tool runs exactly once, no ``error`` event
     arrives, the output item comes back under the client's id, and the answer uses the output."""
     runs: list[dict] = []
     output_ids: list[str] = []
-    async with realtime(daphne, "tools") as (connection, events):
+    async with realtime(served, "tools") as (connection, events):
         created = await events.next()
         assert created["type"] == "session.created"
         await connection.conversation.item.create(
@@ -226,12 +227,12 @@ TRANSCRIPTION_UPDATE = {
 }
 
 
-async def test_transcription_session_configured_by_session_update(daphne, utterance_pcm):
+async def test_transcription_session_configured_by_session_update(served, utterance_pcm):
     """``?intent=transcription``, then the standard ``session.update`` (type "transcription",
     language, turn detection): OpenAI answers ``session.updated`` with that configuration,
     then transcribes each turn server VAD finds. No responses in a transcription session."""
     async with realtime(
-        daphne, "transcription", model="gpt-realtime-whisper", intent="transcription"
+        served, "transcription", model="gpt-realtime-whisper", intent="transcription"
     ) as (connection, events):
         created = await events.next()
         assert created["type"] == "session.created"
@@ -260,11 +261,11 @@ async def test_transcription_session_configured_by_session_update(daphne, uttera
     assert events.errors() == []
 
 
-async def test_translation_session_chooses_its_output_language(daphne, utterance_pcm):
+async def test_translation_session_chooses_its_output_language(served, utterance_pcm):
     """On ``/v1/realtime/translations`` the client picks the output language and source
     transcription with ``session.update``; the translation that follows is in that language,
     not the agent's default (French). Every event validates against the translation union."""
-    client = AsyncOpenAI(api_key=daphne.keys["translation"], websocket_base_url=daphne.ws_base)
+    client = AsyncOpenAI(api_key=served.keys["translation"], websocket_base_url=served.ws_base)
     async with client.realtime.translations.connect(model="gpt-realtime-translate") as connection:
         events = Recorder(connection.recv_bytes, TRANSLATION_EVENT)
         created = await events.next()
@@ -308,10 +309,10 @@ async def mint(conf, seconds: int) -> tuple[dict, ClientSecretCreateResponse]:
 
 
 async def test_client_secret_has_openais_shape_and_works_on_the_api_socket_more_than_once(
-    daphne,
+    served,
 ):
     before = int(time.time())
-    body, secret = await mint(daphne, 600)
+    body, secret = await mint(served, 600)
     assert isinstance(secret.session, RealtimeSessionCreateResponse)
     assert secret.session.type == "realtime"
     assert secret.session.object == "realtime.session"
@@ -320,21 +321,21 @@ async def test_client_secret_has_openais_shape_and_works_on_the_api_socket_more_
     assert set(body) == {"value", "expires_at", "session"}
     assert before + 599 <= secret.expires_at <= int(time.time()) + 601
     for n in range(2):  # a client secret is not single-use on /v1/realtime
-        async with realtime(daphne, api_key=secret.value) as (connection, events):
+        async with realtime(served, api_key=secret.value) as (connection, events):
             assert (await events.next())["type"] == "session.created"
             turn = await text_turn(connection, events, f"secret use {n + 1}")
         assert transcripts(turn) == [f"You said: secret use {n + 1}."]
         assert events.errors() == []
 
 
-async def test_client_secret_works_until_it_expires(daphne):
-    _, secret = await mint(daphne, 10)  # OpenAI's shortest expiry
-    async with realtime(daphne, api_key=secret.value) as (connection, events):
+async def test_client_secret_works_until_it_expires(served):
+    _, secret = await mint(served, 10)  # OpenAI's shortest expiry
+    async with realtime(served, api_key=secret.value) as (connection, events):
         assert (await events.next())["type"] == "session.created"
         turn = await text_turn(connection, events, "before expiry")
     assert transcripts(turn) == ["You said: before expiry."]
     await asyncio.sleep(max(0.0, secret.expires_at + 1 - time.time()))  # the clock, not events
-    assert await refusal(daphne, secret.value) in (
+    assert await refusal(served, secret.value) in (
         ("http", 401),  # refused at the handshake, as OpenAI does
         ("error", 4401),  # or accepted only to say why (the platform's documented refusal)
     )

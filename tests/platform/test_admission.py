@@ -1,4 +1,4 @@
-"""Admission across real processes: two Daphne processes on one database.
+"""Admission across real processes: two server processes on one database.
 
 * 8 sessions opened at once against a limit of 5, spread over both processes: exactly 5 are
   admitted, burst after burst (the database is the arbiter: a row lock on PostgreSQL, the
@@ -48,7 +48,7 @@ def set_limit(database: OwnDatabase, limit: int) -> None:
 
 
 class Cluster:
-    """The seeded platform served by two Daphne processes that share one database.
+    """The seeded platform served by two server processes that share one database.
 
     Its agent talks to a scripted upstream in this process: a session costs the servers only
     the relay (the bundled engine's speech models would load the processes with work that has

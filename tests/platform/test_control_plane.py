@@ -1,6 +1,6 @@
 """The control plane outlives quiet, Redis restarts and Redis outages (real processes).
 
-Two Daphne processes share a PostgreSQL database and a Redis of this module's own (a
+Two server processes share a PostgreSQL database and a Redis of this module's own (a
 ``redis-server`` on a free port, without persistence, that the tests stop and restart; never
 the shared one). Sessions live in process A; the console (its "End session" button and its live
 view) is served by process B, so everything between them crosses the channel layer.
@@ -41,10 +41,10 @@ from tests.waiting import until_sync
 
 
 def real_processes(test):
-    """Two Daphne processes (one PostgreSQL database) and a redis-server of the test's own."""
+    """Two server processes (one PostgreSQL database) and a redis-server of the test's own."""
     test = pytest.mark.skipif(
         not os.environ.get("DATABASE_URL"),
-        reason="two Daphne processes need a shared database: set DATABASE_URL (PostgreSQL)",
+        reason="two server processes need a shared database: set DATABASE_URL (PostgreSQL)",
     )(test)
     return pytest.mark.skipif(
         shutil.which("redis-server") is None, reason="no redis-server binary"

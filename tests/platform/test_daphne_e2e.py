@@ -1,7 +1,9 @@
-"""End to end against a real Daphne process: embedded (SQLite), and on PostgreSQL + Redis.
+"""End to end against a real server process: embedded (SQLite) under each supported server,
+and on PostgreSQL + Redis under production's (uvicorn).
 
-What ``WebsocketCommunicator`` cannot show: Daphne's own frame limits, the official SDK over a
-real socket, and cross-process control through the Redis channel layer.
+What ``WebsocketCommunicator`` cannot show: the server's own frame limits (Daphne and uvicorn
+differ), the official SDK over a real socket, and cross-process control through the Redis
+channel layer.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ from openai import AsyncOpenAI
 
 from tests.conftest import require_service
 from tests.run_isolation import REDIS_PREFIX, redis_url
-from tests.servers import DAPHNE_MAX_MESSAGE, Platform, base_environ, manage
+from tests.servers import SERVER_MAX_MESSAGE, SERVERS, Platform, base_environ, manage
 from tests.services import OwnDatabase
 
+# How each server ends a connection whose message is over its own limit.
+OVERSIZE_CLOSE = {
+    "daphne": 1006,  # autobahn drops the connection without a close frame
+    "uvicorn": 1009,  # "message too big", a close frame the client sees
+}
 
-@pytest.fixture
-def embedded_platform(tmp_path):
-    platform = Platform(base_environ(tmp_path), tmp_path)
+
+@pytest.fixture(params=SERVERS)
+def embedded_platform(request, tmp_path):
+    platform = Platform(base_environ(tmp_path), tmp_path, server=request.param)
     yield platform
     platform.stop()
 
@@ -74,25 +82,29 @@ async def frame_limits(platform: Platform) -> tuple[str, int | None]:
     headers = {"Authorization": f"Bearer {platform.seed['api_key']}"}
     async with websockets.connect(url, additional_headers=headers) as connection:
         await connection.recv()  # session.created (the configured session; nothing follows)
-        # Over the app's limit, under Daphne's: a clear error, and the session goes on.
+        # Over the app's limit, under the server's: a clear error, and the session goes on.
         await connection.send(json.dumps({"type": "conversation.item.create", "x": "y" * 40000}))
         error = json.loads(await connection.recv())
         await connection.send(json.dumps({"type": "input_audio_buffer.clear"}))
         cleared = json.loads(await connection.recv())
         assert cleared["type"] == "input_audio_buffer.cleared"
-        # Over Daphne's own limit: autobahn fails the connection by dropping it (1006), which is
-        # why the platform's limit sits well below Daphne's and answers with a clear error.
-        await connection.send("z" * (DAPHNE_MAX_MESSAGE + 10))
+        # Over the server's own limit: Daphne (autobahn) drops the connection (1006), uvicorn
+        # closes with 1009; either way no event says why, which is why the platform's limit sits
+        # well below the server's and answers with a clear error.
+        await connection.send("z" * (SERVER_MAX_MESSAGE + 10))
         with contextlib.suppress(websockets.ConnectionClosed):
             while True:
                 await connection.recv()
         return error["error"]["code"], connection.close_code
 
 
-def test_sdk_through_daphne_embedded(embedded_platform):
-    transcript = asyncio.run(sdk_text_turn(embedded_platform, "hello from daphne"))
-    assert transcript == ["You said: hello from daphne."]
-    assert asyncio.run(frame_limits(embedded_platform)) == ("frame_too_large", 1006)
+def test_sdk_through_each_server_embedded(embedded_platform):
+    transcript = asyncio.run(sdk_text_turn(embedded_platform, "hello from the server"))
+    assert transcript == ["You said: hello from the server."]
+    assert asyncio.run(frame_limits(embedded_platform)) == (
+        "frame_too_large",
+        OVERSIZE_CLOSE[embedded_platform.server],
+    )
     report = json.loads(
         manage(embedded_platform.environ, "usage_report", "--tenant", "demo", "--json")
     )
@@ -104,7 +116,7 @@ def test_sdk_through_daphne_embedded(embedded_platform):
 
 
 @pytest.mark.services
-def test_daphne_on_postgresql_and_redis_with_cross_process_end(services_platform):
+def test_postgresql_and_redis_with_cross_process_end(services_platform):
     from channels_redis.core import RedisChannelLayer
 
     transcript = asyncio.run(sdk_text_turn(services_platform, "hello from postgres"))

@@ -1,5 +1,5 @@
-"""deploy/nginx.conf in front of two real Daphne processes: the file an operator copies, with only
-its ports and certificate swapped for the test's.
+"""deploy/nginx.conf in front of two real server processes (production's, as in the Procfile):
+the file an operator copies, with only its ports and certificate swapped for the test's.
 
 Needs the ``nginx`` binary (.ci/run installs it); skipped with the reason when it is absent.
 """
@@ -21,7 +21,15 @@ import pytest
 import websockets
 
 from tests.conftest import IN_CI
-from tests.servers import ROOT, Platform, base_environ, free_port, server_command, stop_process
+from tests.servers import (
+    DEFAULT_SERVER,
+    ROOT,
+    Platform,
+    base_environ,
+    free_port,
+    server_command,
+    stop_process,
+)
 from tests.waiting import until_sync
 
 EXAMPLE = ROOT / "deploy" / "nginx.conf"
@@ -96,11 +104,11 @@ def behind_nginx(tmp_path):
             pytest.fail("nginx is required in CI (.ci/run installs it)")
         pytest.skip("nginx is not installed (apt-get install nginx)")
     environ = base_environ(tmp_path, VP_LOCAL_ENGINE_REALTIME_PACING="false", VP_LOG_LEVEL="INFO")
-    first = Platform(environ, tmp_path)
+    first = Platform(environ, tmp_path, proxy_headers=True)
     second_port = free_port()
-    second_log = open(tmp_path / "daphne2.log", "w")  # noqa: SIM115 - closed below
+    second_log = open(tmp_path / "server2.log", "w")  # noqa: SIM115 - closed below
     second = subprocess.Popen(
-        server_command("daphne", second_port), cwd=ROOT, env=environ,
+        server_command(DEFAULT_SERVER, second_port, proxy_headers=True), cwd=ROOT, env=environ,
         stdout=second_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     folder = tmp_path / "nginx"
@@ -115,7 +123,7 @@ def behind_nginx(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        until_sync(lambda: port_open(second_port), "the second Daphne", timeout=30)
+        until_sync(lambda: port_open(second_port), "the second server", timeout=30)
         until_sync(
             lambda: nginx.poll() is not None or (port_open(http_port) and port_open(https_port)),
             "nginx to listen",
@@ -126,7 +134,7 @@ def behind_nginx(tmp_path):
             "http": f"http://127.0.0.1:{http_port}",
             "https": f"https://127.0.0.1:{https_port}",
             "wss": f"wss://127.0.0.1:{https_port}",
-            "logs": [first.log_path, tmp_path / "daphne2.log"],
+            "logs": [first.log_path, tmp_path / "server2.log"],
         }
     finally:
         stop_process(nginx)
@@ -185,7 +193,7 @@ async def realtime_text_turn(wss: str, api_key: str, text: str) -> tuple[str, st
 
 
 def test_a_page_the_probes_and_a_realtime_session_through_nginx(behind_nginx):
-    # A page over https, through nginx to Daphne.
+    # A page over https, through nginx to the servers.
     status, _, body = fetch(f"{behind_nginx['https']}/login/", host="127.0.0.1")
     assert status == 200, body[:500]
     assert b"<form" in body
@@ -200,12 +208,12 @@ def test_a_page_the_probes_and_a_realtime_session_through_nginx(behind_nginx):
     assert status == 301
     assert headers["Location"].startswith("https://127.0.0.1:")
 
-    # Both Daphne processes serve behind the one upstream.
+    # Both server processes serve behind the one upstream.
     def both_served() -> bool:
         fetch(f"{behind_nginx['http']}/readyz", host="10.20.30.40")
         return all("/readyz" in Path(log).read_text() for log in behind_nginx["logs"])
 
-    until_sync(both_served, "both Daphne processes to answer a probe")
+    until_sync(both_served, "both server processes to answer a probe")
 
     # A realtime session: the WebSocket upgrade through nginx, a turn, a billed response.
     seed = behind_nginx["platform"].seed
@@ -223,7 +231,7 @@ def test_the_procfile_web_processes_are_the_upstreams():
     ports = sorted(
         match.group(1)
         for line in lines
-        if (match := re.match(r"web\d*: daphne .*? -p (\d+) ", line))
+        if (match := re.match(r"web\d*: python -m voiceplatform\.serve .*?--port (\d+)\b", line))
     )
     upstreams = re.findall(r"server 127\.0\.0\.1:(\d+)", EXAMPLE.read_text())
     assert len(ports) == 2

@@ -444,8 +444,8 @@ def test_deploy_checks_name_throttling_off_and_mail_that_is_never_sent(settings)
     assert [w.id for w in check_password_reset_mail()] == ["tenants.W002", "tenants.W003"]
 
 
-def test_behind_the_proxy_daphne_gives_the_forwarded_client_address(tmp_path, monkeypatch):
-    """Production's Daphne runs with --proxy-headers (Procfile) behind nginx, which overwrites
+def test_behind_the_proxy_the_server_gives_the_forwarded_client_address(tmp_path):
+    """Production's server runs with --proxy-headers (Procfile) behind nginx, which overwrites
     X-Forwarded-For with the client's address: REMOTE_ADDR is then that address, and it is what
     the lockout counts (one client locked, another behind the same proxy not)."""
     import urllib.error
@@ -455,15 +455,8 @@ def test_behind_the_proxy_daphne_gives_the_forwarded_client_address(tmp_path, mo
 
     from tests import servers
 
-    plain_command = servers.server_command
-
-    def with_proxy_headers(server: str, port: int) -> list[str]:
-        command = plain_command(server, port)
-        return [*command[:-1], "--proxy-headers", command[-1]]
-
-    monkeypatch.setattr(servers, "server_command", with_proxy_headers)
     environ = servers.base_environ(tmp_path, VP_LOGIN_FAILURE_LIMIT=str(LIMIT))
-    platform = servers.Platform(environ, tmp_path, server="daphne")
+    platform = servers.Platform(environ, tmp_path, proxy_headers=True)
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):

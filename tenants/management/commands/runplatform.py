@@ -1,4 +1,5 @@
-"""Run the whole embedded platform in the foreground: Daphne, a Celery worker and Celery beat.
+"""Run the whole embedded platform in the foreground: the web server (production's,
+``python -m voiceplatform.serve``: uvicorn on uvloop), a Celery worker and Celery beat.
 
 Ctrl-C (or SIGTERM) stops all three; if one of them dies, the others are stopped too, so that a
 half-running platform never goes unnoticed.
@@ -16,20 +17,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
-def platform_commands(*, host: str, port: int) -> dict[str, list[str]]:
+def platform_commands(*, host: str, port: int, server: str = "uvicorn") -> dict[str, list[str]]:
     python = sys.executable
-    bin_dir = os.path.dirname(python)
     return {
         "web": [
-            os.path.join(bin_dir, "daphne"),
-            "-b", host,
-            "-p", str(port),
-            # Daphne drops a connection over its limit without a word; keep it well above the
-            # platform's own limit, which answers oversize frames with a clear error event.
-            "--websocket-max-message-size", str(settings.VP_WS_MAX_MESSAGE_BYTES * 2),
-            "--websocket-max-frame-size", str(settings.VP_WS_MAX_MESSAGE_BYTES * 2),
-            "--application-close-timeout", "10",
-            "voiceplatform.asgi:application",
+            # What the Procfile runs (frame limits from VP_WS_MAX_MESSAGE_BYTES, drain on
+            # SIGTERM); --server daphne serves with Daphne instead.
+            python, "-m", "voiceplatform.serve", "--server", server,
+            "--host", host, "--port", str(port),
         ],
         "worker": [
             python, "-m", "celery", "-A", "voiceplatform", "worker",
@@ -50,13 +45,19 @@ def _signal_group(process: subprocess.Popen, signal_number: int) -> None:
 
 
 class Command(BaseCommand):
-    help = "Run Daphne, a Celery worker and Celery beat together (the embedded platform)."
+    help = "Run the web server, a Celery worker and Celery beat together (the embedded platform)."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--server",
+            choices=("uvicorn", "daphne"),
+            default="uvicorn",
+            help="the web server (default uvicorn on uvloop, as in production)",
+        )
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args, host: str, port: int, server: str, **options):
         processes: dict[str, subprocess.Popen] = {}
         stopping = False
 
@@ -66,7 +67,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        for name, command in platform_commands(host=host, port=port).items():
+        for name, command in platform_commands(host=host, port=port, server=server).items():
             processes[name] = subprocess.Popen(command, start_new_session=True)
         self.stdout.write(f"VoicePlatform is running on http://{host}:{port}/  (Ctrl-C stops it)")
         try:
@@ -81,7 +82,7 @@ class Command(BaseCommand):
             for process in processes.values():
                 if process.poll() is None:
                     process.terminate()
-            # Daphne drains its sessions first (VP_DRAIN_SECONDS): give it that long and more.
+            # The web server drains its sessions (VP_DRAIN_SECONDS): give it that long and more.
             deadline = time.monotonic() + settings.VP_DRAIN_SECONDS + 10
             for process in processes.values():
                 try:
