@@ -29,7 +29,8 @@ from agents.models import (
     WebhookEndpoint,
 )
 from billing.models import BudgetAlert, UsageEvent
-from billing.selectors import events_total_cost
+from billing import pricing
+from billing.selectors import events_total_cost, plan_terms
 from tenants.models import Tenant
 
 PING = "ping"
@@ -165,7 +166,9 @@ def session_event_payload(
         )
         payload["transcript"] = _transcript(tenant, session)
         cost = events_total_cost(UsageEvent.objects.filter(session=session))
-        payload["cost"] = {"currency": "USD", "amount": str(cost)}
+        billed = pricing.with_markup(cost, plan_terms(tenant_id=tenant.pk).markup_percent)
+        # The billed amount (what the tenant is invoiced for it, unrounded), as in the console.
+        payload["cost"] = {"currency": "USD", "amount": str(billed), "basis": "billed"}
     elif event_type == WebhookEndpoint.Event.SESSION_ANALYZED:
         payload["analysis"] = _content_for_sending(
             tenant, _analysis_payload(subject.get("analysis_id"))
