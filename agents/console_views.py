@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from datetime import UTC
+from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -51,7 +51,9 @@ from tenants.models import DataPolicy
 
 # A session's tokens as every console figure counts them (billing.figures): input excludes
 # cached tokens, which are their own figure.
-TOKEN_TYPES_SHOWN = [token_type for token_type in pricing.TOKEN_TYPES if token_type.unit == "tokens"]
+TOKEN_TYPES_SHOWN = [
+    token_type for token_type in pricing.TOKEN_TYPES if token_type.unit == "tokens"
+]
 
 
 def _form_errors_from(error: ValidationError, form) -> None:

@@ -28,8 +28,8 @@ from agents.models import (
     TranscriptItem,
     WebhookEndpoint,
 )
-from billing.models import BudgetAlert, UsageEvent
 from billing import pricing
+from billing.models import BudgetAlert, UsageEvent
 from billing.selectors import events_total_cost, plan_terms
 from tenants.models import Tenant
 

@@ -98,11 +98,7 @@ def thresholds_crossed(*, spend: Decimal, budget: Decimal) -> list[int]:
     before anything is spent (a $0 budget alerts at the first cent)."""
     if spend <= 0:
         return []
-    return [
-        threshold
-        for threshold in BudgetAlert.THRESHOLDS
-        if spend * 100 >= budget * threshold
-    ]
+    return [threshold for threshold in BudgetAlert.THRESHOLDS if spend * 100 >= budget * threshold]
 
 
 def budget_alerts_check(*, tenant_id: int, now: datetime | None = None) -> list[BudgetAlert]:

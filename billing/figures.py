@@ -35,7 +35,9 @@ def quantity_label(token_type: pricing.TokenType) -> str:
     return token_type.label
 
 
-QUANTITY_LABELS = {token_type.code: quantity_label(token_type) for token_type in pricing.TOKEN_TYPES}
+QUANTITY_LABELS = {
+    token_type.code: quantity_label(token_type) for token_type in pricing.TOKEN_TYPES
+}
 
 
 def billed_amount(provider_cost: Decimal, *, markup_percent: Decimal) -> Decimal:

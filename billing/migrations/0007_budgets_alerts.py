@@ -6,34 +6,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0005_session_costs'),
-        ('tenants', '0019_budget_roles'),
+        ("billing", "0005_session_costs"),
+        ("tenants", "0019_budget_roles"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BudgetAlert',
+            name="BudgetAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('month', models.DateField(help_text='First day of the month.')),
-                ('threshold_percent', models.PositiveSmallIntegerField()),
-                ('budget_usd', models.DecimalField(decimal_places=2, max_digits=12)),
-                ('spend_usd', models.DecimalField(decimal_places=2, max_digits=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('email_recipients', models.JSONField(blank=True, default=list)),
-                ('emailed_at', models.DateTimeField(blank=True, null=True)),
-                ('webhooks_queued_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("month", models.DateField(help_text="First day of the month.")),
+                ("threshold_percent", models.PositiveSmallIntegerField()),
+                ("budget_usd", models.DecimalField(decimal_places=2, max_digits=12)),
+                ("spend_usd", models.DecimalField(decimal_places=2, max_digits=12)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("email_recipients", models.JSONField(blank=True, default=list)),
+                ("emailed_at", models.DateTimeField(blank=True, null=True)),
+                ("webhooks_queued_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-month', 'threshold_percent'],
-                'constraints': [models.UniqueConstraint(fields=('tenant', 'month', 'threshold_percent'), name='budget_alert_once')],
+                "ordering": ["-month", "threshold_percent"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("tenant", "month", "threshold_percent"), name="budget_alert_once"
+                    )
+                ],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('unscoped', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("unscoped", django.db.models.manager.Manager()),
             ],
         ),
     ]

@@ -80,7 +80,10 @@ def test_a_budget_above_the_ceiling_is_refused_with_a_form_error(client, world):
     assert budget_of(world.tenant_a) == Decimal("100.00")  # nothing changed
     with tenant_scope(world.tenant_a):
         assert not AuditEvent.objects.filter(action="tenant.monthly_budget_changed").exists()
-    assert client.post(reverse(BUDGET, args=["tenant-a"]), {"monthly_budget_usd": "500"}).status_code == 302  # noqa: E501
+    assert (
+        client.post(reverse(BUDGET, args=["tenant-a"]), {"monthly_budget_usd": "500"}).status_code
+        == 302
+    )  # noqa: E501
     assert budget_of(world.tenant_a) == Decimal("500.00")
 
 
@@ -284,9 +287,7 @@ def test_another_tenants_spend_raises_no_alert_of_a(world, alerting):
     assert budgets.budget_alerts_check(tenant_id=world.tenant_b.pk, now=at(2026, 10, 3))
     assert [m.to for m in mail.outbox] == [["owner-b@example.com"]] * 3
     with scopes_disabled():
-        assert set(BudgetAlert.objects.values_list("tenant_id", flat=True)) == {
-            world.tenant_b.pk
-        }
+        assert set(BudgetAlert.objects.values_list("tenant_id", flat=True)) == {world.tenant_b.pk}
 
 
 @pytest.mark.django_db(transaction=True)

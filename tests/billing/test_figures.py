@@ -122,7 +122,9 @@ def test_the_raw_export_names_what_its_counts_and_amounts_are(client, world, pri
 
 
 def test_the_usage_api_says_its_amounts_are_billed_and_input_excludes_cached(
-    api_a, world, priced  # noqa: F811
+    api_a,  # noqa: F811
+    world,
+    priced,
 ):
     session, provider, billed = priced
     answer = api_a.get("/api/v1/usage", query={"start": "2026-10-01", "end": "2026-10-31",
@@ -155,7 +157,8 @@ def test_analytics_shows_billed_amounts_per_agent(client, world, priced):
     tally_sweep()
     client.force_login(world.owner_a)
     page = client.get(
-        reverse("session-analytics", args=["tenant-a"]), {"start": "2026-10-01", "end": "2026-10-31"}
+        reverse("session-analytics", args=["tenant-a"]),
+        {"start": "2026-10-01", "end": "2026-10-31"},
     ).content.decode()
     assert "Billed amount per agent" in page and "Provider cost" not in page
     assert "<td>Support</td><td>$3.2525</td>" in page
