@@ -48,8 +48,9 @@ class Analytics:
     tool_outputs: int = 0
     tool_errors: int = 0
     tool_errors_by_tool: list[tuple[str, int]] = field(default_factory=list)
-    cost_by_agent: list[tuple[str, Decimal]] = field(default_factory=list)
-    cost: Decimal = Decimal(0)
+    # Billed amounts (what the tenant is invoiced), as every tenant-facing figure.
+    billed_by_agent: list[tuple[str, Decimal]] = field(default_factory=list)
+    billed: Decimal = Decimal(0)
 
 
 def _day_start(day: date) -> datetime:
@@ -121,11 +122,11 @@ def _tool_errors(result: Analytics, *, since: datetime, until: datetime) -> None
 
 def _cost_by_agent(result: Analytics, *, tenant_id: int) -> None:
     summary = usage_summary(tenant_id=tenant_id, start=result.start, end=result.end)
-    costs: dict[str, Decimal] = {}
+    billed: dict[str, Decimal] = {}
     for row in summary.rows:
-        costs[row.agent_name] = costs.get(row.agent_name, Decimal(0)) + row.cost
-    result.cost_by_agent = sorted(costs.items(), key=lambda pair: (-pair[1], pair[0]))
-    result.cost = summary.cost
+        billed[row.agent_name] = billed.get(row.agent_name, Decimal(0)) + row.billed
+    result.billed_by_agent = sorted(billed.items(), key=lambda pair: (-pair[1], pair[0]))
+    result.billed = summary.billed
 
 
 def date_range_parse(params: dict[str, str], *, today: date) -> tuple[date, date, str]:

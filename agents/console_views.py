@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC
+from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -40,24 +41,19 @@ from agents.models import (
 )
 from agents.selectors import agent_runs_on_local_fallback, agent_variable_defaults
 from agents.views import agent_public_info
-from billing import charts
+from billing import charts, figures, pricing
 from billing.models import UsageEvent
-from billing.selectors import events_total_cost
+from billing.selectors import event_counts, events_total_cost, plan_terms
 from tenants.access import tenant_object_get
 from tenants.console import tenant_view
 from tenants.forms import ErasureForm
 from tenants.models import DataPolicy
 
-TOKEN_LABELS = {
-    "input_text_tokens": "Text in",
-    "input_audio_tokens": "Audio in",
-    "input_image_tokens": "Image in",
-    "cached_text_tokens": "… of which cached text",
-    "cached_audio_tokens": "… of which cached audio",
-    "cached_image_tokens": "… of which cached image",
-    "output_text_tokens": "Text out",
-    "output_audio_tokens": "Audio out",
-}
+# A session's tokens as every console figure counts them (billing.figures): input excludes
+# cached tokens, which are their own figure.
+TOKEN_TYPES_SHOWN = [
+    token_type for token_type in pricing.TOKEN_TYPES if token_type.unit == "tokens"
+]
 
 
 def _form_errors_from(error: ValidationError, form) -> None:
@@ -316,7 +312,11 @@ def agent_try_token(request: HttpRequest, agent_id: int) -> HttpResponse:
 @tenant_view()
 def session_list(request: HttpRequest) -> HttpResponse:
     filters = session_selectors.session_filters_parse(request.GET)
-    page = session_selectors.session_page(filters, after=request.GET.get("after", ""))
+    page = session_selectors.session_page(
+        filters,
+        after=request.GET.get("after", ""),
+        markup_percent=plan_terms(tenant_id=request.tenant.pk).markup_percent,
+    )
     for error in filters.errors:
         messages.error(request, error)
     query = request.GET.copy()
@@ -331,6 +331,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
         "agents": Agent.objects.order_by("name"),
         "channels": Session.Channel.choices,
         "end_reasons": Session.EndReason.choices,
+        "show_provider_cost": request.user.is_staff,
     }
     return render(request, "console/sessions/list.html", context)
 
@@ -342,20 +343,20 @@ def session_analytics(request: HttpRequest) -> HttpResponse:
     )
     if error:
         messages.error(request, error)
-    figures = analytics.session_analytics(tenant_id=request.tenant.pk, start=start, end=end)
+    numbers = analytics.session_analytics(tenant_id=request.tenant.pk, start=start, end=end)
     context = {
-        "figures": figures,
+        "figures": numbers,
         "start": start,
         "end": end,
-        "sessions_chart": charts.values_per_day(figures.sessions_per_day, unit="sessions"),
+        "sessions_chart": charts.values_per_day(numbers.sessions_per_day, unit="sessions"),
         "minutes_chart": charts.values_per_day(
-            figures.minutes_per_day, unit="min", color=charts.PALETTE[1]
+            numbers.minutes_per_day, unit="min", color=charts.PALETTE[1]
         ),
         "end_reason_chart": charts.horizontal_bars(
-            [(label, count, str(count)) for label, count in figures.end_reasons]
+            [(label, count, str(count)) for label, count in numbers.end_reasons]
         ),
         "cost_chart": charts.horizontal_bars(
-            [(name, float(cost), f"${cost:.4f}") for name, cost in figures.cost_by_agent]
+            [(name, float(billed), f"${billed:.4f}") for name, billed in numbers.billed_by_agent]
         ),
     }
     return render(request, "console/sessions/analytics.html", context)
@@ -366,10 +367,15 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     session = tenant_object_get(Session, pk=session_id)
     items = TranscriptItem.objects.filter(session=session).order_by("sequence", "pk")
     usage = list(UsageEvent.objects.filter(session=session).order_by("occurred_at"))
+    quantities = [pricing.billable_quantities(event_counts(event)) for event in usage]
     totals = {
-        label: sum(getattr(event, name) for event in usage) for name, label in TOKEN_LABELS.items()
+        figures.quantity_label(token_type): sum(
+            (each[token_type.code] for each in quantities), Decimal(0)
+        )
+        for token_type in TOKEN_TYPES_SHOWN
     }
-    cost = events_total_cost(usage)
+    markup_percent = plan_terms(tenant_id=request.tenant.pk).markup_percent
+    cost = events_total_cost(usage)  # provider cost: staff only
     session_analysis = SessionAnalysis.objects.filter(session=session).first()
     analysis_events = [event for event in usage if event.kind == UsageEvent.Kind.ANALYSIS]
     recording = recordings.recording_for_session(session)
@@ -382,7 +388,14 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     context = {
         "analysis": session_analysis,
         "analysis_rows": analysis.analysis_rows(session_analysis) if session_analysis else [],
-        "analysis_cost": events_total_cost(analysis_events),
+        "analysis_uncached_input": (
+            max(session_analysis.input_tokens - session_analysis.cached_tokens, 0)
+            if session_analysis
+            else 0
+        ),
+        "analysis_billed": figures.billed_amount(
+            events_total_cost(analysis_events), markup_percent=markup_percent
+        ),
         "can_analyze": request.membership.can_configure and session.ended_at is not None,
         "recording": recording,
         "markers": markers,
@@ -394,6 +407,9 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         "usage": usage,
         "totals": totals,
         "cost": cost,
+        "billed": figures.billed_amount(cost, markup_percent=markup_percent),
+        "show_provider_cost": request.user.is_staff,
+        "cached_note": figures.CACHED_NOTE,
         "can_end": request.membership.can_configure and session.ended_at is None,
         "can_erase": request.membership.can_configure,
         "erased": session.end_user_hash == retention.ERASED,

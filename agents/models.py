@@ -543,6 +543,8 @@ class WebhookEndpoint(TenantOwnedModel):
         SESSION_ENDED = "session.ended", "session.ended"
         SESSION_ANALYZED = "session.analyzed", "session.analyzed"
         RECORDING_READY = "recording.ready", "recording.ready"
+        # Not about a session: the tenant's monthly budget crossed 50, 80 or 100 %.
+        BUDGET_THRESHOLD = "budget.threshold", "budget.threshold"
 
     url = models.URLField(max_length=500)
     # None: every agent of the tenant.

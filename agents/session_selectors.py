@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce
 
 from agents import analysis, search
 from agents.models import Session, SessionAnalysis, TranscriptItem
+from billing import figures
 from billing.selectors import sessions_cost_from_events
 
 PAGE_SIZE = 50
@@ -118,9 +119,12 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def sessions_filtered(filters: SessionFilters) -> QuerySet[Session]:
+def sessions_filtered(
+    filters: SessionFilters, *, markup_percent: Decimal = Decimal(0)
+) -> QuerySet[Session]:
     """The active tenant's sessions that pass every filter (unordered). A malformed data filter
-    is reported in ``filters.errors`` and left out."""
+    is reported in ``filters.errors`` and left out. The cost filters are billed amounts (under
+    the plan's ``markup_percent``), compared with the stored provider cost they correspond to."""
     sessions = Session.objects.all()
     if filters.agent_id is not None:
         sessions = sessions.filter(agent_id=filters.agent_id)
@@ -147,9 +151,15 @@ def sessions_filtered(filters: SessionFilters) -> QuerySet[Session]:
             stored_cost=Coalesce("cost__cost_usd", Value(Decimal(0)), output_field=MONEY)
         )
     if filters.cost_min is not None:
-        sessions = sessions.filter(stored_cost__gte=filters.cost_min)
+        low = figures.provider_bound(filters.cost_min, markup_percent=markup_percent)
+        if low is None:  # a 100 % discount: every session bills zero
+            sessions = sessions if filters.cost_min <= 0 else sessions.none()
+        else:
+            sessions = sessions.filter(stored_cost__gte=low)
     if filters.cost_max is not None:
-        sessions = sessions.filter(stored_cost__lte=filters.cost_max)
+        high = figures.provider_bound(filters.cost_max, markup_percent=markup_percent)
+        if high is not None:
+            sessions = sessions.filter(stored_cost__lte=high)
     if filters.search:
         candidates = search.matching_session_ids(filters.search, limit=SEARCH_CANDIDATES)
         if candidates is not None:
@@ -184,7 +194,8 @@ def cursor_decode(cursor: str) -> tuple[datetime, int] | None:
 @dataclass
 class SessionRow:
     session: Session
-    cost: Decimal | None
+    cost: Decimal | None  # provider cost (staff only)
+    billed: Decimal = Decimal(0)  # what the console shows
     match: TranscriptItem | None = None
     match_marked: str = ""  # the matching line, escaped, its words in <mark>
 
@@ -197,11 +208,18 @@ class SessionPage:
 
 
 def session_page(
-    filters: SessionFilters, *, after: str = "", page_size: int | None = None
+    filters: SessionFilters,
+    *,
+    after: str = "",
+    page_size: int | None = None,
+    markup_percent: Decimal = Decimal(0),
 ) -> SessionPage:
-    """One page of the filtered sessions, newest first, after the ``after`` cursor."""
+    """One page of the filtered sessions, newest first, after the ``after`` cursor; each row's
+    billed amount under the plan's ``markup_percent``."""
     page_size = page_size or PAGE_SIZE
-    sessions = sessions_filtered(filters).select_related("agent", "analysis", "cost")
+    sessions = sessions_filtered(filters, markup_percent=markup_percent).select_related(
+        "agent", "analysis", "cost"
+    )
     position = cursor_decode(after) if after else None
     if position is not None:
         started_at, pk = position
@@ -217,6 +235,8 @@ def session_page(
         for row in rows:
             if row.cost is None:
                 row.cost = live.get(row.session.pk, Decimal(0))
+    for row in rows:
+        row.billed = figures.billed_amount(row.cost or Decimal(0), markup_percent=markup_percent)
     if filters.search and rows:
         _attach_matches(rows, filters.search)
     return SessionPage(

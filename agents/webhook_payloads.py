@@ -12,7 +12,7 @@ Conversation content leaves the platform here, so every piece of it goes through
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -28,8 +28,9 @@ from agents.models import (
     TranscriptItem,
     WebhookEndpoint,
 )
-from billing.models import UsageEvent
-from billing.selectors import events_total_cost
+from billing import pricing
+from billing.models import BudgetAlert, UsageEvent
+from billing.selectors import events_total_cost, plan_terms
 from tenants.models import Tenant
 
 PING = "ping"
@@ -165,13 +166,45 @@ def session_event_payload(
         )
         payload["transcript"] = _transcript(tenant, session)
         cost = events_total_cost(UsageEvent.objects.filter(session=session))
-        payload["cost"] = {"currency": "USD", "amount": str(cost)}
+        billed = pricing.with_markup(cost, plan_terms(tenant_id=tenant.pk).markup_percent)
+        # The billed amount (what the tenant is invoiced for it, unrounded), as in the console.
+        payload["cost"] = {"currency": "USD", "amount": str(billed), "basis": "billed"}
     elif event_type == WebhookEndpoint.Event.SESSION_ANALYZED:
         payload["analysis"] = _content_for_sending(
             tenant, _analysis_payload(subject.get("analysis_id"))
         )
     elif event_type == WebhookEndpoint.Event.RECORDING_READY:
         payload["recording"] = _recording_payload(subject.get("recording_id"))
+    return payload
+
+
+def budget_event_id(*, tenant_id: int, month: date, threshold_percent: int) -> str:
+    """One ``budget.threshold`` event per tenant, month and threshold."""
+    name = f"{tenant_id}:budget.threshold:{month:%Y-%m}:{threshold_percent}"
+    return f"evt_{uuid.uuid5(_EVENT_NAMESPACE, name).hex}"
+
+
+def budget_threshold_payload(
+    *, tenant: Tenant, event_id: str, alert: BudgetAlert
+) -> dict[str, Any]:
+    """A monthly budget threshold crossed: the envelope (no agent, no session) and the figures,
+    billed amounts (what the tenant is invoiced), month to date in UTC."""
+    payload = _envelope(
+        tenant=tenant, event_type=WebhookEndpoint.Event.BUDGET_THRESHOLD, event_id=event_id,
+        agent=None,
+    )  # fmt: skip
+    payload["session"] = None
+    payload["budget"] = {
+        "month": f"{alert.month:%Y-%m}",
+        "threshold_percent": alert.threshold_percent,
+        "budget_usd": str(alert.budget_usd),
+        "spend_usd": str(alert.spend_usd),
+        "amount_basis": "billed",
+        "crossed_at": _iso(alert.created_at),
+    }
+    payload["links"] = {
+        "usage": settings.VP_PUBLIC_URL + reverse("billing-usage", args=[tenant.slug])
+    }
     return payload
 
 

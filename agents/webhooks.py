@@ -49,6 +49,8 @@ from agents import webhook_payloads
 from agents.models import Agent, Session, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from agents.realtime import outbound
 from agents.realtime.tools import signatures
+from billing.models import BudgetAlert
+from billing.signals import budget_threshold_reached
 from tenants.audit import audit_record
 from tenants.models import Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -278,6 +280,47 @@ def deliveries_create(
     return made
 
 
+def budget_deliveries_create(
+    *, tenant_id: int, alert_id: int, now: datetime | None = None
+) -> list[WebhookDelivery]:
+    """One ``budget.threshold`` delivery per enabled endpoint subscribed to it (whatever agent
+    it is limited to: a budget is the whole tenant's), its payload frozen now; an alert already
+    delivered adds nothing."""
+    now = now or timezone.now()
+    made: list[WebhookDelivery] = []
+    event_type = WebhookEndpoint.Event.BUDGET_THRESHOLD
+    with tenant_scope(tenant_id):
+        alert = BudgetAlert.objects.filter(pk=alert_id).first()
+        if alert is None:
+            return []
+        tenant = Tenant.objects.get(pk=tenant_id)
+        event_id = webhook_payloads.budget_event_id(
+            tenant_id=tenant_id, month=alert.month, threshold_percent=alert.threshold_percent
+        )
+        payload = webhook_payloads.budget_threshold_payload(
+            tenant=tenant, event_id=event_id, alert=alert
+        )
+        for endpoint in WebhookEndpoint.objects.filter(enabled=True).order_by("pk"):
+            if event_type not in endpoint.events:
+                continue
+            delivery, created = WebhookDelivery.objects.get_or_create(
+                idempotency_key=f"{endpoint.pk}:{event_id}",
+                defaults={
+                    "tenant_id": tenant_id, "endpoint": endpoint, "event_type": event_type,
+                    "event_id": event_id, "subject": {"budget_alert_id": alert.pk},
+                    "payload": payload, "next_attempt_at": now,
+                },
+            )  # fmt: skip
+            if created:
+                made.append(delivery)
+    _enqueue_on_commit([(delivery.pk, tenant_id) for delivery in made])
+    return made
+
+
+def _on_budget_threshold(sender: Any, *, tenant_id: int, alert_id: int, **kwargs: Any) -> None:
+    budget_deliveries_create(tenant_id=tenant_id, alert_id=alert_id)
+
+
 def _on_lifecycle(event_type: str) -> Callable[..., None]:
     def receiver(sender: Any, *, session_id: int, tenant_id: int, **kwargs: Any) -> None:
         subject = {
@@ -295,6 +338,9 @@ def signals_connect() -> None:
     """Listen to the session lifecycle (called once from the app's ``ready``)."""
     from agents import signals
 
+    budget_threshold_reached.connect(
+        _on_budget_threshold, weak=False, dispatch_uid="agents.webhooks.budget.threshold"
+    )
     for signal, event_type in (
         (signals.session_started, WebhookEndpoint.Event.SESSION_STARTED),
         (signals.session_ended, WebhookEndpoint.Event.SESSION_ENDED),

@@ -2,7 +2,15 @@
 
 from django.contrib import admin
 
-from billing.models import Invoice, InvoiceLine, PriceBookEntry, SpendCap, TenantPlan, UsageEvent
+from billing.models import (
+    BudgetAlert,
+    Invoice,
+    InvoiceLine,
+    PriceBookEntry,
+    SpendCap,
+    TenantPlan,
+    UsageEvent,
+)
 
 
 @admin.register(PriceBookEntry)
@@ -30,6 +38,22 @@ class TenantPlanAdmin(admin.ModelAdmin):
 class SpendCapAdmin(admin.ModelAdmin):
     list_display = ["tenant", "agent", "widget_key", "daily_limit_usd", "updated_at"]
     raw_id_fields = ["agent", "widget_key"]
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(admin.ModelAdmin):
+    """What the budget alerts sent: read-only (the tenant's budget and its platform ceiling are
+    on the tenant)."""
+
+    list_display = ["tenant", "month", "threshold_percent", "budget_usd", "spend_usd",
+                    "emailed_at", "webhooks_queued_at"]  # fmt: skip
+    list_filter = ["threshold_percent"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(UsageEvent)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from billing import pricing
+from billing import figures, pricing
 
 PALETTE = ("#4f46e5", "#0ea5e9", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b")
 WIDTH, HEIGHT, LEFT, BOTTOM = 720, 220, 48, 24
@@ -62,12 +62,13 @@ def cost_per_day(by_day: dict[date, dict[str, Decimal]], models: list[str]) -> C
 
 
 def tokens_by_type(totals: dict[str, Decimal]) -> Chart:
-    """One horizontal bar per token type (metered audio in seconds)."""
+    """One horizontal bar per token type (metered audio in seconds): billable quantities, so
+    that an input bar excludes the cached tokens its own bar shows (labels say which)."""
     rows = [
         (token_type, totals.get(token_type.code, Decimal(0))) for token_type in pricing.TOKEN_TYPES
     ]
     highest = max((value for _, value in rows), default=Decimal(0))
-    row_height, label_width = 22, 150
+    row_height, label_width = 22, 190
     height = row_height * len(rows) + 8
     bars, labels = [], []
     for index, (token_type, value) in enumerate(rows):
@@ -81,10 +82,10 @@ def tokens_by_type(totals: dict[str, Decimal]) -> Chart:
                 max(width, 1 if value else 0),
                 row_height - 6,
                 PALETTE[index % 7],
-                f"{token_type.label}: {value.normalize():,f} {unit}",
+                f"{figures.quantity_label(token_type)}: {value.normalize():,f} {unit}",
             )  # fmt: skip
         )
-        labels.append((label_width - 8, y + 12, token_type.label))
+        labels.append((label_width - 8, y + 12, figures.quantity_label(token_type)))
         labels.append((label_width + width + 6, y + 12, f"{value.normalize():,f} {unit}"))
     return Chart(WIDTH, height, bars, [], labels, "")
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("usage/", views.usage, name="billing-usage"),
     path("usage/export.csv", views.usage_export, name="billing-usage-export"),
     path("usage/caps/", views.spend_cap_save, name="billing-spend-cap"),
+    path("usage/budget/", views.budget_save, name="billing-budget"),
     path("invoices/", views.invoice_list, name="invoice-list"),
     path("invoices/<int:invoice_id>/", views.invoice_detail, name="invoice-detail"),
     path("invoices/<int:invoice_id>/invoice.csv", views.invoice_csv, name="invoice-csv"),

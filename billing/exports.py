@@ -6,10 +6,12 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from datetime import UTC
+from decimal import Decimal
 from xml.sax.saxutils import escape as xml_escape
 
 from django.utils import timezone
 
+from billing import pricing
 from billing.models import Invoice, InvoiceLine, UsageEvent
 from billing.selectors import TOKEN_FIELDS, event_cost, price_book_load
 
@@ -18,11 +20,18 @@ INVOICE_COLUMNS = [
     "provider", "token_type", "description", "quantity", "quantity_unit", "unit_price_usd",
     "price_unit", "price_effective_from", "provider_amount_usd", "billed_amount_usd",
 ]  # fmt: skip
+# The raw counts as the Realtime API reports them: an input count includes the cached tokens of
+# its modality (cached tokens are a subset), and the column names say so.
+USAGE_TOKEN_COLUMNS = [
+    f"{name}_incl_cached" if name.startswith("input_") else name for name in TOKEN_FIELDS
+]
 USAGE_COLUMNS = [
     "occurred_at", "upstream_response_id", "session_id", "agent_id", "widget_key_id",
-    "provider", "kind", "model", "status", *TOKEN_FIELDS, "audio_ms", "provider_cost_usd",
+    "provider", "kind", "model", "status", *USAGE_TOKEN_COLUMNS, "audio_ms", "billed_usd",
     "invoice",
 ]  # fmt: skip
+# Staff only: the platform's own cost, after the billed amount.
+USAGE_COLUMNS_WITH_PROVIDER_COST = [*USAGE_COLUMNS[:-1], "provider_cost_usd", "invoice"]
 
 
 class _Echo:
@@ -71,12 +80,25 @@ def invoice_csv(invoice: Invoice, lines: Iterable[InvoiceLine]) -> str:
     return buffer.getvalue()
 
 
-def usage_csv_rows(events: Iterable[UsageEvent]) -> Iterator[str]:
-    """CSV lines of raw usage events, one at a time (the events should be an ``iterator()``)."""
+def usage_csv_rows(
+    events: Iterable[UsageEvent],
+    *,
+    markup_percent: Decimal = Decimal(0),
+    with_provider_cost: bool = False,
+) -> Iterator[str]:
+    """CSV lines of raw usage events, one at a time (the events should be an ``iterator()``).
+
+    ``billed_usd`` is each event's billed amount, unrounded (the invoice rounds per line);
+    ``with_provider_cost`` (staff) adds the provider cost.
+    """
     writer = csv.writer(_Echo())
     book = price_book_load()
-    yield writer.writerow(USAGE_COLUMNS)
+    yield writer.writerow(USAGE_COLUMNS_WITH_PROVIDER_COST if with_provider_cost else USAGE_COLUMNS)
     for event in events:
+        cost = event_cost(event, book)
+        amounts = [pricing.with_markup(cost, markup_percent)]
+        if with_provider_cost:
+            amounts.append(cost)
         yield writer.writerow(
             [
                 timezone.localtime(event.occurred_at, UTC).isoformat(),
@@ -90,7 +112,7 @@ def usage_csv_rows(events: Iterable[UsageEvent]) -> Iterator[str]:
                 event.status,
                 *(getattr(event, name) for name in TOKEN_FIELDS),
                 event.audio_ms,
-                event_cost(event, book),
+                *amounts,
                 event.invoice_id or "",
             ]  # fmt: skip
         )

@@ -355,3 +355,37 @@ class InvoiceLine(TenantOwnedModel):
         if status.first() == Invoice.Status.ISSUED:
             raise ValueError("issued invoices are immutable")
         super().save(*args, **kwargs)
+
+
+class BudgetAlert(TenantOwnedModel):
+    """One threshold (50, 80 or 100 % of the monthly budget) crossed in one month: a row, once.
+
+    The unique (tenant, month, threshold) makes "once per threshold per month" the database's
+    promise: concurrent checks both try the insert, one wins, the other gets an IntegrityError
+    and sends nothing. What was sent is recorded on the row: ``emailed_at`` is claimed by one
+    conditional UPDATE before the mail goes out (and released if sending fails, so that the next
+    check tries again), ``webhooks_queued_at`` once the tenant's webhook deliveries exist (those
+    are keyed per endpoint and event, so queueing twice sends once).
+    """
+
+    THRESHOLDS = (50, 80, 100)
+
+    month = models.DateField(help_text="First day of the month.")
+    threshold_percent = models.PositiveSmallIntegerField()
+    budget_usd = models.DecimalField(**MONEY)  # the budget in force when it was crossed
+    spend_usd = models.DecimalField(**MONEY)  # billed month-to-date spend, to the cent
+    created_at = models.DateTimeField(auto_now_add=True)
+    email_recipients = models.JSONField(default=list, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    webhooks_queued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-month", "threshold_percent"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "month", "threshold_percent"], name="budget_alert_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold_percent}% of ${self.budget_usd} in {self.month:%Y-%m}"

@@ -270,6 +270,11 @@ class UsageRow:
     cost: Decimal
     billed: Decimal
 
+    @property
+    def quantities(self) -> dict[str, Decimal]:
+        """Billable quantities by token type: input excludes cached tokens (as invoiced)."""
+        return pricing.billable_quantities(self.counts)
+
 
 @dataclass
 class UsageSummary:
@@ -279,8 +284,10 @@ class UsageSummary:
     cost: Decimal = Decimal(0)
     billed: Decimal = Decimal(0)
     markup_percent: Decimal = Decimal(0)
-    by_day_and_model: dict[date, dict[str, Decimal]] = field(default_factory=dict)
+    by_day_and_model: dict[date, dict[str, Decimal]] = field(default_factory=dict)  # provider
+    billed_by_day_and_model: dict[date, dict[str, Decimal]] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
+    # Billable quantities (``pricing.billable_quantities``): input excludes cached tokens.
     tokens_by_type: dict[str, Decimal] = field(default_factory=dict)
     # Of ``cost``/``billed``: the console's Try-it sessions (real upstream usage on the
     # tenant's key, billed like any session, but never widget usage).
@@ -334,6 +341,10 @@ def usage_summary(*, tenant_id: int, start: date, end: date) -> UsageSummary:
     day = start
     while day <= end:
         summary.by_day_and_model[day] = by_day.get(day, {})
+        summary.billed_by_day_and_model[day] = {
+            model: pricing.with_markup(cost, terms.markup_percent)
+            for model, cost in by_day.get(day, {}).items()
+        }
         day += timedelta(days=1)
     summary.models = sorted(models)
     summary.tokens_by_type = tokens
@@ -355,3 +366,57 @@ def usage_events_for_export(*, start: datetime, end: datetime) -> Iterable[Usage
         .order_by("occurred_at", "pk")
         .iterator(chunk_size=2000)
     )
+
+
+# --- spend next to each cap ---------------------------------------------------------------
+
+
+@dataclass
+class SpendFigures:
+    """Billed spend (unrounded) of the current UTC day and month."""
+
+    today: Decimal = Decimal(0)
+    month: Decimal = Decimal(0)
+
+
+@dataclass
+class CapSpend:
+    tenant: SpendFigures = field(default_factory=SpendFigures)
+    by_agent: dict[int, SpendFigures] = field(default_factory=dict)
+    by_widget_key: dict[int, SpendFigures] = field(default_factory=dict)
+
+
+def cap_spend(*, tenant_id: int, now: datetime | None = None) -> CapSpend:
+    """The billed spend today and this month of the tenant, of each agent and of each widget
+    key: what the monthly budget and the daily caps are checked against (``billing.spend``),
+    from one grouped query over the month's events."""
+    now = now or timezone.now()
+    book = price_book_load()
+    terms = plan_terms(tenant_id=tenant_id)
+    today = utc_day(now)
+    result = CapSpend()
+    with tenant_scope(tenant_id):
+        rows = (
+            UsageEvent.objects.filter(occurred_at__gte=month_start(now))
+            .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
+            .values("agent_id", "widget_key_id", "model", "provider", "day")
+            .annotate(**{name: Sum(name) for name in COUNT_FIELDS})
+            .order_by()
+        )
+        for row in rows:
+            cost = safe_cost(
+                book, model=row["model"], provider=row["provider"], day=row["day"],
+                counts=counts_from_row(row),
+            )  # fmt: skip
+            billed = pricing.with_markup(cost, terms.markup_percent)
+            figures = [result.tenant]
+            if row["agent_id"] is not None:
+                figures.append(result.by_agent.setdefault(row["agent_id"], SpendFigures()))
+            if row["widget_key_id"] is not None:
+                key = row["widget_key_id"]
+                figures.append(result.by_widget_key.setdefault(key, SpendFigures()))
+            for figure in figures:
+                figure.month += billed
+                if row["day"] == today:
+                    figure.today += billed
+    return result

@@ -14,6 +14,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing import pricing
+from billing.budgets import budget_alerts_check
 from billing.models import (
     BillingLock,
     Invoice,
@@ -217,7 +218,19 @@ def tally_session(*, session_id: int) -> int:
         )
     for tenant_id, day in pairs:
         tally_recompute_day(tenant_id=tenant_id, day=day)
+    budget_alerts_after_tally({tenant_id for tenant_id, _ in pairs})
     return len(pairs)
+
+
+def budget_alerts_after_tally(tenant_ids: set[int]) -> None:
+    """Check the monthly budget alerts of the tenants whose usage was just tallied: off the
+    audio path, within a minute of the spend. A failure here never fails the tally (the next
+    tally checks again)."""
+    for tenant_id in sorted(tenant_ids):
+        try:
+            budget_alerts_check(tenant_id=tenant_id)
+        except Exception:
+            logger.exception("could not check the budget alerts of tenant %s", tenant_id)
 
 
 def tally_sweep(*, limit: int = 500) -> int:
@@ -232,6 +245,7 @@ def tally_sweep(*, limit: int = 500) -> int:
         )
     for tenant_id, day in pairs:
         tally_recompute_day(tenant_id=tenant_id, day=day)
+    budget_alerts_after_tally({tenant_id for tenant_id, _ in pairs})
     return len(pairs)
 
 

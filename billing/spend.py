@@ -98,9 +98,10 @@ def spend_allowances(
         if widget_key_id is not None:
             caps += list(SpendCap.objects.filter(widget_key_id=widget_key_id))
     allowances = []
-    if tenant.monthly_budget_usd is not None:
+    budget = tenant.effective_monthly_budget_usd  # the tenant's, within the platform's ceiling
+    if budget is not None:
         spent = tenant_month_spend(tenant_id=tenant_id)
-        allowances.append(Allowance("monthly budget", tenant.monthly_budget_usd - spent))
+        allowances.append(Allowance("monthly budget", budget - spent))
     for cap in caps:
         if cap.agent_id is not None:
             spent = tenant_day_spend(tenant_id=tenant_id, agent_id=cap.agent_id)

@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.db import transaction
 
-from billing import services
+from billing import budgets, services
 
 logger = logging.getLogger(__name__)
 
@@ -60,5 +60,29 @@ def enqueue_session_tally(session_id: int) -> None:
             tally_session.delay(session_id)
         except Exception:
             logger.warning("could not queue the tally of session %s; the sweep will", session_id)
+
+    transaction.on_commit(send)
+
+
+@shared_task(
+    name="billing.budget_alerts_check",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMIT - 10,
+    time_limit=TIME_LIMIT,
+)
+def budget_alerts_check(tenant_id: int) -> int:
+    """A tenant's budget alerts, checked now (after its budget changed)."""
+    return len(budgets.budget_alerts_check(tenant_id=tenant_id))
+
+
+def enqueue_budget_alerts_check(tenant_id: int) -> None:
+    """Queue the check once the current transaction commits; never raises (the next tally
+    checks again)."""
+
+    def send() -> None:
+        try:
+            budget_alerts_check.delay(tenant_id)
+        except Exception:
+            logger.warning("could not queue the budget alert check of tenant %s", tenant_id)
 
     transaction.on_commit(send)

@@ -6,17 +6,21 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import charts, exports, pricing, services
-from billing.models import Invoice, InvoiceLine, SpendCap
+from billing import budgets, charts, exports, figures, pricing, services, tasks
+from billing.forms import MonthlyBudgetForm
+from billing.models import BudgetAlert, Invoice, InvoiceLine, SpendCap
 from billing.selectors import (
+    SpendFigures,
+    cap_spend,
     day_start,
     month_first_day,
-    tenant_month_spend,
+    plan_terms,
     usage_events_for_export,
     usage_summary,
     utc_day,
@@ -50,25 +54,69 @@ def _date_range(request: HttpRequest) -> tuple[date, date, str]:
 @require_GET
 @tenant_view(finance=True)
 def usage(request: HttpRequest) -> HttpResponse:
+    return _usage_page(request)
+
+
+def _usage_page(
+    request: HttpRequest, *, budget_form: MonthlyBudgetForm | None = None, status: int = 200
+) -> HttpResponse:
     start, end, error = _date_range(request)
     if error:
         messages.error(request, error)
     tenant = request.tenant
     summary = usage_summary(tenant_id=tenant.pk, start=start, end=end)
+    spend = cap_spend(tenant_id=tenant.pk)
     caps = list(SpendCap.objects.select_related("agent", "widget_key").order_by("pk"))
+    for cap in caps:  # today's and this month's billed spend, next to each cap
+        by_target = spend.by_agent if cap.agent_id else spend.by_widget_key
+        cap.spend = by_target.get(cap.agent_id or cap.widget_key_id, SpendFigures())
+    if budget_form is None:
+        budget_form = MonthlyBudgetForm(
+            initial={"monthly_budget_usd": tenant.monthly_budget_usd},
+            ceiling=tenant.monthly_budget_ceiling_usd,
+        )
     context = {
         "start": start,
         "end": end,
         "summary": summary,
-        "cost_chart": charts.cost_per_day(summary.by_day_and_model, summary.models),
+        "show_provider_cost": request.user.is_staff,
+        "cost_chart": charts.cost_per_day(summary.billed_by_day_and_model, summary.models),
         "token_chart": charts.tokens_by_type(summary.tokens_by_type),
-        "month_spend": tenant_month_spend(tenant_id=tenant.pk),
+        "spend": spend,
+        "budget": tenant.effective_monthly_budget_usd,
+        "budget_form": budget_form,
+        "alerts": BudgetAlert.objects.filter(month=month_first_day(utc_day(timezone.now()))),
         "caps": caps,
         "agents": capped_agents(),
         "widget_keys": WidgetKey.objects.filter(revoked_at__isnull=True).order_by("name"),
-        "token_types": pricing.TOKEN_TYPES,
+        "cached_note": figures.CACHED_NOTE,
+        "billed_note": figures.BILLED_NOTE,
     }
-    return render(request, "console/billing/usage.html", context)
+    return render(request, "console/billing/usage.html", context, status=status)
+
+
+@require_POST
+@tenant_view(finance=True)
+def budget_save(request: HttpRequest) -> HttpResponse:
+    """Set or clear the tenant's monthly budget, up to the platform's ceiling (owner, finance)."""
+    tenant = request.tenant
+    form = MonthlyBudgetForm(request.POST, ceiling=tenant.monthly_budget_ceiling_usd)
+    if form.is_valid():
+        amount = form.cleaned_data["monthly_budget_usd"]
+        try:
+            changed = budgets.tenant_budget_set(tenant=tenant, actor=request.user, amount=amount)
+        except ValidationError as problem:  # the ceiling moved since the form was read
+            for message in problem.message_dict.get("monthly_budget_usd", []):
+                form.add_error("monthly_budget_usd", message)
+        else:
+            if changed:
+                tasks.enqueue_budget_alerts_check(tenant.pk)
+                messages.success(
+                    request,
+                    "Monthly budget saved." if amount is not None else "Monthly budget removed.",
+                )
+            return redirect("billing-usage", tenant_slug=tenant.slug)
+    return _usage_page(request, budget_form=form, status=400)
 
 
 def capped_agents():
@@ -85,6 +133,8 @@ def usage_export(request: HttpRequest) -> StreamingHttpResponse | HttpResponse:
     if error:
         return HttpResponse(error, status=400, content_type="text/plain")
     tenant_id = request.tenant.pk
+    markup_percent = plan_terms(tenant_id=tenant_id).markup_percent
+    with_provider_cost = request.user.is_staff
 
     def rows():
         # The response is streamed after the view returns: enter the tenant's scope again.
@@ -92,7 +142,9 @@ def usage_export(request: HttpRequest) -> StreamingHttpResponse | HttpResponse:
             events = usage_events_for_export(
                 start=day_start(start), end=day_start(end + timedelta(days=1))
             )
-            yield from exports.usage_csv_rows(events)
+            yield from exports.usage_csv_rows(
+                events, markup_percent=markup_percent, with_provider_cost=with_provider_cost
+            )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     filename = f"usage-{request.tenant.slug}-{start:%Y%m%d}-{end:%Y%m%d}.csv"

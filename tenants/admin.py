@@ -18,7 +18,10 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "status", "max_concurrent_sessions", "monthly_budget_usd"]
+    list_display = [
+        "name", "slug", "status", "max_concurrent_sessions", "monthly_budget_usd",
+        "monthly_budget_ceiling_usd",
+    ]  # fmt: skip
     list_filter = ["status"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]

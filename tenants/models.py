@@ -52,7 +52,19 @@ class Tenant(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
-        help_text="Spend cap per calendar month in USD; empty means no cap.",
+        help_text="Spend cap per calendar month in billed USD; empty means no cap of the "
+        "tenant's own (the ceiling, if any, still applies). Owners and finance members set it "
+        "in the console, up to the ceiling.",
+    )
+    # The platform's limit on the monthly budget (staff set it in the admin): owners and finance
+    # members choose their budget up to it, and with no budget of their own it is the cap.
+    monthly_budget_ceiling_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="The highest monthly budget (billed USD) the tenant may set; empty: no limit.",
     )
     max_session_minutes = models.PositiveIntegerField(default=60)
     # The public widget's key and Origin are no authentication outside a browser: widget
@@ -151,7 +163,18 @@ class Tenant(models.Model):
 
     @property
     def has_budget(self) -> bool:
-        return self.monthly_budget_usd is not None and self.monthly_budget_usd >= Decimal("0")
+        return self.effective_monthly_budget_usd is not None
+
+    @property
+    def effective_monthly_budget_usd(self) -> Decimal | None:
+        """The monthly cap in force: the tenant's budget, never above the platform's ceiling
+        (which is the cap when the tenant set none). None: no cap at all."""
+        amounts = [
+            amount
+            for amount in (self.monthly_budget_usd, self.monthly_budget_ceiling_usd)
+            if amount is not None
+        ]
+        return min(amounts) if amounts else None
 
 
 class Role(models.TextChoices):

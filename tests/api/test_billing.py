@@ -35,7 +35,7 @@ def test_usage_by_day_agent_and_model_adds_up_to_the_console(api_a, world, usage
     by_day = api_a.get("/api/v1/usage", query={**query, "group_by": "day"})
     assert by_day.status == 200, by_day.body
     summary = usage_summary(tenant_id=world.tenant_a.pk, start=OCTOBER, end=date(2026, 10, 31))
-    assert Decimal(by_day.body["cost_usd"]) == summary.cost.quantize(Decimal("0.000001"))
+    assert Decimal(by_day.body["billed_usd"]) == summary.billed.quantize(Decimal("0.000001"))
     days = by_day.body["data"]
     assert len(days) == 31 and days[0]["day"] == "2026-10-01"
     assert [d["day"] for d in days if d["responses"]] == ["2026-10-03", "2026-10-09"]
@@ -46,9 +46,9 @@ def test_usage_by_day_agent_and_model_adds_up_to_the_console(api_a, world, usage
     assert {row["model"]: row["responses"] for row in by_model} == {
         "gpt-realtime-2": 2, "gpt-realtime-mini": 1,
     }  # fmt: skip
-    total = sum(Decimal(row["cost_usd"]) for row in by_model)
-    assert total == Decimal(by_day.body["cost_usd"])
-    assert Decimal(by_day.body["cost_usd"]) > 0
+    total = sum(Decimal(row["billed_usd"]) for row in by_model)
+    assert total == Decimal(by_day.body["billed_usd"])
+    assert Decimal(by_day.body["billed_usd"]) > 0
 
 
 @pytest.mark.parametrize(
@@ -93,5 +93,5 @@ def test_another_tenants_invoices_and_usage_stay_theirs(api_b, world, usage_a):
         assert (answer.status, error_of(answer)["code"]) == (404, "invoice_not_found")
     assert api_b.get("/api/v1/invoices").body["data"] == []
     usage = api_b.get("/api/v1/usage", query={"start": "2026-10-01", "end": "2026-10-31"}).body
-    assert Decimal(usage["cost_usd"]) == 0
+    assert Decimal(usage["billed_usd"]) == 0
     assert all(row["responses"] == 0 for row in usage["data"])

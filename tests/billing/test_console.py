@@ -64,7 +64,9 @@ def test_finance_pages_render_for_owner_and_finance(client, world, invoiced, rol
     page = client.get(reverse("billing-usage", args=["tenant-a"]) + october)
     body = page.content.decode()
     assert "<svg" in body and "gpt-realtime-mini" in body and "Support" in body
-    assert "$1.52</span><span>provider cost" in body  # 0.3216 + 1.20, shown to the cent
+    # No plan: billed equals provider cost, and the page says which it shows (billed only).
+    assert "$1.52</span><span>billed, Oct 1, 2026–Oct 31, 2026" in body  # to the cent
+    assert "provider cost" not in body.lower()  # the platform's own cost: staff only
     assert "$0.3216" in body and "$1.2000" in body  # the daily rows, exact
     assert 'href="/t/tenant-a/invoices/"' in body  # the sidebar link
     detail = client.get(reverse("invoice-detail", args=["tenant-a", invoiced.pk])).content.decode()
@@ -128,8 +130,9 @@ def test_usage_export_streams_the_events_of_the_range(client, world, invoiced):
     assert response.streaming
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [row["upstream_response_id"] for row in rows] == ["r1", "r2"]
-    assert [Decimal(row["provider_cost_usd"]) for row in rows] == [Decimal("0.3216"),
-                                                                    Decimal("1.2")]  # fmt: skip
+    assert [Decimal(row["billed_usd"]) for row in rows] == [Decimal("0.3216"),
+                                                             Decimal("1.2")]  # fmt: skip
+    assert "provider_cost_usd" not in rows[0]  # staff only
     assert rows[0]["invoice"] == str(invoiced.pk)
     bad = client.get(reverse("billing-usage-export", args=["tenant-a"]) + "?start=nope")
     assert bad.status_code == 400

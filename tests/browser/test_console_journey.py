@@ -75,7 +75,7 @@ def test_admin_creates_an_agent_tries_it_and_reads_the_transcript(
     transcript = driver.find_element(By.ID, "transcript").text
     assert heard in transcript
     assert transcript.index(heard) < transcript.index(f"You said: {heard}.")
-    assert "Cost so far" in driver.page_source
+    assert "Billed so far" in driver.page_source
     screenshot(driver, tmp_path, "session-detail")
 
     pages = (

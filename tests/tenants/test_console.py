@@ -128,6 +128,7 @@ TENANT_URLS = {
     "billing-usage": ("GET", ()),
     "billing-usage-export": ("GET", ()),
     "billing-spend-cap": ("POST", ()),
+    "billing-budget": ("POST", ()),
     "invoice-list": ("GET", ()),
     "invoice-detail": ("GET", ("invoice_id",)),
     "invoice-csv": ("GET", ("invoice_id",)),

@@ -36,8 +36,9 @@ def usage(
     end: date | None = None,
     group_by: schemas.one_of(GROUPINGS) = "day",  # type: ignore[valid-type]
 ) -> dict[str, Any]:
-    """Usage and cost from ``start`` to ``end`` (inclusive, UTC days; default: this month so
-    far), one row per day, agent or model, as the console's usage page counts it."""
+    """Usage and its billed amount from ``start`` to ``end`` (inclusive, UTC days; default:
+    this month so far), one row per day, agent or model, as the console's usage page counts it.
+    Input quantities exclude cached tokens, which have their own quantities."""
     api_key = caller(request)
     if group_by not in GROUPINGS:
         raise ApiError(400, "invalid_value", "group_by: day, agent or model", param="group_by")
@@ -62,10 +63,9 @@ def usage(
             fields = {"model": row.model}
         group = groups.setdefault(
             key,
-            {**fields, "responses": 0, "cost": Decimal(0), "billed": Decimal(0), "quantities": {}},
+            {**fields, "responses": 0, "billed": Decimal(0), "quantities": {}},
         )
         group["responses"] += row.responses
-        group["cost"] += row.cost
         group["billed"] += row.billed
         for code, quantity in pricing.billable_quantities(row.counts).items():
             group["quantities"][code] = group["quantities"].get(code, Decimal(0)) + quantity
@@ -74,8 +74,7 @@ def usage(
         while day <= end:
             groups.setdefault(
                 day,
-                {"day": day, "responses": 0, "cost": Decimal(0), "billed": Decimal(0),
-                 "quantities": {}},
+                {"day": day, "responses": 0, "billed": Decimal(0), "quantities": {}},
             )  # fmt: skip
             day += timedelta(days=1)
     rows = []
@@ -83,9 +82,8 @@ def usage(
         group = groups[key]
         rows.append(
             {
-                **{k: v for k, v in group.items() if k not in ("cost", "billed", "quantities")},
+                **{k: v for k, v in group.items() if k not in ("billed", "quantities")},
                 "quantities": {code: str(q) for code, q in group["quantities"].items()},
-                "cost_usd": _money(group["cost"]),
                 "billed_usd": _money(group["billed"]),
             }
         )
@@ -93,7 +91,8 @@ def usage(
         "start": start,
         "end": end,
         "group_by": group_by,
-        "cost_usd": _money(summary.cost),
+        "amount_basis": "billed",
+        "cached_tokens_in_input": False,
         "billed_usd": _money(summary.billed),
         "data": rows,
     }

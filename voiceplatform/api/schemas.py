@@ -307,17 +307,26 @@ class UsageRowOut(Schema):
     agent_name: str | None = None
     model: str | None = None
     responses: int
-    quantities: dict[str, str] = Field(description="Billable quantity per token type")
-    cost_usd: str = Field(description="Provider cost, decimal string")
-    billed_usd: str = Field(description="With the plan's markup, decimal string")
+    quantities: dict[str, str] = Field(
+        description="Billable quantity per token type, as invoiced: text_in, audio_in and "
+        "image_in exclude cached tokens, which are counted in text_cached, audio_cached and "
+        "image_cached; audio_seconds is metered audio"
+    )
+    billed_usd: str = Field(
+        description="Billed amount (usage priced by the price book under your plan, as the "
+        "invoice bills it before rounding each line to the cent), decimal string"
+    )
 
 
 class UsageOut(Schema):
     start: date
     end: date
     group_by: str
-    cost_usd: str
-    billed_usd: str
+    amount_basis: str = Field(description='Always "billed": every amount is a billed amount')
+    cached_tokens_in_input: bool = Field(
+        description="Always false: input quantities exclude cached tokens (counted apart)"
+    )
+    billed_usd: str = Field(description="Billed amount of the range, decimal string")
     data: list[UsageRowOut]
 
 
