@@ -1,17 +1,18 @@
-"""Soak: two Daphne processes, N sessions, a Redis and a PostgreSQL blip; is any usage lost?
+"""Soak: two server processes, N sessions, a Redis and a PostgreSQL blip; is any usage lost?
 
 `make soak` (or `python -m bench.soak [--sessions 20] [--seconds 90] [--redis-blip 10]
 [--pg-blip 10]`) runs the production shape on this machine: its own Redis (a ``redis-server``
 on a free port, stopped and restarted for the Redis blip), its own PostgreSQL database on
 127.0.0.1:5432 (its connections refused and its backends terminated for the PostgreSQL blip),
-two Daphne processes serving it, and a scripted OpenAI stand-in whose every ``response.done``
-carries a distinct, known usage. ``--sessions`` API clients (half on each Daphne) talk for
+two server processes serving it (``voiceplatform.serve``: uvicorn, production's server, or
+``--server daphne``), and a scripted OpenAI stand-in whose every ``response.done``
+carries a distinct, known usage. ``--sessions`` API clients (half on each process) talk for
 ``--seconds``: audio appends every 100 ms and one ``response.create`` after another. A client
 whose session ends reconnects (to the other process), as the README tells API clients to.
 
 Printed: sessions served, responses the upstream completed, the ledger's count and tokens
 against the upstream's (usage lost must be 0, doubled must be 0), sessions left open, and each
-Daphne's RSS before (after warm-up) and after.
+server's RSS before (after warm-up) and after.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import psycopg
 import websockets
 
 from bench import procfs
+from voiceplatform.serve import DEFAULT_SERVER, SERVERS
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 AUDIO = base64.b64encode(b"\x00\x01" * 2400).decode()  # 100 ms of 24 kHz pcm16
 PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -185,10 +186,11 @@ def manage(environ: dict, *args: str) -> str:
     return result.stdout
 
 
-def daphne(environ: dict, port: int, log: Path) -> subprocess.Popen:
+def serve(environ: dict, server: str, port: int, log: Path) -> subprocess.Popen:
+    """The platform as production serves it (the Procfile's launcher) on ``port``."""
     process = subprocess.Popen(
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-         "voiceplatform.asgi:application"],
+        [sys.executable, "-m", "voiceplatform.serve", "--server", server,
+         "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=environ, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )  # fmt: skip
     import socket
@@ -199,7 +201,7 @@ def daphne(environ: dict, port: int, log: Path) -> subprocess.Popen:
             return process
         assert process.poll() is None, log.read_text()[-3000:]
         time.sleep(0.2)
-    raise SystemExit("daphne did not start")
+    raise SystemExit(f"{server} did not start")
 
 
 class Clients:
@@ -288,6 +290,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--redis-blip", type=float, default=10.0)
     parser.add_argument("--pg-blip", type=float, default=10.0)
+    parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER)
     args = parser.parse_args()
 
     upstream = Upstream()
@@ -316,7 +319,8 @@ def main() -> None:
             for number, port in enumerate(ports):
                 # Each process its own journal folder, as on two machines.
                 own = {**environ, "VP_JOURNAL_DIR": f"{data_dir}/journal-{number}"}
-                processes.append(daphne(own, port, Path(data_dir) / f"daphne-{number}.log"))
+                log = Path(data_dir) / f"{args.server}-{number}.log"
+                processes.append(serve(own, args.server, port, log))
             clients = Clients(ports, created["key"], created["agent"])
             before = rss_mib(processes)
             began = time.monotonic()
@@ -342,7 +346,7 @@ def main() -> None:
             wrong = [key for key in truth if key in ledger and ledger[key] != truth[key]]
             took = time.monotonic() - began
             print(f"sessions served: {clients.sessions} ({args.sessions} clients, "
-                  f"{args.seconds:.0f} s, 2 Daphne processes) in {took:.0f} s")  # fmt: skip
+                  f"{args.seconds:.0f} s, 2 {args.server} processes) in {took:.0f} s")  # fmt: skip
             print(f"responses completed upstream: {len(truth)}; seen by clients: "
                   f"{clients.responses}")  # fmt: skip
             print(f"ledger: {len(ledger)} responses, {sum(ledger.values())} tokens; upstream: "
@@ -351,7 +355,8 @@ def main() -> None:
                   f"tokens differing: {len(wrong)}")  # fmt: skip
             print(f"sessions left open: {open_sessions}; client-side endings: {clients.endings}")
             settled = rss_mib(processes)
-            print("RSS MiB per Daphne: before " + ", ".join(f"{v:.1f}" for v in before)
+            print(f"RSS MiB per {args.server} process: before "
+                  + ", ".join(f"{v:.1f}" for v in before)
                   + " | after the run " + ", ".join(f"{v:.1f}" for v in after_run)
                   + " | after settling " + ", ".join(f"{v:.1f}" for v in settled))  # fmt: skip
             if lost:
