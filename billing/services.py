@@ -388,7 +388,7 @@ def invoice_mark_paid(
             _, credited = _credited(invoice)
             invoice.status = Invoice.Status.PAID
             invoice.paid_at = paid_at or timezone.now()
-            invoice.amount_paid = max(invoice.total - credited, Decimal(0))
+            invoice.amount_paid = pricing.cents(max(invoice.total - credited, Decimal(0)))
             invoice.save(update_fields=["status", "paid_at", "amount_paid"])
             audit_record(
                 tenant=invoice.tenant_id,

@@ -53,7 +53,9 @@ def populate(slug: str) -> dict[str, int]:
         WebhookDelivery,
         WebhookEndpoint,
     )
-    from billing.services import invoice_close_month, usage_event_record
+    from decimal import Decimal
+
+    from billing.services import credit_note_issue, invoice_close_month, usage_event_record
     from tenants import crypto, services
     from tenants.models import Membership, Role, Tenant
     from tenants.scoping import scopes_disabled, tenant_scope
@@ -137,6 +139,9 @@ def populate(slug: str) -> dict[str, int]:
     invoice = invoice_close_month(
         tenant_id=tenant.pk, month=date(2026, 10, 1), now=datetime(2026, 11, 2, tzinfo=UTC)
     )
+    credit_note = credit_note_issue(
+        invoice_id=invoice.pk, subtotal=Decimal("0.01"), reason="Goodwill " + LONG_WORD, actor=None
+    )
     return {
         "agent_id": agent.pk,
         "version_id": first_version.pk,
@@ -149,4 +154,5 @@ def populate(slug: str) -> dict[str, int]:
         "endpoint_id": endpoint.pk,
         "delivery_id": delivery.pk,
         "invoice_id": invoice.pk,
+        "credit_note_id": credit_note.pk,
     }
