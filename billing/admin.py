@@ -200,6 +200,10 @@ class IssuerProfileAdmin(admin.ModelAdmin):
 
     list_display = ["legal_name", "tax_id", "invoice_prefix", "credit_note_prefix", "updated_at"]
 
+    def has_add_permission(self, request):
+        # One issuer: the first close creates it from VP_ISSUER_*; staff edit that row.
+        return not IssuerProfile.objects.exists() and super().has_add_permission(request)
+
     def has_delete_permission(self, request, obj=None):
         return False
 

@@ -48,17 +48,24 @@ from tenants.scoping import tenant_scope
 
 
 def issuer_profile_get() -> IssuerProfile:
-    """The platform operator's profile (the first row), created from ``VP_ISSUER_*`` if none."""
+    """The platform operator's profile (the first row), created from ``VP_ISSUER_*`` if none.
+
+    Created with a fixed primary key: concurrent first closes must not each create an issuer
+    (and each start a series at 1); ``get_or_create`` lets one insert win and the others read it.
+    """
     issuer = IssuerProfile.objects.order_by("pk").first()
     if issuer is None:
-        issuer = IssuerProfile.objects.create(
-            legal_name=settings.VP_ISSUER_LEGAL_NAME,
-            address=settings.VP_ISSUER_ADDRESS,
-            tax_id=settings.VP_ISSUER_TAX_ID,
-            email=settings.VP_ISSUER_EMAIL,
-            payment_details=settings.VP_ISSUER_PAYMENT_DETAILS,
-            invoice_prefix=settings.VP_ISSUER_INVOICE_PREFIX,
-            credit_note_prefix=settings.VP_ISSUER_CREDIT_NOTE_PREFIX,
+        issuer, _ = IssuerProfile.objects.get_or_create(
+            pk=1,
+            defaults={
+                "legal_name": settings.VP_ISSUER_LEGAL_NAME,
+                "address": settings.VP_ISSUER_ADDRESS,
+                "tax_id": settings.VP_ISSUER_TAX_ID,
+                "email": settings.VP_ISSUER_EMAIL,
+                "payment_details": settings.VP_ISSUER_PAYMENT_DETAILS,
+                "invoice_prefix": settings.VP_ISSUER_INVOICE_PREFIX,
+                "credit_note_prefix": settings.VP_ISSUER_CREDIT_NOTE_PREFIX,
+            },
         )
     return issuer
 
