@@ -40,6 +40,7 @@ def tenant_page_urls(slug: str, ids: dict[str, Any]) -> dict[str, str]:
 def populate(slug: str) -> dict[str, int]:
     """Objects of every kind in tenant ``slug`` (whose first owner acts), with long values."""
     from datetime import UTC, date, datetime
+    from decimal import Decimal
 
     from django.utils import timezone
 
@@ -53,8 +54,6 @@ def populate(slug: str) -> dict[str, int]:
         WebhookDelivery,
         WebhookEndpoint,
     )
-    from decimal import Decimal
-
     from billing.services import credit_note_issue, invoice_close_month, usage_event_record
     from tenants import crypto, services
     from tenants.models import Membership, Role, Tenant
