@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing import pricing
-from billing.models import BudgetAlert
+from billing.models import BudgetAlert, TenantBillingProfile
 from billing.selectors import month_start, tenant_month_spend
 from billing.signals import budget_threshold_reached
 from tenants.audit import audit_record
@@ -136,12 +136,16 @@ def budget_alerts_check(*, tenant_id: int, now: datetime | None = None) -> list[
 
 
 def budget_alert_recipients(*, tenant_id: int) -> list[str]:
-    """The e-mail addresses of the tenant's owners and finance members (active users)."""
+    """The e-mail addresses of the tenant's owners and finance members (active users), and
+    the billing e-mail of its billing profile."""
     with tenant_scope(tenant_id):
-        emails = Membership.objects.filter(
-            role__in=FINANCE_ROLES, user__is_active=True
-        ).values_list("user__email", flat=True)
-        return sorted({email for email in emails if email})
+        emails = set(
+            Membership.objects.filter(role__in=FINANCE_ROLES, user__is_active=True).values_list(
+                "user__email", flat=True
+            )
+        )
+        emails.update(TenantBillingProfile.objects.values_list("billing_email", flat=True))
+        return sorted(email for email in emails if email)
 
 
 def budget_alerts_send(*, tenant_id: int, now: datetime | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Console forms of billing."""
+"""Console forms of billing: the tenant's monthly budget and its billing profile (owners and
+finance)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from django import forms
 
 from billing.budgets import budget_amount_problem
+from billing.models import TaxMode, TenantBillingProfile
 
 
 class MonthlyBudgetForm(forms.Form):
@@ -40,3 +42,31 @@ class MonthlyBudgetForm(forms.Form):
         if problem:
             raise forms.ValidationError(problem)
         return amount
+
+
+# What the tenant writes. Payment terms and tax are the platform's to set (admin): a tenant
+# choosing its own tax rate could invoice itself at 0 %.
+PROFILE_FIELDS = ["legal_name", "address", "tax_id", "billing_email", "currency_display"]
+
+
+class BillingProfileForm(forms.ModelForm):
+    class Meta:
+        model = TenantBillingProfile
+        fields = PROFILE_FIELDS
+        labels = {
+            "legal_name": "Legal name",
+            "tax_id": "Tax ID (VAT number)",
+            "billing_email": "Billing e-mail",
+            "currency_display": "Show amounts as",
+        }
+        help_texts = {
+            "legal_name": "As on your invoices; your account's name when empty.",
+            "currency_display": "Amounts are always billed in US dollars.",
+        }
+        widgets = {"address": forms.Textarea(attrs={"rows": 3})}
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.tax_mode == TaxMode.REVERSE_CHARGE and not cleaned.get("tax_id"):
+            self.add_error("tax_id", "Reverse charge needs your tax ID on the invoice.")
+        return cleaned

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.storage import FileSystemStorage, Storage
+from django.core.validators import (
+    FileExtensionValidator,
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+)
 from django.db import models
 from django.db.models import Q
 
@@ -135,7 +144,7 @@ class PriceBookEntry(models.Model):
         return pricing.Rates(**{name: getattr(self, name) for name in pricing.RATE_FIELDS})
 
     def version(self) -> pricing.PriceVersion:
-        return pricing.PriceVersion(self.model, self.effective_from, self.rates())
+        return pricing.PriceVersion(self.model, self.effective_from, self.rates(), self.pk)
 
 
 class TenantPlan(TenantOwnedModel):
@@ -269,41 +278,220 @@ class SessionCost(TenantOwnedModel):
         return f"session {self.session_id}: ${self.cost_usd}"
 
 
+def _logo_storage() -> Storage:
+    """Issuer logos live under the data folder, never in the public static files."""
+    return FileSystemStorage(location=str(settings.DATA_DIR / "billing"))
+
+
+class IssuerProfile(models.Model):
+    """The platform operator as the seller on invoices and credit notes (edited in the admin).
+
+    One row in practice (``issuer_profile_get`` creates it from the ``VP_ISSUER_*`` settings).
+    Invoices copy these details when issued, so changing them later changes no issued document.
+    """
+
+    legal_name = models.CharField(max_length=200)
+    address = models.TextField(blank=True, help_text="Postal address, one part per line.")
+    tax_id = models.CharField(max_length=50, blank=True, help_text="VAT or other tax number.")
+    email = models.EmailField(blank=True)
+    payment_details = models.TextField(
+        blank=True, help_text="Bank account (IBAN, BIC) or other payment instructions."
+    )
+    logo = models.FileField(
+        upload_to="logos/",
+        storage=_logo_storage,
+        blank=True,
+        validators=[FileExtensionValidator(["png", "jpg", "jpeg"])],
+        help_text="PNG or JPEG, printed at the top left of invoices.",
+    )
+    invoice_prefix = models.CharField(
+        max_length=20,
+        default="INV-",
+        validators=[RegexValidator(r"^[A-Za-z0-9/_-]*$", "Letters, digits, - _ / only.")],
+        help_text="Invoice numbers are this prefix and a gapless counter (INV-000001).",
+    )
+    credit_note_prefix = models.CharField(
+        max_length=20,
+        default="CN-",
+        validators=[RegexValidator(r"^[A-Za-z0-9/_-]*$", "Letters, digits, - _ / only.")],
+        help_text="Credit notes have their own gapless series (CN-000001).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.legal_name
+
+    def snapshot(self) -> dict[str, str]:
+        return {
+            "legal_name": self.legal_name,
+            "address": self.address,
+            "tax_id": self.tax_id,
+            "email": self.email,
+            "payment_details": self.payment_details,
+            "logo": self.logo.name if self.logo else "",
+        }
+
+
+class DocumentCounter(models.Model):
+    """The last number given in one series of one issuer: locked (``select_for_update``) and
+    moved in the transaction that issues the document, so numbers are gapless and unique."""
+
+    class Series(models.TextChoices):
+        INVOICE = "invoice", "Invoices"
+        CREDIT_NOTE = "credit_note", "Credit notes"
+
+    issuer = models.ForeignKey(IssuerProfile, on_delete=models.PROTECT, related_name="+")
+    series = models.CharField(max_length=20, choices=Series.choices)
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "series"], name="document_counter_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series} of {self.issuer_id}: {self.last_number}"
+
+
+class TaxMode(models.TextChoices):
+    RATE = "rate", "Tax at a rate"
+    REVERSE_CHARGE = "reverse_charge", "Reverse charge"
+
+
+class CurrencyDisplay(models.TextChoices):
+    SYMBOL = "symbol", "$1,234.50"
+    CODE = "code", "USD 1,234.50"
+
+
+REVERSE_CHARGE_NOTE = (
+    "Reverse charge: VAT is to be accounted for by the recipient (Article 196, Council "
+    "Directive 2006/112/EC)."
+)
+
+
+class TenantBillingProfile(TenantOwnedModel):
+    """Who a tenant's invoices are addressed to (owners and finance edit that in the console) and
+    on which terms (payment terms and tax: platform staff, in the admin).
+
+    Invoices copy it when issued. Amounts are always billed in US dollars; ``currency_display``
+    only chooses how they are written.
+    """
+
+    legal_name = models.CharField(max_length=200, blank=True)
+    address = models.TextField(blank=True)
+    tax_id = models.CharField(max_length=50, blank=True)
+    billing_email = models.EmailField(blank=True)
+    currency_display = models.CharField(
+        max_length=10, choices=CurrencyDisplay.choices, default=CurrencyDisplay.SYMBOL
+    )
+    payment_terms_days = models.PositiveSmallIntegerField(
+        default=30, validators=[MaxValueValidator(365)]
+    )
+    tax_mode = models.CharField(max_length=20, choices=TaxMode.choices, default=TaxMode.RATE)
+    tax_rate_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    tax_note = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Printed under the totals; reverse charge prints the legal note when empty.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="tenant_billing_profile_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"billing profile of tenant {self.tenant_id}"
+
+    def clean(self) -> None:
+        if self.tax_mode == TaxMode.REVERSE_CHARGE and not self.tax_id:
+            raise ValidationError({"tax_id": "Reverse charge needs the customer's tax ID."})
+
+
+# What may still change on an issued invoice: its payment status, nothing else.
+INVOICE_STATUS_FIELDS = frozenset({"status", "paid_at", "voided_at", "amount_paid"})
+
+
 class Invoice(TenantOwnedModel):
-    """A tenant's month, closed: draft while its lines are written, then issued and immutable."""
+    """A tenant's month, closed: a draft while its lines are written, then issued and immutable
+    but for its status (open → paid, or open → void).
+
+    Issued invoices carry a gapless number of their issuer's series, issue and due dates, and
+    copies of the seller's and buyer's details and of the tax terms at the time of issue.
+    ``billed_total`` is the subtotal (before tax); ``total`` is what is due.
+    """
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
-        ISSUED = "issued", "Issued"
+        OPEN = "open", "Open"
+        PAID = "paid", "Paid"
+        VOID = "void", "Void"
 
     month = models.DateField(help_text="First day of the month billed.")
-    number = models.CharField(max_length=80, unique=True)
+    # Invoices issued before numbering series kept their old numbers (SLUG-YYYY-MM).
+    number = models.CharField(max_length=80, unique=True, null=True, blank=True)
+    issuer = models.ForeignKey(
+        IssuerProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    sequence = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     plan_name = models.CharField(max_length=100, blank=True)
     markup_percent = models.DecimalField(max_digits=7, decimal_places=3, default=0)
     provider_total = models.DecimalField(**MONEY, default=0)
     billed_total = models.DecimalField(**MONEY, default=0)
+    tax_mode = models.CharField(max_length=20, choices=TaxMode.choices, default=TaxMode.RATE)
+    tax_rate_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0)
+    tax_note = models.CharField(max_length=300, blank=True)
+    tax_total = models.DecimalField(**MONEY, default=0)
+    total = models.DecimalField(**MONEY, default=0)
+    currency_display = models.CharField(
+        max_length=10, choices=CurrencyDisplay.choices, default=CurrencyDisplay.SYMBOL
+    )
+    seller = models.JSONField(default=dict, blank=True)
+    buyer = models.JSONField(default=dict, blank=True)
     event_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     issued_at = models.DateTimeField(null=True, blank=True)
+    issue_date = models.DateField(null=True, blank=True)
+    due_date = models.DateField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    amount_paid = models.DecimalField(**MONEY, default=0)
+    voided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-month"]
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "month"], name="invoice_unique_month")
+            models.UniqueConstraint(fields=["tenant", "month"], name="invoice_unique_month"),
+            models.UniqueConstraint(
+                fields=["issuer", "sequence"],
+                condition=Q(sequence__isnull=False),
+                name="invoice_unique_sequence",
+            ),
         ]
 
     def __str__(self) -> str:
-        return self.number
+        return self.number or f"draft of {self.month:%Y-%m}"
 
     @property
     def is_issued(self) -> bool:
-        return self.status == self.Status.ISSUED
+        return self.status != self.Status.DRAFT
+
+    @property
+    def subtotal(self) -> Decimal:
+        return self.billed_total
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             stored = Invoice.unscoped.filter(pk=self.pk).values_list("status", flat=True).first()
-            if stored == self.Status.ISSUED:
+            update_fields = kwargs.get("update_fields")
+            status_only = update_fields is not None and set(update_fields) <= INVOICE_STATUS_FIELDS
+            if stored not in (None, self.Status.DRAFT) and not status_only:
                 raise ValueError("issued invoices are immutable")
         super().save(*args, **kwargs)
 
@@ -311,6 +499,44 @@ class Invoice(TenantOwnedModel):
         if self.is_issued:
             raise ValueError("issued invoices are immutable")
         return super().delete(*args, **kwargs)
+
+
+class CreditNote(TenantOwnedModel):
+    """A correction of an issued invoice: an amount (before tax) credited back, taxed on the
+    invoice's terms, with its own gapless number series. Immutable once written."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    issuer = models.ForeignKey(IssuerProfile, on_delete=models.PROTECT, related_name="+")
+    number = models.CharField(max_length=80, unique=True)
+    sequence = models.PositiveIntegerField()
+    issue_date = models.DateField()
+    reason = models.CharField(max_length=300)
+    subtotal = models.DecimalField(**MONEY)
+    tax_total = models.DecimalField(**MONEY)
+    total = models.DecimalField(**MONEY)
+    seller = models.JSONField(default=dict, blank=True)
+    buyer = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-issue_date", "-sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "sequence"], name="credit_note_unique_seq")
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("credit notes are immutable")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("credit notes are immutable")
 
 
 class InvoiceLine(TenantOwnedModel):
@@ -324,6 +550,7 @@ class InvoiceLine(TenantOwnedModel):
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()
     is_adjustment = models.BooleanField(default=False)
+    is_analysis = models.BooleanField(default=False)  # post-call analysis, not conversation
     usage_month = models.DateField()
     agent = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -352,9 +579,15 @@ class InvoiceLine(TenantOwnedModel):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         status = Invoice.unscoped.filter(pk=self.invoice_id).values_list("status", flat=True)
-        if status.first() == Invoice.Status.ISSUED:
+        if status.first() not in (None, Invoice.Status.DRAFT):
             raise ValueError("issued invoices are immutable")
         super().save(*args, **kwargs)
+
+    @property
+    def customer_unit_price(self) -> Decimal:
+        """The unit price the customer pays: the provider's under the invoice's markup, exact
+        (quantity × it, rounded half-up, is ``billed_amount``)."""
+        return pricing.with_markup(self.unit_price, self.invoice.markup_percent).normalize()
 
 
 class BudgetAlert(TenantOwnedModel):

@@ -180,6 +180,7 @@ class PriceVersion:
     model: str
     effective_from: date
     rates: Rates
+    entry_id: int | None = None  # the price book row; None for the seeded published prices
 
 
 class PriceBook:

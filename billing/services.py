@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing import pricing
+from billing import invoicing, pricing
 from billing.budgets import budget_alerts_check
 from billing.models import (
     BillingLock,
+    CreditNote,
+    DocumentCounter,
     Invoice,
     InvoiceLine,
+    IssuerProfile,
     SessionCost,
     SpendCap,
+    TenantBillingProfile,
     UsageEvent,
     UsageTally,
 )
@@ -31,9 +35,10 @@ from billing.selectors import (
     month_first_day,
     next_month,
     plan_terms,
-    price_book_load,
     sessions_cost_from_events,
+    utc_day,
 )
+from tenants.audit import audit_record
 from tenants.models import Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
 
@@ -271,15 +276,14 @@ class MonthNotOver(ValueError):
     """A month can only be closed once it has ended."""
 
 
-@dataclass
-class _LineTotal:
-    quantity: Decimal
-    unit_price: Decimal
-    price_effective_from: date | None
-
-
-def invoice_number(*, tenant: Tenant, month: date) -> str:
-    return f"{tenant.slug.upper()}-{month:%Y-%m}"
+def _next_number(*, issuer: IssuerProfile, series: str) -> int:
+    """The next number of an issuer's series, in the caller's transaction (gapless: a rollback
+    gives the number back, and the row lock makes concurrent issuers take turns)."""
+    DocumentCounter.objects.get_or_create(issuer=issuer, series=series)
+    counter = DocumentCounter.objects.select_for_update().get(issuer=issuer, series=series)
+    counter.last_number += 1
+    counter.save(update_fields=["last_number"])
+    return counter.last_number
 
 
 def invoice_close_month(
@@ -290,8 +294,14 @@ def invoice_close_month(
     The invoice bills every event of the tenant that occurred before the end of ``month`` and
     is on no invoice yet: the month's own usage, and as adjustment lines, usage of earlier
     months recorded after their invoice was issued. The events are linked to the invoice in
-    the same transaction, so none is billed twice or skipped. Returns None when there is
-    nothing to bill. Raises ``MissingPrice`` rather than bill an unpriced model as zero.
+    the same transaction, so none is billed twice or skipped. Lines come from
+    ``invoicing.invoice_lines_compute``, as the month-to-date draft's do.
+
+    Issuing takes the next number of the issuer's invoice series (a locked counter row, so
+    concurrent closes of several tenants get gapless, unique numbers), dates it (due after the
+    tenant's payment terms), taxes it on the tenant's terms and copies both parties' details.
+    Returns None when there is nothing to bill. Raises ``MissingPrice`` rather than bill an
+    unpriced model as zero.
     """
     month = month_first_day(month)
     period_end = day_start(next_month(month))
@@ -311,7 +321,6 @@ def invoice_close_month(
             invoice = Invoice.objects.create(
                 tenant_id=tenant_id,
                 month=month,
-                number=invoice_number(tenant=tenant, month=month),
                 plan_name=terms.name,
                 markup_percent=terms.markup_percent,
             )
@@ -319,108 +328,207 @@ def invoice_close_month(
             invoice.lines.all().delete()
             UsageEvent.objects.filter(invoice=invoice).update(invoice=None)
         linked = pending.update(invoice=invoice)
-        lines = _invoice_lines(invoice=invoice)
+        lines = invoicing.invoice_lines_compute(
+            tenant_id=tenant_id,
+            month=month,
+            markup_percent=invoice.markup_percent,
+            events=UsageEvent.objects.filter(invoice=invoice),
+        )
+        for line in lines:
+            line.invoice = invoice
         InvoiceLine.objects.bulk_create(lines)
-        invoice.provider_total = sum((line.amount for line in lines), Decimal(0))
-        invoice.billed_total = sum((line.billed_amount for line in lines), Decimal(0))
+        profile = invoicing.tenant_billing_profile(tenant_id=tenant_id)
+        tax = invoicing.tax_terms(profile)
+        totals = invoicing.totals_of(lines, tax)
+        invoice.provider_total = totals.provider_total
+        invoice.billed_total = totals.subtotal
+        invoice.tax_mode, invoice.tax_rate_percent, invoice.tax_note = (
+            tax.mode,
+            tax.rate_percent,
+            tax.note,
+        )
+        invoice.tax_total = totals.tax_total
+        invoice.total = totals.total
+        invoice.currency_display = profile.currency_display
+        invoice.buyer = invoicing.buyer_snapshot(tenant=tenant, profile=profile)
         invoice.event_count = linked
-        invoice.status = Invoice.Status.ISSUED
+        # Numbered last, just before the commit: the counter's row stays locked only briefly.
+        issuer = invoicing.issuer_profile_get()
+        invoice.issuer = issuer
+        invoice.seller = issuer.snapshot()
+        invoice.sequence = _next_number(issuer=issuer, series=DocumentCounter.Series.INVOICE)
+        invoice.number = f"{issuer.invoice_prefix}{invoice.sequence:06d}"
         invoice.issued_at = timezone.now()
+        invoice.issue_date = utc_day(invoice.issued_at)
+        invoice.due_date = invoice.issue_date + timedelta(days=profile.payment_terms_days)
+        invoice.status = Invoice.Status.OPEN
         invoice.save()
+        audit_record(
+            tenant=tenant_id,
+            actor=None,
+            action="invoice.issued",
+            target=invoice,
+            changes={"total": str(invoice.total), "due_date": str(invoice.due_date)},
+        )
     return invoice
 
 
-def _invoice_lines(*, invoice: Invoice) -> list[InvoiceLine]:
-    """Lines per usage month, agent, model, provider, price version, kind and token type.
+class InvoiceStateError(ValueError):
+    """The invoice is not in a state that allows this (say, paying a void invoice)."""
 
-    Post-call analysis is its own line ("… · gpt-5-mini · Post-call analysis · Text input"),
-    even on a model that also served something else.
-    """
-    book = price_book_load()
-    rows = (
-        UsageEvent.objects.filter(invoice=invoice)
-        .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
-        .values("agent_id", "agent__name", "model", "provider", "kind", "day")
-        .annotate(**{name: Sum(name) for name in COUNT_FIELDS})
-        .order_by()
+
+def _invoice_for_update(invoice_id: int) -> Invoice:
+    with scopes_disabled():  # staff actions name the invoice; its row names the tenant
+        return Invoice.objects.select_for_update().get(pk=invoice_id)
+
+
+def _credited(invoice: Invoice) -> tuple[Decimal, Decimal]:
+    """Subtotal and total credited on an invoice so far."""
+    sums = CreditNote.objects.filter(invoice=invoice).aggregate(
+        subtotal=Sum("subtotal"), total=Sum("total")
     )
-    totals: dict[tuple, _LineTotal] = {}
-    names: dict[int, str] = {}
-    for row in rows:
-        if row["agent_id"] is not None:
-            names[row["agent_id"]] = row["agent__name"]
-        rates = book.rates_for(model=row["model"], provider=row["provider"], day=row["day"])
-        effective_from = (
-            None
-            if row["provider"] == pricing.PROVIDER_LOCAL
-            else book.version_for(model=row["model"], day=row["day"]).effective_from
-        )
-        quantities = pricing.billable_quantities(counts_from_row(row))
-        for token_type in pricing.TOKEN_TYPES:
-            quantity = quantities[token_type.code]
-            if not quantity:
-                continue
-            key = (
-                month_first_day(row["day"]),
-                row["agent_id"],
-                row["model"],
-                row["provider"],
-                effective_from,
-                row["kind"] == UsageEvent.Kind.ANALYSIS,
-                token_type.code,
+    return sums["subtotal"] or Decimal(0), sums["total"] or Decimal(0)
+
+
+def invoice_mark_paid(
+    *, invoice_id: int, actor: AbstractBaseUser | None, paid_at: datetime | None = None
+) -> Invoice:
+    """Open → paid: the balance left after credit notes is recorded as paid (audit-logged)."""
+    with transaction.atomic():
+        invoice = _invoice_for_update(invoice_id)
+        if invoice.status != Invoice.Status.OPEN:
+            raise InvoiceStateError(f"{invoice} is {invoice.status}: only open invoices are paid")
+        with tenant_scope(invoice.tenant_id):
+            _, credited = _credited(invoice)
+            invoice.status = Invoice.Status.PAID
+            invoice.paid_at = paid_at or timezone.now()
+            invoice.amount_paid = pricing.cents(max(invoice.total - credited, Decimal(0)))
+            invoice.save(update_fields=["status", "paid_at", "amount_paid"])
+            audit_record(
+                tenant=invoice.tenant_id,
+                actor=actor,
+                action="invoice.paid",
+                target=invoice,
+                changes={
+                    "status": {"from": Invoice.Status.OPEN, "to": Invoice.Status.PAID},
+                    "amount_paid": str(invoice.amount_paid),
+                    "paid_at": invoice.paid_at.isoformat(),
+                },
             )
-            line = totals.get(key)
-            if line is None:
-                unit_price = getattr(rates, token_type.rate_field)
-                totals[key] = _LineTotal(quantity, unit_price, effective_from)
-            else:
-                line.quantity += quantity
-    lines = []
+    return invoice
 
-    def order(key: tuple) -> tuple:
-        usage_month, agent_id, model, provider, effective_from, analysis, code = key
-        type_index = list(pricing.TOKEN_TYPES_BY_CODE).index(code)
-        adjustment = usage_month != invoice.month
-        # An agent's analysis lines come after its conversation lines.
-        return (adjustment, usage_month, names.get(agent_id, ""), agent_id or 0, analysis,
-                model, provider, effective_from or date.min, type_index)  # fmt: skip
 
-    for position, key in enumerate(sorted(totals, key=order), start=1):
-        usage_month, agent_id, model, provider, effective_from, analysis, code = key
-        total = totals[key]
-        token_type = pricing.TOKEN_TYPES_BY_CODE[code]
-        exact = pricing.line_cost(token_type, total.quantity, total.unit_price)
-        agent_name = names.get(agent_id, "(deleted agent)") if agent_id else "(no agent)"
-        adjustment = usage_month != invoice.month
-        purpose = f"{UsageEvent.Kind.ANALYSIS.label} · " if analysis else ""
-        description = f"{agent_name} · {model} · {purpose}{token_type.label}"
-        if provider == pricing.PROVIDER_LOCAL:
-            description += " (local engine)"
-        if adjustment:
-            description = f"Adjustment for {usage_month:%Y-%m}: {description}"
-        lines.append(
-            InvoiceLine(
+def invoice_void(*, invoice_id: int, actor: AbstractBaseUser | None, reason: str) -> Invoice:
+    """Open → void: nothing is owed on it any more. Its usage stays linked to it (billed
+    neither again nor elsewhere); invoices with credit notes are corrected by more credit
+    notes instead. Audit-logged with the reason."""
+    reason = reason.strip()
+    if not reason:
+        raise InvoiceStateError("say why the invoice is void")
+    with transaction.atomic():
+        invoice = _invoice_for_update(invoice_id)
+        if invoice.status != Invoice.Status.OPEN:
+            raise InvoiceStateError(f"{invoice} is {invoice.status}: only open invoices are voided")
+        with tenant_scope(invoice.tenant_id):
+            if CreditNote.objects.filter(invoice=invoice).exists():
+                raise InvoiceStateError(f"{invoice} has credit notes: credit the rest instead")
+            invoice.status = Invoice.Status.VOID
+            invoice.voided_at = timezone.now()
+            invoice.save(update_fields=["status", "voided_at"])
+            audit_record(
+                tenant=invoice.tenant_id,
+                actor=actor,
+                action="invoice.voided",
+                target=invoice,
+                changes={
+                    "status": {"from": Invoice.Status.OPEN, "to": Invoice.Status.VOID},
+                    "reason": reason[:300],
+                },
+            )
+    return invoice
+
+
+def credit_note_issue(
+    *, invoice_id: int, subtotal: Decimal, reason: str, actor: AbstractBaseUser | None
+) -> CreditNote:
+    """Credit part or all of an issued invoice (before tax; taxed on the invoice's terms).
+
+    Credit notes have their own gapless series (``credit_note_prefix``), reference the
+    invoice, and never exceed what the invoice billed. Audit-logged.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise InvoiceStateError("say why the invoice is credited")
+    if not subtotal.is_finite() or subtotal <= 0 or subtotal != pricing.cents(subtotal):
+        raise InvoiceStateError("the amount must be positive, in cents (like 12.50)")
+    with transaction.atomic():
+        invoice = _invoice_for_update(invoice_id)
+        if invoice.status not in (Invoice.Status.OPEN, Invoice.Status.PAID):
+            raise InvoiceStateError(f"{invoice} is {invoice.status}: it cannot be credited")
+        with tenant_scope(invoice.tenant_id):
+            credited, _ = _credited(invoice)
+            left = invoice.billed_total - credited
+            if subtotal > left:
+                raise InvoiceStateError(f"at most {left} is left to credit on {invoice}")
+            terms = invoicing.TaxTerms(invoice.tax_mode, invoice.tax_rate_percent, invoice.tax_note)
+            tax = invoicing.tax_of(subtotal, terms)
+            issuer = invoice.issuer or invoicing.issuer_profile_get()
+            sequence = _next_number(issuer=issuer, series=DocumentCounter.Series.CREDIT_NOTE)
+            note = CreditNote.objects.create(
                 tenant_id=invoice.tenant_id,
                 invoice=invoice,
-                position=position,
-                is_adjustment=adjustment,
-                usage_month=usage_month,
-                agent_id=agent_id,
-                agent_name=agent_name,
-                model=model,
-                provider=provider,
-                token_type=code,
-                description=description[:200],
-                quantity=total.quantity,
-                quantity_unit=token_type.unit,
-                unit_price=total.unit_price,
-                price_unit=token_type.price_unit,
-                price_effective_from=effective_from,
-                amount=pricing.cents(exact),
-                billed_amount=pricing.cents(pricing.with_markup(exact, invoice.markup_percent)),
+                issuer=issuer,
+                number=f"{issuer.credit_note_prefix}{sequence:06d}",
+                sequence=sequence,
+                issue_date=utc_day(timezone.now()),
+                reason=reason[:300],
+                subtotal=subtotal,
+                tax_total=tax,
+                total=subtotal + tax,
+                seller=issuer.snapshot(),
+                buyer=invoice.buyer,
+                created_by=actor if actor is not None and actor.is_authenticated else None,
             )
-        )
-    return lines
+            audit_record(
+                tenant=invoice.tenant_id,
+                actor=actor,
+                action="credit_note.issued",
+                target=note,
+                changes={
+                    "invoice": invoice.number,
+                    "total": str(note.total),
+                    "reason": note.reason,
+                },
+            )
+    return note
+
+
+def billing_profile_update(
+    *, tenant_id: int, actor: AbstractBaseUser | None, fields: dict[str, Any]
+) -> TenantBillingProfile:
+    """Save the tenant's billing profile (validated fields); audit-logs what changed."""
+    with tenant_scope(tenant_id), transaction.atomic():
+        profile = TenantBillingProfile.objects.select_for_update().filter().first()
+        if profile is None:
+            profile = TenantBillingProfile(tenant_id=tenant_id)
+        changes = {}
+        for name, value in fields.items():
+            before = getattr(profile, name)
+            if before != value:
+                changes[name] = {"from": str(before), "to": str(value)}
+                setattr(profile, name, value)
+        profile.full_clean()
+        profile.save()
+        if changes:
+            audit_record(
+                tenant=tenant_id,
+                actor=actor,
+                action="billing_profile.updated",
+                target=profile,
+                target_label="billing profile",
+                changes=changes,
+            )
+    return profile
 
 
 def invoices_close_previous_month(*, now: datetime | None = None) -> dict[str, int]:

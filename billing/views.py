@@ -10,16 +10,17 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing import budgets, charts, exports, figures, pricing, services, tasks
-from billing.forms import MonthlyBudgetForm
-from billing.models import BudgetAlert, Invoice, InvoiceLine, SpendCap
+from billing import budgets, charts, exports, figures, invoicing, pricing, services, tasks
+from billing.forms import PROFILE_FIELDS, BillingProfileForm, MonthlyBudgetForm
+from billing.models import BudgetAlert, CreditNote, Invoice, InvoiceLine, SpendCap, UsageEvent
 from billing.selectors import (
     SpendFigures,
     cap_spend,
     day_start,
     month_first_day,
+    next_month,
     plan_terms,
     usage_events_for_export,
     usage_summary,
@@ -181,24 +182,128 @@ def spend_cap_save(request: HttpRequest) -> HttpResponse:
     return redirect("billing-usage", tenant_slug=request.tenant.slug)
 
 
+def _month_param(request: HttpRequest) -> date | None:
+    try:
+        year, month = request.GET.get("month", "").split("-")
+        return date(int(year), int(month), 1)
+    except ValueError:
+        return None
+
+
+@require_GET
+@tenant_view(finance=True)
+def usage_billable_export(request: HttpRequest) -> HttpResponse:
+    """A month's usage for finance: one row per billable item with its price version and the
+    invoice line it is on (``?month=2026-10``)."""
+    month = _month_param(request)
+    if month is None:
+        return HttpResponse("month must look like 2026-10.", status=400, content_type="text/plain")
+    tenant_id = request.tenant.pk
+    markup = plan_terms(tenant_id=tenant_id).markup_percent
+    start, end = day_start(month), day_start(next_month(month))
+    return _billable_response(
+        tenant_id, markup, f"usage-{request.tenant.slug}-{month:%Y-%m}.csv",
+        occurred_at__gte=start, occurred_at__lt=end,
+    )  # fmt: skip
+
+
+def _billable_response(tenant_id: int, markup: Decimal, filename: str, **filters: object):
+    def rows():
+        with tenant_scope(tenant_id):  # streamed after the view returns: scope again
+            events = (
+                UsageEvent.objects.filter(**filters)
+                .select_related("invoice", "agent")
+                .order_by("occurred_at", "pk")
+                .iterator(chunk_size=2000)
+            )
+            yield from exports.billable_csv_rows(events, markup_for_pending=markup)
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(finance=True)
+def billing_profile(request: HttpRequest) -> HttpResponse:
+    """Who the tenant's invoices are addressed to (owner and finance); terms and tax shown."""
+    profile = invoicing.tenant_billing_profile(tenant_id=request.tenant.pk)
+    form = BillingProfileForm(request.POST or None, instance=profile)
+    if request.method == "POST" and form.is_valid():
+        services.billing_profile_update(
+            tenant_id=request.tenant.pk,
+            actor=request.user,
+            fields={name: form.cleaned_data[name] for name in PROFILE_FIELDS},
+        )
+        messages.success(request, "Billing profile saved. It applies to invoices issued from now.")
+        return redirect("billing-profile", tenant_slug=request.tenant.slug)
+    return render(request, "console/billing/profile.html", {"form": form, "profile": profile})
+
+
 @require_GET
 @tenant_view(finance=True)
 def invoice_list(request: HttpRequest) -> HttpResponse:
-    invoices = Invoice.objects.order_by("-month")
-    return render(request, "console/billing/invoice_list.html", {"invoices": invoices})
+    invoices = list(Invoice.objects.exclude(status=Invoice.Status.DRAFT).order_by("-month"))
+    notes = list(CreditNote.objects.select_related("invoice").order_by("-issue_date", "-pk"))
+    credited: dict[int, Decimal] = {}
+    for note in notes:
+        credited[note.invoice_id] = credited.get(note.invoice_id, Decimal(0)) + note.total
+    rows = [
+        {
+            "invoice": invoice,
+            "credited": credited.get(invoice.pk, Decimal(0)),
+            "balance": invoicing.invoice_balance(invoice, credited.get(invoice.pk, Decimal(0))),
+        }
+        for invoice in invoices
+    ]
+    context = {
+        "rows": rows,
+        "credit_notes": notes,
+        "balance": invoicing.balances_of(invoices, credited),
+        "style": invoicing.tenant_billing_profile(tenant_id=request.tenant.pk).currency_display,
+    }
+    return render(request, "console/billing/invoice_list.html", context)
+
+
+@require_GET
+@tenant_view(finance=True)
+def invoice_draft(request: HttpRequest) -> HttpResponse:
+    """The month to date as its invoice will be, priced by the close's own code."""
+    try:
+        draft = invoicing.invoice_draft(tenant_id=request.tenant.pk)
+    except pricing.MissingPrice as error:
+        messages.error(request, f"The draft cannot be priced: {error}. Platform staff are told.")
+        return redirect("invoice-list", tenant_slug=request.tenant.slug)
+    context = {"draft": draft, "folded": invoicing.folded_lines(draft.lines)}
+    return render(request, "console/billing/invoice_draft.html", context)
 
 
 def _invoice_and_lines(invoice_id: int) -> tuple[Invoice, list[InvoiceLine]]:
-    invoice = tenant_object_get(Invoice, pk=invoice_id)
-    return invoice, list(InvoiceLine.objects.filter(invoice=invoice).order_by("position"))
+    invoice = tenant_object_get(Invoice, pk=invoice_id, status__in=ISSUED_STATUSES)
+    lines = list(
+        InvoiceLine.objects.filter(invoice=invoice).select_related("invoice").order_by("position")
+    )
+    return invoice, lines
+
+
+ISSUED_STATUSES = [Invoice.Status.OPEN, Invoice.Status.PAID, Invoice.Status.VOID]
 
 
 @require_GET
 @tenant_view(finance=True)
 def invoice_detail(request: HttpRequest, invoice_id: int) -> HttpResponse:
     invoice, lines = _invoice_and_lines(invoice_id)
-    adjustments = sum((line.billed_amount for line in lines if line.is_adjustment), Decimal(0))
-    context = {"invoice": invoice, "lines": lines, "adjustments": adjustments}
+    notes = list(CreditNote.objects.filter(invoice=invoice).order_by("sequence"))
+    credited = sum((note.total for note in notes), Decimal(0))
+    context = {
+        "invoice": invoice,
+        "sections": invoicing.customer_sections(lines, markup_percent=invoice.markup_percent),
+        "folded": invoicing.folded_lines(lines),
+        "tax": invoicing.TaxTerms(invoice.tax_mode, invoice.tax_rate_percent, invoice.tax_note),
+        "credit_notes": notes,
+        "credited": credited,
+        "balance": invoicing.invoice_balance(invoice, credited),
+    }
     return render(request, "console/billing/invoice_detail.html", context)
 
 
@@ -217,7 +322,25 @@ def invoice_csv(request: HttpRequest, invoice_id: int) -> HttpResponse:
 @tenant_view(finance=True)
 def invoice_pdf(request: HttpRequest, invoice_id: int) -> HttpResponse:
     invoice, lines = _invoice_and_lines(invoice_id)
-    content = exports.invoice_pdf(invoice, lines, tenant_name=request.tenant.name)
-    response = HttpResponse(content, content_type="application/pdf")
+    response = HttpResponse(exports.invoice_pdf(invoice, lines), content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="invoice-{invoice.number}.pdf"'
+    return response
+
+
+@require_GET
+@tenant_view(finance=True)
+def invoice_usage_csv(request: HttpRequest, invoice_id: int) -> HttpResponse:
+    """The usage an invoice billed, one row per billable item (re-derives every line)."""
+    invoice, _ = _invoice_and_lines(invoice_id)
+    return _billable_response(
+        request.tenant.pk, invoice.markup_percent, f"usage-{invoice.number}.csv", invoice=invoice
+    )
+
+
+@require_GET
+@tenant_view(finance=True)
+def credit_note_pdf(request: HttpRequest, credit_note_id: int) -> HttpResponse:
+    note = tenant_object_get(CreditNote, pk=credit_note_id)
+    response = HttpResponse(exports.credit_note_pdf(note), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="credit-note-{note.number}.pdf"'
     return response

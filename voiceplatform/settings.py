@@ -492,6 +492,15 @@ VP_LOGIN_CODE_TIMEOUT_SECONDS = env.int("VP_LOGIN_CODE_TIMEOUT_SECONDS", 300, mi
 VP_TOTP_ISSUER = env.str("VP_TOTP_ISSUER", "VoicePlatform")
 # Password reset by e-mail (Django's views): a link is valid this long, and only until used.
 PASSWORD_RESET_TIMEOUT = env.int("VP_PASSWORD_RESET_TIMEOUT_SECONDS", 3600, minimum=60)
+# Invoicing: the platform operator as seller. Only the first issuer profile's defaults; staff
+# edit the profile in the admin afterwards (billing.IssuerProfile).
+VP_ISSUER_LEGAL_NAME = env.str("VP_ISSUER_LEGAL_NAME", "VoicePlatform")
+VP_ISSUER_ADDRESS = env.str("VP_ISSUER_ADDRESS", "").replace("\\n", "\n")
+VP_ISSUER_TAX_ID = env.str("VP_ISSUER_TAX_ID", "")
+VP_ISSUER_EMAIL = env.str("VP_ISSUER_EMAIL", "")
+VP_ISSUER_PAYMENT_DETAILS = env.str("VP_ISSUER_PAYMENT_DETAILS", "").replace("\\n", "\n")
+VP_ISSUER_INVOICE_PREFIX = env.str("VP_ISSUER_INVOICE_PREFIX", "INV-")
+VP_ISSUER_CREDIT_NOTE_PREFIX = env.str("VP_ISSUER_CREDIT_NOTE_PREFIX", "CN-")
 # Mail: printed to the console when embedded; SMTP from the standard variables in production.
 EMAIL_BACKEND = env.str(
     "EMAIL_BACKEND",

@@ -72,10 +72,11 @@ def test_invoices_list_detail_csv_pdf(api_a, world, usage_a):
         (invoice.pk, invoice.number, "2026-10-01")
     ]
     detail = api_a.get(f"/api/v1/invoices/{invoice.pk}").body
-    assert Decimal(detail["billed_total_usd"]) == invoice.billed_total
-    assert sum(Decimal(line["billed_amount_usd"]) for line in detail["lines"]) == (
-        invoice.billed_total
-    )
+    assert Decimal(detail["subtotal_usd"]) == invoice.billed_total
+    assert Decimal(detail["total_usd"]) == Decimal(detail["balance_usd"]) == invoice.total
+    assert (detail["status"], detail["issue_date"]) == ("open", str(invoice.issue_date))
+    assert "provider_total_usd" not in detail
+    assert sum(Decimal(line["amount_usd"]) for line in detail["lines"]) == (invoice.billed_total)
     as_csv = api_a.get(f"/api/v1/invoices/{invoice.pk}/csv")
     assert as_csv.status == 200 and as_csv.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(as_csv.content.decode())))

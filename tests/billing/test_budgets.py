@@ -18,7 +18,7 @@ from agents.models import WebhookDelivery, WebhookEndpoint
 from billing import budgets
 from billing.models import BudgetAlert, SpendCap
 from billing.selectors import cap_spend
-from billing.services import spend_cap_set, tally_sweep
+from billing.services import billing_profile_update, spend_cap_set, tally_sweep
 from billing.spend import spend_caps_exhausted
 from tenants import services as tenant_services
 from tenants.models import AuditEvent, Role, Tenant
@@ -166,6 +166,8 @@ def delivered(receiver):
 def test_each_threshold_fires_once_per_month_and_again_next_month(world, alerting, receiver):
     agent = alerting
     october = at(2026, 10, 20)
+    billing_profile_update(tenant_id=world.tenant_a.pk, actor=None,
+                           fields={"billing_email": "ap@tenant-a.example"})  # fmt: skip
     spend(world, agent, "r1", at(2026, 10, 2), 50_000)  # $3.20: 32 %
     assert check(world, october) == []
     assert mail.outbox == []
@@ -173,7 +175,10 @@ def test_each_threshold_fires_once_per_month_and_again_next_month(world, alertin
     assert check(world, october) == [50]
     assert check(world, october) == []  # checked again: nothing new
     [message] = mail.outbox
-    assert sorted(message.to) == ["finance-a@example.com", "owner-a@example.com"]  # no viewer
+    # Owners, finance and the billing profile's address; no viewer.
+    assert sorted(message.to) == [
+        "ap@tenant-a.example", "finance-a@example.com", "owner-a@example.com"
+    ]  # fmt: skip
     assert message.subject == "Tenant A: 50% of the monthly budget used (October 2026)"
     assert "Billed so far this month: $5.76" in message.body
     assert "Monthly budget: $10.00" in message.body

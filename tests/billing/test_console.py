@@ -70,7 +70,8 @@ def test_finance_pages_render_for_owner_and_finance(client, world, invoiced, rol
     assert "$0.3216" in body and "$1.2000" in body  # the daily rows, exact
     assert 'href="/t/tenant-a/invoices/"' in body  # the sidebar link
     detail = client.get(reverse("invoice-detail", args=["tenant-a", invoiced.pk])).content.decode()
-    assert "TENANT-A-2026-10" in detail and "$1.52" in detail and "1000000 tokens" in detail
+    assert "INV-000001" in detail and "$1.52" in detail and "1000000 tokens" in detail
+    assert "Provider" not in detail and "provider cost" not in detail.lower()
 
 
 @pytest.mark.parametrize("role", ["viewer", "admin"])
@@ -90,12 +91,12 @@ def test_invoice_csv_columns_and_totals_equal_the_invoice(client, world, invoice
     response = client.get(reverse("invoice-csv", args=["tenant-a", invoiced.pk]))
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
-    assert list(rows[0]) == [
-        "invoice", "month", "line", "adjustment", "usage_month", "agent_id", "agent", "model",
-        "provider", "token_type", "description", "quantity", "quantity_unit", "unit_price_usd",
-        "price_unit", "price_effective_from", "provider_amount_usd", "billed_amount_usd",
+    assert list(rows[0]) == [  # the customer's: billed prices, no provider cost
+        "invoice", "issue_date", "due_date", "month", "line", "adjustment", "usage_month",
+        "agent_id", "agent", "model", "provider", "token_type", "description", "quantity",
+        "quantity_unit", "unit_price_usd", "price_unit", "price_effective_from", "amount_usd",
     ]  # fmt: skip
-    lines, total = rows[:-1], rows[-1]
+    lines, (subtotal, tax, total) = rows[:-3], rows[-3:]
     assert [row["token_type"] for row in lines] == [
         "audio_in",
         "audio_out",
@@ -103,13 +104,13 @@ def test_invoice_csv_columns_and_totals_equal_the_invoice(client, world, invoice
         "audio_cached",
         "audio_out",
     ]
-    assert sum(Decimal(row["provider_amount_usd"]) for row in lines) == invoiced.provider_total
-    assert sum(Decimal(row["billed_amount_usd"]) for row in lines) == invoiced.billed_total
-    assert total["description"] == "TOTAL"
-    assert Decimal(total["billed_amount_usd"]) == invoiced.billed_total == Decimal("1.52")
+    assert sum(Decimal(row["amount_usd"]) for row in lines) == invoiced.billed_total
+    assert [row["description"] for row in (subtotal, tax, total)] == [
+        "SUBTOTAL", "TAX (0%)", "TOTAL"]  # fmt: skip
+    assert Decimal(total["amount_usd"]) == invoiced.total == Decimal("1.52")
     for row in lines:  # every amount is its quantity × unit price, rounded half-up
         exact = Decimal(row["quantity"]) * Decimal(row["unit_price_usd"]) / 1_000_000
-        assert Decimal(row["provider_amount_usd"]) == exact.quantize(
+        assert Decimal(row["amount_usd"]) == exact.quantize(
             Decimal("0.01"), rounding="ROUND_HALF_UP"
         )
 
@@ -119,8 +120,8 @@ def test_invoice_pdf_opens_and_shows_the_total(client, world, invoiced):
     response = client.get(reverse("invoice-pdf", args=["tenant-a", invoiced.pk]))
     assert response["Content-Type"] == "application/pdf"
     text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(response.content)).pages)
-    assert "Invoice TENANT-A-2026-10" in text
-    assert "Total due: USD 1.52" in text
+    assert "Invoice INV-000001" in text
+    assert "Total due" in text and "$1.52" in text
 
 
 def test_usage_export_streams_the_events_of_the_range(client, world, invoiced):

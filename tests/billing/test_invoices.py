@@ -1,6 +1,6 @@
 """Closing a month: lines, totals by hand, idempotency, late events, immutability."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -45,8 +45,10 @@ def lines_of(invoice):
 
 def test_october_invoice_lines_and_totals_by_hand(world, october):
     invoice = invoice_close_month(tenant_id=world.tenant_a.pk, month=OCTOBER, now=AFTER_OCTOBER)
-    assert invoice.status == Invoice.Status.ISSUED
-    assert invoice.number == "TENANT-A-2026-10"
+    assert invoice.status == Invoice.Status.OPEN
+    assert invoice.number == "INV-000001"  # the issuer's first invoice
+    today = datetime.now(UTC).date()
+    assert (invoice.issue_date, invoice.due_date) == (today, today + timedelta(30))
     assert invoice.event_count == 3
     D = Decimal
     assert lines_of(invoice) == [
@@ -222,7 +224,7 @@ def test_unpriced_models_fail_the_close_loudly(world, agents_a):
 def test_close_month_command(world, october, capsys):
     call_command("close_month", "--tenant", "tenant-a", "--month", "2026-10")
     out = capsys.readouterr().out
-    assert "TENANT-A-2026-10: issued, 3 events, provider cost $1.75, billed $1.75" in out
+    assert "INV-000001: open, 3 events, provider cost $1.75, billed $1.75, total $1.75" in out
     call_command("close_month", "--tenant", "tenant-a", "--month", "2026-10")
     assert "provider cost $1.75" in capsys.readouterr().out
     with pytest.raises(CommandError):

@@ -40,6 +40,7 @@ def tenant_page_urls(slug: str, ids: dict[str, Any]) -> dict[str, str]:
 def populate(slug: str) -> dict[str, int]:
     """Objects of every kind in tenant ``slug`` (whose first owner acts), with long values."""
     from datetime import UTC, date, datetime
+    from decimal import Decimal
 
     from django.utils import timezone
 
@@ -53,7 +54,7 @@ def populate(slug: str) -> dict[str, int]:
         WebhookDelivery,
         WebhookEndpoint,
     )
-    from billing.services import invoice_close_month, usage_event_record
+    from billing.services import credit_note_issue, invoice_close_month, usage_event_record
     from tenants import crypto, services
     from tenants.models import Membership, Role, Tenant
     from tenants.scoping import scopes_disabled, tenant_scope
@@ -137,6 +138,9 @@ def populate(slug: str) -> dict[str, int]:
     invoice = invoice_close_month(
         tenant_id=tenant.pk, month=date(2026, 10, 1), now=datetime(2026, 11, 2, tzinfo=UTC)
     )
+    credit_note = credit_note_issue(
+        invoice_id=invoice.pk, subtotal=Decimal("0.01"), reason="Goodwill " + LONG_WORD, actor=None
+    )
     return {
         "agent_id": agent.pk,
         "version_id": first_version.pk,
@@ -149,4 +153,5 @@ def populate(slug: str) -> dict[str, int]:
         "endpoint_id": endpoint.pk,
         "delivery_id": delivery.pk,
         "invoice_id": invoice.pk,
+        "credit_note_id": credit_note.pk,
     }

@@ -46,6 +46,12 @@ def objects_b(world):
             next_attempt_at=session.started_at,
         )  # fmt: skip
     invoice = _invoice_of(world.tenant_b, agent)
+    from decimal import Decimal
+
+    from billing.services import credit_note_issue
+
+    credit_note = credit_note_issue(invoice_id=invoice.pk, subtotal=Decimal("0.01"),
+                                    reason="B's correction", actor=None)  # fmt: skip
     invitation, _ = services.invitation_create(
         tenant=world.tenant_b, email="someone@b.example", role="viewer", actor=world.owner_b
     )
@@ -61,6 +67,7 @@ def objects_b(world):
         "membership_id": membership.pk,
         "phone_number_id": phone_number.pk,
         "invoice_id": invoice.pk,
+        "credit_note_id": credit_note.pk,
     }
 
 
@@ -133,6 +140,11 @@ TENANT_URLS = {
     "invoice-detail": ("GET", ("invoice_id",)),
     "invoice-csv": ("GET", ("invoice_id",)),
     "invoice-pdf": ("GET", ("invoice_id",)),
+    "invoice-usage-csv": ("GET", ("invoice_id",)),
+    "invoice-draft": ("GET", ()),
+    "billing-usage-billable": ("GET", ()),
+    "billing-profile": ("POST", ()),
+    "credit-note-pdf": ("GET", ("credit_note_id",)),
 }
 
 
@@ -148,6 +160,7 @@ def snapshot():
         WebhookDelivery,
         WebhookEndpoint,
     )
+    from billing.models import TenantBillingProfile
     from tenants.models import AuditEvent, ClientToken, Invitation, Membership
 
     with scopes_disabled():
@@ -168,6 +181,7 @@ def snapshot():
             list(SessionAnalysis.objects.order_by("pk").values_list("pk", "run", "status")),
             list(TranscriptItem.objects.order_by("pk").values_list("pk")),
             list(Invitation.objects.order_by("pk").values_list("pk")),
+            list(TenantBillingProfile.objects.order_by("pk").values()),
         )
 
 

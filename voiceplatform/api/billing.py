@@ -6,12 +6,13 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Router
 
-from billing import exports, pricing
-from billing.models import Invoice, InvoiceLine
+from billing import exports, invoicing, pricing
+from billing.models import CreditNote, Invoice, InvoiceLine
 from billing.selectors import month_first_day, usage_summary
 from tenants.scoping import tenant_scope
 from voiceplatform.api import schemas
@@ -98,23 +99,31 @@ def usage(
     }
 
 
-def invoice_out(invoice: Invoice) -> dict[str, Any]:
+def invoice_out(invoice: Invoice, credited: Decimal = Decimal(0)) -> dict[str, Any]:
+    """The customer's view of an invoice: billed amounts and tax, no provider cost."""
     return {
         "id": invoice.pk,
         "number": invoice.number,
         "month": invoice.month,
         "status": invoice.status,
-        "plan_name": invoice.plan_name,
-        "markup_percent": str(invoice.markup_percent),
-        "provider_total_usd": str(invoice.provider_total),
-        "billed_total_usd": str(invoice.billed_total),
+        "issue_date": invoice.issue_date,
+        "due_date": invoice.due_date,
+        "subtotal_usd": str(invoice.billed_total),
+        "tax_mode": invoice.tax_mode,
+        "tax_rate_percent": str(invoice.tax_rate_percent),
+        "tax_usd": str(invoice.tax_total),
+        "total_usd": str(invoice.total),
+        "credited_usd": str(credited),
+        "paid_usd": str(invoice.amount_paid),
+        "balance_usd": str(invoicing.invoice_balance(invoice, credited)),
         "event_count": invoice.event_count,
-        "created_at": invoice.created_at,
         "issued_at": invoice.issued_at,
+        "paid_at": invoice.paid_at,
+        "voided_at": invoice.voided_at,
     }
 
 
-def _line_out(line: InvoiceLine) -> dict[str, Any]:
+def _line_out(line: InvoiceLine, markup_percent: Decimal) -> dict[str, Any]:
     return {
         "position": line.position,
         "is_adjustment": line.is_adjustment,
@@ -127,19 +136,35 @@ def _line_out(line: InvoiceLine) -> dict[str, Any]:
         "description": line.description,
         "quantity": str(line.quantity),
         "quantity_unit": line.quantity_unit,
-        "unit_price_usd": str(line.unit_price),
+        "unit_price_usd": str(pricing.with_markup(line.unit_price, markup_percent).normalize()),
         "price_unit": line.price_unit,
-        "amount_usd": str(line.amount),
-        "billed_amount_usd": str(line.billed_amount),
+        "amount_usd": str(line.billed_amount),
     }
+
+
+ISSUED = [Invoice.Status.OPEN, Invoice.Status.PAID, Invoice.Status.VOID]
+
+
+def _credited(invoice_ids: list[int]) -> dict[int, Decimal]:
+    rows = (
+        CreditNote.objects.filter(invoice_id__in=invoice_ids)
+        .values("invoice_id")
+        .annotate(total=Sum("total"))
+        .order_by()
+    )
+    return {row["invoice_id"]: row["total"] for row in rows}
 
 
 def _invoice_and_lines(tenant_id: int, invoice_id: int) -> tuple[Invoice, list[InvoiceLine]]:
     with tenant_scope(tenant_id):
-        invoice = Invoice.objects.select_related("tenant").filter(pk=invoice_id).first()
+        invoice = Invoice.objects.filter(pk=invoice_id, status__in=ISSUED).first()
         if invoice is None:
             raise not_found("invoice")
-        lines = list(InvoiceLine.objects.filter(invoice=invoice).order_by("position"))
+        lines = list(
+            InvoiceLine.objects.filter(invoice=invoice)
+            .select_related("invoice")
+            .order_by("position")
+        )
     return invoice, lines
 
 
@@ -147,16 +172,25 @@ def _invoice_and_lines(tenant_id: int, invoice_id: int) -> tuple[Invoice, list[I
 def invoices_list(request: HttpRequest) -> dict[str, Any]:
     """Newest month first."""
     with tenant_scope(caller(request).tenant_id):
-        invoices = list(Invoice.objects.order_by("-month"))
-    return {"data": [invoice_out(invoice) for invoice in invoices]}
+        invoices = list(Invoice.objects.filter(status__in=ISSUED).order_by("-month"))
+        credited = _credited([invoice.pk for invoice in invoices])
+    return {
+        "data": [invoice_out(invoice, credited.get(invoice.pk, Decimal(0))) for invoice in invoices]
+    }
 
 
 @router.get(
     "/invoices/{invoice_id}", response=answers(schemas.InvoiceDetail), summary="Read an invoice"
 )
 def invoices_read(request: HttpRequest, invoice_id: int) -> dict[str, Any]:
-    invoice, lines = _invoice_and_lines(caller(request).tenant_id, invoice_id)
-    return {**invoice_out(invoice), "lines": [_line_out(line) for line in lines]}
+    tenant_id = caller(request).tenant_id
+    invoice, lines = _invoice_and_lines(tenant_id, invoice_id)
+    with tenant_scope(tenant_id):
+        credited = _credited([invoice.pk]).get(invoice.pk, Decimal(0))
+    return {
+        **invoice_out(invoice, credited),
+        "lines": [_line_out(line, invoice.markup_percent) for line in lines],
+    }
 
 
 def _download(content_type: str) -> dict[str, Any]:
@@ -191,7 +225,7 @@ def invoices_csv(request: HttpRequest, invoice_id: int) -> HttpResponse:
 )
 def invoices_pdf(request: HttpRequest, invoice_id: int) -> HttpResponse:
     invoice, lines = _invoice_and_lines(caller(request).tenant_id, invoice_id)
-    content = exports.invoice_pdf(invoice, lines, tenant_name=invoice.tenant.name)
+    content = exports.invoice_pdf(invoice, lines)
     response = HttpResponse(content, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="invoice-{invoice.number}.pdf"'
     return response

@@ -331,17 +331,26 @@ class UsageOut(Schema):
 
 
 class InvoiceOut(Schema):
+    """The customer's view: billed amounts, tax and balance (no provider cost)."""
+
     id: int
-    number: str
-    month: date
-    status: str
-    plan_name: str
-    markup_percent: str
-    provider_total_usd: str
-    billed_total_usd: str
+    number: str | None = Field(description="Gapless number of the issuer's series")
+    month: date = Field(description="First day of the month billed")
+    status: str = Field(description="open, paid or void")
+    issue_date: date | None
+    due_date: date | None
+    subtotal_usd: str = Field(description="Before tax, decimal string")
+    tax_mode: str = Field(description="rate or reverse_charge")
+    tax_rate_percent: str
+    tax_usd: str
+    total_usd: str
+    credited_usd: str = Field(description="Total of the credit notes on this invoice")
+    paid_usd: str
+    balance_usd: str = Field(description="total − credited − paid; 0 when void")
     event_count: int
-    created_at: datetime
     issued_at: datetime | None
+    paid_at: datetime | None
+    voided_at: datetime | None
 
 
 class InvoiceLineOut(Schema):
@@ -356,10 +365,9 @@ class InvoiceLineOut(Schema):
     description: str
     quantity: str
     quantity_unit: str
-    unit_price_usd: str
+    unit_price_usd: str = Field(description="Billed unit price per price_unit")
     price_unit: str
-    amount_usd: str
-    billed_amount_usd: str
+    amount_usd: str = Field(description="Billed amount, rounded half-up to the cent")
 
 
 class InvoiceDetail(InvoiceOut):

@@ -35,5 +35,6 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             f"{invoice.number}: {invoice.status}, {invoice.event_count} events, "
-            f"provider cost ${invoice.provider_total}, billed ${invoice.billed_total}"
+            f"provider cost ${invoice.provider_total}, billed ${invoice.billed_total}, "
+            f"total ${invoice.total}"
         )

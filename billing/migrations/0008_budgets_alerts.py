@@ -7,8 +7,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0005_session_costs"),
-        ("tenants", "0019_budget_roles"),
+        ("billing", "0007_inv_fill_issued_invoices"),
+        ("tenants", "0018_budget_roles"),
     ]
 
     operations = [
