@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -33,6 +34,10 @@ APP_MAX_MESSAGE = 32768
 DAPHNE_MAX_MESSAGE = SERVER_MAX_MESSAGE = 2 * APP_MAX_MESSAGE
 # The production default first: a test on one server runs on DEFAULT_SERVER.
 SERVERS = (DEFAULT_SERVER, *(s for s in ALL_SERVERS if s != DEFAULT_SERVER))
+# A request line in either server's access log, its path (with the query) as logged:
+# uvicorn `INFO:     127.0.0.1:5000 - "GET /path?q HTTP/1.1" 200 OK`,
+# Daphne `127.0.0.1:5000 - - [30/Nov/2026:15:46:14] "GET /path?q" 200 1234`.
+ACCESS_LOG_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S*)(?: HTTP/[\d.]+)?" \d{3}\b')
 
 
 def free_port() -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import sys
 from typing import Any
@@ -93,9 +94,21 @@ def uvicorn_options(
         "forwarded_allow_ips": forwarded_allow_ips if proxy_headers else None,
         "server_header": False,
         "access_log": access_log,
-        "log_level": log_level,
+        # The access log is on whatever VP_LOG_LEVEL says (Daphne's is too): a level of
+        # WARNING quietens the server's own messages, not the record of requests.
+        "log_config": _uvicorn_log_config(log_level),
+        "log_level": None,
         "timeout_graceful_shutdown": CLOSE_TIMEOUT_SECONDS,
     }
+
+
+def _uvicorn_log_config(log_level: str) -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = log_level.upper()
+    config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    return config
 
 
 def daphne_argv(

@@ -18,6 +18,7 @@ import textwrap
 import urllib.error
 import urllib.parse
 import urllib.request
+from email.message import Message
 from http.cookiejar import CookieJar
 from pathlib import Path
 
@@ -198,13 +199,13 @@ class Console:
         self.opener.open(f"{base_url}/login/", urllib.parse.urlencode(form).encode())
         assert any(cookie.name == "sessionid" for cookie in self.jar), "the login failed"
 
-    def get(self, path: str, **headers: str) -> tuple[int, dict, bytes]:
+    def get(self, path: str, **headers: str) -> tuple[int, Message, bytes]:
         request = urllib.request.Request(self.base_url + path, headers=headers)
         try:
             with self.opener.open(request) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
+            return error.code, error.headers, error.read()
 
 
 @pytest.fixture(scope="module")

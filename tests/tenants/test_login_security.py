@@ -20,6 +20,7 @@ from django.utils import timezone
 from tenants import crypto, services, totp
 from tenants.auth import SECOND_FACTOR_PENDING_SESSION_KEY, client_ip_address
 from tenants.models import TotpDevice
+from tests.servers import ACCESS_LOG_LINE, SERVERS
 from voiceplatform.logging import redact
 
 LIMIT = 5
@@ -379,13 +380,12 @@ async def test_the_lockout_holds_under_asgi(async_client, settings):
     assert b"Too many failed logins" in response.content
 
 
-ACCESS_LOG_LINE = re.compile(r'^\S+ - - \[[^\]]+\] "[A-Z]+ (?P<path>\S*)" ', re.MULTILINE)
-
-
 @pytest.mark.browser
-def test_the_reset_token_never_reaches_daphnes_access_log(tmp_path):
-    """The whole reset in Chromium against Daphne (embedded: the mail is printed to the same
-    output, which is where the test reads the link from; only the access log must not have it)."""
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_reset_token_never_reaches_the_access_log(tmp_path, server):
+    """The whole reset in Chromium against each server (embedded: the mail is printed to the
+    same output, which is where the test reads the link from; only the access log must not have
+    it)."""
     from pathlib import Path
 
     from selenium.webdriver.common.by import By
@@ -396,7 +396,7 @@ def test_the_reset_token_never_reaches_daphnes_access_log(tmp_path):
     from tests.waiting import until_sync
 
     chromium = require_browser()
-    platform = Platform(base_environ(tmp_path, PYTHONUNBUFFERED="1"), tmp_path)
+    platform = Platform(base_environ(tmp_path, PYTHONUNBUFFERED="1"), tmp_path, server=server)
     driver = None
     try:
         profile = tmp_path / "profile"
@@ -419,7 +419,8 @@ def test_the_reset_token_never_reaches_daphnes_access_log(tmp_path):
         WebDriverWait(driver, 15).until(lambda d: "Password set" in d.page_source)
 
         def access_log_paths() -> list[str]:
-            return ACCESS_LOG_LINE.findall(platform.log_path.read_text())
+            text = platform.log_path.read_text()
+            return [match["path"] for match in ACCESS_LOG_LINE.finditer(text)]
 
         until_sync(lambda: "/reset/done/" in access_log_paths(), "the last request logged")
         paths = access_log_paths()
