@@ -55,6 +55,18 @@ def django_db_modify_db_settings():
             test = database.setdefault("TEST", {})
             name = test.get("NAME") or f"test_{database['NAME']}"
             test["NAME"] = f"{name}_{run_isolation.RUN_ID}"
+    # A connection pool made before the test database exists (a test that reads
+    # ``connection.pool`` makes one) stays on the database it was made for: Django's
+    # create_test_db closes the connection, not the pool, so migrations and every test after
+    # would run in the shared database itself. Closed here, the pool is made again for the
+    # test database at its first use.
+    from django.db import connections
+
+    for alias in connections:
+        connection = connections[alias]
+        if connection.vendor == "postgresql":
+            connection.close()
+            connection.close_pool()
 
 
 @dataclass

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.conftest import require_service
-from tests.run_isolation import REDIS_PREFIX, redis_url
+from tests.run_isolation import REDIS_PREFIX, RUN_ID, redis_url
 
 
 @pytest.mark.services
@@ -37,5 +37,8 @@ def test_database_backend_matches_the_configuration():
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
             assert cursor.fetchone()[0]
+            # This run's own test database, never the shared one (tests/conftest.py).
+            cursor.execute("SELECT current_database()")
+            assert cursor.fetchone()[0].endswith(RUN_ID)
     else:
         assert connection.vendor == "sqlite"
