@@ -60,6 +60,7 @@ class Membership:
             try:
                 await self.layer.group_add(self.group, self.channel_name)
             except Exception as error:
+                _raise_if_cancelled(error)
                 failures += 1
                 CHANNEL_LAYER_ERRORS.labels(operation="group_add").inc()
                 if failures == 1:
@@ -86,6 +87,14 @@ class Membership:
             CHANNEL_LAYER_ERRORS.labels(operation="group_discard").inc()
 
 
+def _raise_if_cancelled(error: Exception) -> None:
+    """The task was cancelled (its session ended) but the layer raised something else while
+    cleaning up (channels-redis can): a retry loop must end, not outlive the session for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from error
+
+
 async def receive(
     layer: Any, channel_name: str, *, label: str, on_failure: Callable[[], None] = lambda: None
 ) -> dict[str, Any]:
@@ -97,6 +106,7 @@ async def receive(
             message: dict[str, Any] = await layer.receive(channel_name)
             return message
         except Exception as error:
+            _raise_if_cancelled(error)
             failures += 1
             CHANNEL_LAYER_ERRORS.labels(operation="receive").inc()
             if failures == 1:

@@ -53,6 +53,35 @@ async def test_a_receive_outlives_layer_errors_and_asks_to_join_again(monkeypatc
     assert rejoins == [True, True, True]  # each failure asks for the group again
 
 
+class CancelSwallowingLayer:
+    """A layer whose receive, when cancelled, raises another error instead of the cancellation
+    (as channels-redis's clean-up can): the cancellation must still end the receive."""
+
+    def __init__(self) -> None:
+        self.receiving = asyncio.Event()
+        self.receives = 0
+
+    async def receive(self, channel: str) -> dict:
+        self.receives += 1
+        self.receiving.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("clean-up failed") from None
+        raise AssertionError("unreachable")
+
+
+async def test_a_cancelled_receive_ends_even_when_the_layer_replaces_the_cancellation(monkeypatch):
+    monkeypatch.setattr(control_plane, "CONTROL_BACKOFF_S", 0.001)
+    layer = CancelSwallowingLayer()
+    task = asyncio.create_task(control_plane.receive(layer, "specific.x!y", label="test"))
+    await asyncio.wait_for(layer.receiving.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()
+    assert layer.receives == 1  # not retried after the cancellation
+
+
 async def test_a_membership_joins_through_failures_again_and_again_and_leaves(monkeypatch):
     monkeypatch.setattr(control_plane, "CONTROL_BACKOFF_S", 0.001)
     monkeypatch.setattr(control_plane, "REREGISTER_S", 0.05)
