@@ -69,6 +69,19 @@ def django_db_modify_db_settings():
             connection.close_pool()
 
 
+@pytest.fixture(autouse=True)
+def _channel_layers_of_this_test():
+    """Each test its own channel layer instances. Every async test runs in an event loop of its
+    own, and a channel layer is made for one loop (as in a server process): channels-redis's
+    receive lock and connections made in an earlier test's loop, shared with the next, left a
+    cancelled receive waiting for ever when a test's loop closed (its teardown hung)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
 @dataclass
 class World:
     tenant_a: Any

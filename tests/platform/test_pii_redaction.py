@@ -160,7 +160,10 @@ async def test_under_redact_no_personal_data_reaches_the_database_or_the_live_vi
     # machine may not have made yet (then the seed is empty): any seed there is has the types.
     assert len(rows["seeds"]) >= 2
     assert all("[" in seed for _, seed in rows["seeds"] if seed)
-    assert rows["summaries"] and "[" in rows["summaries"][0]["text"]
+    # A summary made before the first turn finished (a busy machine) is empty; any with text
+    # has the types in place.
+    assert rows["summaries"]
+    assert all("[" in summary["text"] for summary in rows["summaries"] if summary["text"])
 
 
 @pytest.mark.django_db(transaction=True)
