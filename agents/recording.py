@@ -12,9 +12,8 @@ The bridge calls ``DatabaseRecorder`` methods synchronously; they only hand reco
 * The tenant's data policy (``agents.privacy``) decides what of the content is stored and shown
   live: each record is redacted once, in a worker thread (neither the event loop nor the one
   database thread), before its first write. What goes upstream is never touched.
-* The heartbeat (every ``VP_SESSION_HEARTBEAT_SECONDS``) is skipped while the journal sees the
-  database down: every ``database_sync_to_async`` call of a process shares one thread, and with
-  PostgreSQL down each call may hold it for the pool's timeout.
+* The heartbeat (every ``VP_SESSION_HEARTBEAT_SECONDS``) is the process's, for all its sessions
+  at once (``agents.heartbeats``), and skipped while the journal sees the database down.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from agents import journal, privacy, services
+from agents import heartbeats, journal, privacy, services
 from agents.compaction import SUMMARY_EVERY_ITEMS
 from agents.realtime.relay.contracts import SegmentRecord, TranscriptRecord
 from agents.tasks import session_summarize
@@ -97,7 +96,7 @@ class DatabaseRecorder:
         # Records with when they came (monotonic): one is given up BEST_EFFORT_SECONDS after.
         self._queue: asyncio.Queue[tuple[Record, float] | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeats: heartbeats.Heartbeats | None = None
         self._heartbeat_seconds = (
             settings.VP_SESSION_HEARTBEAT_SECONDS
             if heartbeat_seconds is None
@@ -110,7 +109,11 @@ class DatabaseRecorder:
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="recorder-writer")
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="recorder-heartbeat")
+        # This process's sessions beat together (one database call per interval for all).
+        self._heartbeats = heartbeats.for_interval(self._heartbeat_seconds)
+        self._heartbeats.add(
+            session_id=self.session_id, tenant_id=self.tenant_id, audio=self._current_audio
+        )
 
     # --- the Recorder protocol (non-blocking: typed records go on the queue) -----------------
 
@@ -223,32 +226,6 @@ class DatabaseRecorder:
                 return
             await self._write_best_effort(*entry)
 
-    async def _heartbeat_loop(self) -> None:
-        missed = False
-        while True:
-            # After a missed beat, beat as soon as the database is back: a session silent for
-            # VP_SESSION_STALE_SECONDS counts as abandoned.
-            await asyncio.sleep(
-                min(self._heartbeat_seconds, 1.0) if missed else self._heartbeat_seconds
-            )
-            if not self._journal.database_available():
-                missed = True
-                continue  # the journal probes; a call now would only hold the shared thread
-            missed = False
-            in_ms, out_ms = self._current_audio()
-            try:
-                await database_sync_to_async(services.session_heartbeat)(
-                    session_id=self.session_id,
-                    tenant_id=self.tenant_id,
-                    audio_in_ms=in_ms,
-                    audio_out_ms=out_ms,
-                )
-            except Exception as exc:
-                missed = True
-                if journal.is_unreachable(exc):
-                    self._journal.report_database_error()
-                logger.warning("heartbeat of session %s failed: %s", self.session_id, exc)
-
     async def _maybe_summarize(self) -> None:
         """Every few items, ask a worker to fold them into the rolling summary."""
         self._items_since_summary += 1
@@ -277,8 +254,8 @@ class DatabaseRecorder:
         it after the session's last transcript items, and wait a little for that."""
         ended_at = timezone.now()
         self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        if self._heartbeats is not None:
+            self._heartbeats.discard(self.session_id)
         self._queue.put_nowait(None)
         in_ms, out_ms = self._current_audio()
         first_audio = getattr(self, "_first_audio_source", None)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from datetime import datetime
+from typing import NamedTuple
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents import signals
@@ -144,21 +146,71 @@ def session_start(
         return session
 
 
+class Heartbeat(NamedTuple):
+    session_id: int
+    tenant_id: int
+    audio_in_ms: int
+    audio_out_ms: int
+
+
+def sessions_heartbeat(beats: Iterable[Heartbeat]) -> None:
+    """Live sessions' signs of life (``agents.heartbeats``: a process's sessions together). One
+    the sweep took for dead (its heartbeats were held up: a database outage longer than
+    ``VP_SESSION_STALE_SECONDS``, a stalled process) is open again: its process is alive and
+    will record the real end.
+
+    One plain statement per tenant and chunk: built with the ORM (``Case(When(pk=…))`` for each
+    session's audio) it cost 20 ms of CPU for 100 sessions, holding the GIL away from the
+    relay's frames meanwhile (a 77 ms stall at N=100 in ``make bench``); by hand, 0.5 ms. The
+    tenant filter is explicit (the scoped manager is not involved in raw SQL)."""
+    by_tenant: dict[int, list[Heartbeat]] = {}
+    for beat in beats:
+        by_tenant.setdefault(beat.tenant_id, []).append(beat)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        for tenant_id, tenant_beats in by_tenant.items():
+            for first in range(0, len(tenant_beats), HEARTBEAT_CHUNK):
+                sql, params = _heartbeat_sql(
+                    tenant_id, tenant_beats[first : first + HEARTBEAT_CHUNK], now
+                )
+                cursor.execute(sql, params)
+
+
+HEARTBEAT_CHUNK = 200
+
+
+def _heartbeat_sql(tenant_id: int, beats: list[Heartbeat], now: object) -> tuple[str, list]:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    pk = connection.ops.quote_name(Session._meta.pk.column)
+    audio_in, audio_out, ended_at, end_reason, heartbeat_at, tenant = (
+        connection.ops.quote_name(Session._meta.get_field(name).column)
+        for name in ("audio_in_ms", "audio_out_ms", "ended_at", "end_reason", "heartbeat_at",
+                     "tenant")
+    )  # fmt: skip
+    whens = " ".join(["WHEN %s THEN %s"] * len(beats))
+    ids = [beat.session_id for beat in beats]
+    sql = (
+        f"UPDATE {table} SET {heartbeat_at} = %s, "
+        f"{audio_in} = CASE {pk} {whens} ELSE {audio_in} END, "
+        f"{audio_out} = CASE {pk} {whens} ELSE {audio_out} END, "
+        # Both read the row as it was: a session the sweep abandoned is open again.
+        f"{ended_at} = CASE WHEN {end_reason} = %s THEN NULL ELSE {ended_at} END, "
+        f"{end_reason} = CASE WHEN {end_reason} = %s THEN '' ELSE {end_reason} END "
+        f"WHERE {tenant} = %s AND {pk} IN ({', '.join(['%s'] * len(beats))})"
+    )
+    params: list = [now]
+    params += [value for beat in beats for value in (beat.session_id, beat.audio_in_ms)]
+    params += [value for beat in beats for value in (beat.session_id, beat.audio_out_ms)]
+    abandoned = Session.EndReason.ABANDONED.value
+    params += [abandoned, abandoned, tenant_id, *ids]
+    return sql, params
+
+
 def session_heartbeat(
     *, session_id: int, tenant_id: int, audio_in_ms: int, audio_out_ms: int
 ) -> None:
-    """A live session's sign of life. One the sweep took for dead (its heartbeats were held up:
-    a database outage longer than ``VP_SESSION_STALE_SECONDS``, a stalled process) is open
-    again: its process is alive and will record the real end."""
-    abandoned = Q(end_reason=Session.EndReason.ABANDONED)
-    with tenant_scope(tenant_id):
-        Session.objects.filter(pk=session_id).update(
-            heartbeat_at=timezone.now(),
-            audio_in_ms=audio_in_ms,
-            audio_out_ms=audio_out_ms,
-            ended_at=Case(When(abandoned, then=Value(None)), default=F("ended_at")),
-            end_reason=Case(When(abandoned, then=Value("")), default=F("end_reason")),
-        )
+    """One live session's sign of life (see ``sessions_heartbeat``)."""
+    sessions_heartbeat([Heartbeat(session_id, tenant_id, audio_in_ms, audio_out_ms)])
 
 
 def session_add_upstream(

@@ -126,6 +126,7 @@ class Platform:
             OPENAI_API_KEY="sk-bench-0000000000000000000000",
             VP_OPENAI_REALTIME_URL=f"ws://127.0.0.1:{echo_port}/v1/realtime",
             VP_LOG_LEVEL="WARNING",
+            DEBUG="0",  # as in production (embedded mode defaults it on)
             DJANGO_SETTINGS_MODULE="voiceplatform.settings",
             PYTHONUNBUFFERED="1",
         )
