@@ -62,6 +62,9 @@ class ClientOutput:
         self._clock = clock
         self._protocol = _daphne_protocol(send)
         self._transport = _asyncio_transport(send)
+        # A server protocol that can write a text message synchronously (voiceplatform.serve's
+        # uvicorn protocol): the relay's frames skip the ASGI send when nothing is in the way.
+        self._send_now = getattr(getattr(send, "__self__", None), "send_text_nowait", None)
 
         self.paused = False
         self.behind_bytes = 0  # sent while the transport said its buffer was full
@@ -124,6 +127,8 @@ class ClientOutput:
             self._slow_reader()
             return
         self._sends += 1
+        if self._send_now is not None and self._send_now(text):
+            return
         self._sending = True
         await self._send({"type": "websocket.send", "text": text})
         self._sending = False
