@@ -62,9 +62,15 @@ class ClientOutput:
         self._clock = clock
         self._protocol = _daphne_protocol(send)
         self._transport = _asyncio_transport(send)
-        # A server protocol that can write a text message synchronously (voiceplatform.serve's
-        # uvicorn protocol): the relay's frames skip the ASGI send when nothing is in the way.
-        self._send_now = getattr(getattr(send, "__self__", None), "send_text_nowait", None)
+        # The relay's frames skip the ASGI send (a coroutine, a message dictionary, the
+        # server's checks) when the server's protocol can write them at once: Daphne's
+        # (autobahn's sendMessage on an open socket), voiceplatform.serve's uvicorn protocol
+        # (send_text_nowait). Otherwise, and whenever that says no, the ASGI send.
+        self._send_now: Callable[[str], bool] | None = (
+            self._daphne_send_now
+            if self._protocol is not None
+            else getattr(getattr(send, "__self__", None), "send_text_nowait", None)
+        )
 
         self.paused = False
         self.behind_bytes = 0  # sent while the transport said its buffer was full
@@ -132,6 +138,13 @@ class ClientOutput:
         self._sending = True
         await self._send({"type": "websocket.send", "text": text})
         self._sending = False
+
+    def _daphne_send_now(self, text: str) -> bool:
+        protocol = self._protocol
+        if protocol is None or protocol.state != protocol.STATE_OPEN:
+            return False
+        protocol.sendMessage(text.encode(), False)
+        return True
 
     def _behind(self, size: int) -> int:
         """Bytes the client is behind by, counting a message of ``size`` about to be sent."""
