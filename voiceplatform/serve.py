@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         if args.autobahn_log_args == "plain":
             _plain_autobahn_log_arguments()
+        _load_application_frozen()
         from daphne.cli import CommandLineInterface
 
         daphne = daphne_argv(
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import uvicorn
 
+    _load_application_frozen()
     options = uvicorn_options(
         host=args.host,
         port=args.port,
@@ -219,6 +221,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.ws != "relay":
         options["ws"] = args.ws
     uvicorn.run(**options)
+
+
+def _load_application_frozen() -> None:
+    """Import the application (the server then finds it imported) and move everything made so
+    far (Django, the URL map, the catalogue: about 200,000 tracked objects) to the collector's
+    permanent generation. A full collection walks every tracked object, and one comes whenever
+    the long-lived objects have grown by a quarter (sessions connecting): it took 90 ms in the
+    loaded process, every session's audio stalled meanwhile, and under 1 ms with them frozen
+    (measured with ``gc.collect()`` after importing the application)."""
+    import gc
+    import importlib
+
+    importlib.import_module(APPLICATION.partition(":")[0])
+    gc.collect()
+    gc.freeze()
 
 
 def _plain_autobahn_log_arguments() -> None:
