@@ -165,6 +165,12 @@ class Platform:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# The serving options production runs (voiceplatform.serve's defaults), for the other benchmarks.
+PRODUCTION = argparse.Namespace(
+    uvicorn_ws="relay", uvicorn_loop="uvloop", daphne_loop="uvloop", daphne_log_args="plain"
+)
+
+
 def loop_of(stack: str, cfg) -> str:
     """The event loop a stack runs on (named in every row)."""
     if stack in ("direct", "bare"):

@@ -75,7 +75,7 @@ class StreamingUpstream:
 async def run(options) -> int:
     import websockets
 
-    from bench.runner import Platform, free_port, server_argv, start, wait_port
+    from bench.runner import PRODUCTION, Platform, free_port, server_argv, start, wait_port
 
     upstream = StreamingUpstream(options.audio_seconds)
     server = await websockets.serve(upstream.handler, "127.0.0.1", 0, max_size=None)
@@ -84,7 +84,7 @@ async def run(options) -> int:
     platform.prepare()
     environ = {**platform.env(upstream_port), "VP_RECONNECT_ATTEMPTS": "0"}
     port = free_port()
-    argv = server_argv(options.server, port, upstream_port, "websockets-sansio")
+    argv = server_argv(options.server, port, upstream_port, PRODUCTION)
     process = start(options.server, argv, platform.dir, env=environ)
     await asyncio.to_thread(wait_port, port, process)
     try:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--audio-seconds", type=float, default=180.0)
-    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
+    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
     parser.add_argument("--timeout", type=float, default=120.0)
     return asyncio.run(run(parser.parse_args(argv)))
 
