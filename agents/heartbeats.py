@@ -6,7 +6,8 @@ thread hop and, with ``CONN_MAX_AGE = 0``, a new database connection each; with 
 a process started together (a load test, a burst after a deploy) they also come all at once and
 hold the GIL away from the relay's frames (measured: 5 % of the serving process's CPU at 50
 sessions and the relay's p99 tail, issue 17). So a process beats for all its sessions together:
-one ``database_sync_to_async`` call, one connection, one transaction per tenant.
+one ``database_sync_to_async`` call, one connection, one statement per tenant
+(``services.sessions_heartbeat``).
 
 While the journal sees the database down no beat is attempted (every ``database_sync_to_async``
 call of a process shares one thread); after a missed beat the next comes within a second of the
@@ -69,9 +70,7 @@ class Heartbeats:
             if not database.database_available():
                 missed = True
                 continue  # the journal probes; a call now would only hold the shared thread
-            beats = self.beats()
-            if not beats:
-                continue
+            beats = self.beats()  # never empty: the task ends with the last session
             try:
                 await database_sync_to_async(services.sessions_heartbeat)(beats)
             except Exception as exc:

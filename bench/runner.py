@@ -886,26 +886,26 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--uvicorn-ws",
-        default="relay",
+        default=PRODUCTION.uvicorn_ws,
         choices=("relay", "websockets-sansio"),
         help="uvicorn's WebSocket protocol: relay (production: voiceplatform.serve's "
         "RelayWebSocketProtocol) or uvicorn's own websockets-sansio (pauses reading per frame)",
     )
     parser.add_argument(
         "--uvicorn-loop",
-        default="uvloop",
+        default=PRODUCTION.uvicorn_loop,
         choices=("uvloop", "asyncio"),
         help="event loop of the uvicorn stacks (default uvloop, as in production)",
     )
     parser.add_argument(
         "--daphne-log-args",
-        default="plain",
+        default=PRODUCTION.daphne_log_args,
         choices=("plain", "stock"),
         help="autobahn's per-frame debug-log arguments: plain (production) or stock (coloured)",
     )
     parser.add_argument(
         "--daphne-loop",
-        default="uvloop",
+        default=PRODUCTION.daphne_loop,
         choices=("uvloop", "asyncio"),
         help="event loop under Daphne's Twisted reactor (default uvloop, as voiceplatform.serve)",
     )
